@@ -1,0 +1,106 @@
+//! The `wisp` binary: `wisp serve` runs a node; every other command is a
+//! client of a node's management API. This crate parses flags and wires the
+//! library crates together; it holds no business logic.
+
+mod build;
+mod client;
+mod commands;
+mod paths;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "wisp",
+    version,
+    about = "Wisp: a self-hosted serverless platform. Deploy WebAssembly functions with one command and run them on demand.",
+    long_about = "Wisp runs functions on demand: `wisp serve` starts a node (embedded storage, nothing else to install); \
+`wisp deploy NAME PATH` deploys a wasi:http component (or builds a Rust crate for wasm32-wasip2 first); \
+the function then answers at http://HOST:PORT/fn/NAME/.\n\n\
+Client commands find the local node through the data directory (its URL and admin token), \
+or use --url/WISP_URL and --token/WISP_TOKEN.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the node keeps its state; client commands read the node's URL and
+/// admin token from here.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataDirArg {
+    /// Data directory [default: $XDG_DATA_HOME/wisp, i.e. ~/.local/share/wisp]
+    #[arg(long, env = "WISP_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How client commands reach a node.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// URL of the node's HTTP listener [default: read from the data dir]
+    #[arg(long, env = "WISP_URL", global = true)]
+    pub url: Option<String>,
+    /// Management API token [default: the admin token in the data dir]
+    #[arg(long, env = "WISP_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Wisp node (HTTP gateway, management API, executor, embedded store)
+    Serve(serve::ServeArgs),
+    /// Deploy a function from a .wasm component or a Rust crate directory
+    Deploy(commands::DeployArgs),
+    /// Invoke a function and print its response
+    Invoke(commands::InvokeArgs),
+    /// List deployed functions
+    #[command(alias = "list")]
+    Ls(commands::LsArgs),
+    /// Delete a function
+    #[command(alias = "delete")]
+    Rm(commands::RmArgs),
+    /// Show the logs of a function's recent invocations
+    Logs(commands::LogsArgs),
+    /// List recent invocations (activations)
+    Activations(commands::ActivationsArgs),
+    /// Show one activation with its logs
+    Activation(commands::ActivationArgs),
+    /// Show per-function usage: invocations, errors, latency, GB-seconds
+    Usage(commands::UsageArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Deploy(a) => commands::deploy(a).await,
+            Command::Invoke(a) => commands::invoke(a).await,
+            Command::Ls(a) => commands::ls(a).await,
+            Command::Rm(a) => commands::rm(a).await,
+            Command::Logs(a) => commands::logs(a).await,
+            Command::Activations(a) => commands::activations(a).await,
+            Command::Activation(a) => commands::activation(a).await,
+            Command::Usage(a) => commands::usage(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

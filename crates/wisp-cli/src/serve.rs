@@ -1,0 +1,139 @@
+//! `wisp serve`: assemble a node from the library crates and run it until
+//! SIGTERM/SIGINT, then shut down gracefully.
+
+use crate::DataDirArg;
+use crate::paths::{TOKEN_FILE, URL_FILE, data_dir};
+use anyhow::Context;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use wisp_engine::{Engine, EngineSettings, RetentionSettings};
+use wisp_exec_wasm::{EngineConfig, WasmEngine};
+use wisp_gateway::GatewayConfig;
+use wisp_store::{FileArtifacts, SqliteStore};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the HTTP listener (port 0 picks a free port and prints it)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Largest invocation payload, in bytes (413 beyond)
+    #[arg(long, default_value_t = 6 * 1024 * 1024)]
+    max_payload: usize,
+    /// Largest artifact upload, in bytes (413 beyond)
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_artifact: usize,
+    /// Drop a function from memory after it was idle this long (scale to zero)
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    idle_evict: Duration,
+    /// How long a request over a function's concurrency limit waits before 429
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    queue_wait: Duration,
+    /// Keep at most this many activation records
+    #[arg(long, default_value_t = 100_000)]
+    retention_records: u64,
+    /// Drop activation records older than this
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    retention_age: Duration,
+    /// Instances alive at once, across all functions
+    #[arg(long, default_value_t = 1000)]
+    max_instances: u32,
+}
+
+/// Reads the admin token, creating it (mode 0600) on first start.
+fn admin_token(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let token = format!("wisp_{:032x}", rand_u128());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+fn rand_u128() -> u128 {
+    let mut b = [0u8; 16];
+    // Any failure here would leave a predictable token: refuse instead.
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut b).is_ok() {
+            return u128::from_le_bytes(b);
+        }
+    }
+    panic!("cannot read /dev/urandom to create the admin token");
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WISP_LOG").unwrap_or_else(|_| "warn,wisp=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let dir = data_dir(a.data.data_dir.as_deref())?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let token = admin_token(&dir)?;
+    let sqlite = Arc::new(SqliteStore::open(&dir.join("wisp.db")).context("opening the database")?);
+    let artifacts = Arc::new(FileArtifacts::open(dir.join("artifacts")).context("opening the artifact store")?);
+    let mut ecfg = EngineConfig::new(dir.join("compiled"));
+    ecfg.max_instances = a.max_instances;
+    let wasm = WasmEngine::new(ecfg).context("starting the WebAssembly engine")?;
+    let settings = EngineSettings {
+        queue_wait: a.queue_wait,
+        idle_evict: a.idle_evict,
+        retention: RetentionSettings { max_records: a.retention_records, max_age: a.retention_age, ..Default::default() },
+    };
+    let engine = Engine::start(wasm, sqlite.clone(), artifacts, sqlite, settings).await?;
+
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another wisp running? pick another with --listen)", a.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    wisp_core::durable::write_atomic(&dir.join(URL_FILE), url.as_bytes())
+        .with_context(|| format!("writing {}", dir.join(URL_FILE).display()))?;
+    let gateway = GatewayConfig {
+        admin_token: token,
+        max_payload_bytes: a.max_payload,
+        max_artifact_bytes: a.max_artifact,
+        public_url: url.clone(),
+    };
+    println!("wisp listening on {url}");
+    println!("data dir: {}", dir.display());
+    let _ = std::io::stdout().flush();
+    wisp_gateway::serve(listener, engine.clone(), gateway, shutdown_signal()).await?;
+    eprintln!("wisp: shutting down, waiting for running invocations");
+    engine.shutdown(Duration::from_secs(16 * 60)).await;
+    eprintln!("wisp: stopped");
+    Ok(())
+}

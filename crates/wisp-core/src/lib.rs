@@ -1,0 +1,16 @@
+//! Shared vocabulary of Wisp: typed identifiers, function specs, invocation
+//! outcomes, activation records, and the store traits every backend
+//! implements. Executors, stores, the engine and the gateway depend on this
+//! crate and not on each other's internals.
+
+pub mod activation;
+pub mod durable;
+pub mod ids;
+pub mod spec;
+pub mod store;
+pub mod time;
+
+pub use activation::{Activation, Outcome, UsageRow};
+pub use ids::{ActivationId, Digest, FunctionName, IdError, Namespace};
+pub use spec::{FunctionRecord, FunctionSpec, SpecError};
+pub use store::{ActivationFilter, ActivationStore, ArtifactStore, Registry, StoreError};

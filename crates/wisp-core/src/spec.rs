@@ -1,0 +1,162 @@
+//! What a function is: its settings (`FunctionSpec`) and its stored record
+//! (`FunctionRecord`, one immutable version of a function).
+
+use crate::ids::{Digest, FunctionName, Namespace};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const MIN_MEMORY_MB: u32 = 1;
+pub const MAX_MEMORY_MB: u32 = 4096;
+pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+pub const MAX_CONCURRENCY: u32 = 10_000;
+
+/// Settings of a function version. Every field has a default so that a
+/// deploy may give only what it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionSpec {
+    /// Linear-memory limit of one instance, in MiB. Also the billed size.
+    pub memory_mb: u32,
+    /// Deadline of one invocation, in milliseconds.
+    pub timeout_ms: u64,
+    /// How many invocations may run at once; more wait briefly, then get 429.
+    pub concurrency: u32,
+    /// Environment variables the function sees.
+    pub env: BTreeMap<String, String>,
+    /// Hosts (`host` or `host:port`) the function may send HTTP requests to.
+    /// Empty: no outbound HTTP.
+    pub allow_outbound: Vec<String>,
+}
+
+impl Default for FunctionSpec {
+    fn default() -> Self {
+        Self {
+            memory_mb: 128,
+            timeout_ms: 30_000,
+            concurrency: 100,
+            env: BTreeMap::new(),
+            allow_outbound: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpecError {
+    #[error("memory_mb must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MiB, got {0}")]
+    Memory(u32),
+    #[error("timeout_ms must be between 1 ms and {MAX_TIMEOUT_MS} ms (15 minutes), got {0}")]
+    Timeout(u64),
+    #[error("concurrency must be between 1 and {MAX_CONCURRENCY}, got {0}")]
+    Concurrency(u32),
+    #[error("env name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
+    EnvName(String),
+    #[error("allow_outbound entry {0:?} is invalid: use HOST or HOST:PORT (e.g. api.example.com:443)")]
+    Outbound(String),
+}
+
+impl FunctionSpec {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(SpecError::Memory(self.memory_mb));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(SpecError::Timeout(self.timeout_ms));
+        }
+        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+            return Err(SpecError::Concurrency(self.concurrency));
+        }
+        for k in self.env.keys() {
+            let ok = !k.is_empty()
+                && !k.as_bytes()[0].is_ascii_digit()
+                && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+            if !ok {
+                return Err(SpecError::EnvName(k.clone()));
+            }
+        }
+        for h in &self.allow_outbound {
+            if parse_host_port(h).is_none() {
+                return Err(SpecError::Outbound(h.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an outbound request to `host` on `port` is allowed.
+    pub fn outbound_allowed(&self, host: &str, port: u16) -> bool {
+        self.allow_outbound.iter().any(|entry| match parse_host_port(entry) {
+            Some((h, p)) => h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port),
+            None => false,
+        })
+    }
+}
+
+/// Splits `host[:port]`; `None` when malformed.
+pub fn parse_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p.parse::<u16>().ok()?)),
+        None => (s, None),
+    };
+    let ok = !host.is_empty()
+        && host.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
+    ok.then_some((host, port))
+}
+
+/// One version of a deployed function, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    pub namespace: Namespace,
+    pub name: FunctionName,
+    /// Starts at 1 and grows by one with every deploy.
+    pub version: u32,
+    pub artifact: Digest,
+    pub spec: FunctionSpec,
+    /// When the function was first created (ms since epoch).
+    pub created_at: i64,
+    /// When this version was deployed (ms since epoch).
+    pub updated_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        FunctionSpec::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let s = FunctionSpec { memory_mb: 0, ..Default::default() };
+        assert!(s.validate().unwrap_err().to_string().contains("memory_mb"));
+        let s = FunctionSpec { timeout_ms: 0, ..Default::default() };
+        assert!(s.validate().unwrap_err().to_string().contains("timeout_ms"));
+        let mut s = FunctionSpec::default();
+        s.env.insert("1BAD".into(), "x".into());
+        assert!(s.validate().unwrap_err().to_string().contains("1BAD"));
+    }
+
+    #[test]
+    fn outbound_matching() {
+        let s = FunctionSpec {
+            allow_outbound: vec!["api.example.com".into(), "127.0.0.1:8081".into()],
+            ..Default::default()
+        };
+        s.validate().unwrap();
+        assert!(s.outbound_allowed("api.example.com", 443));
+        assert!(s.outbound_allowed("API.example.com", 80));
+        assert!(s.outbound_allowed("127.0.0.1", 8081));
+        assert!(!s.outbound_allowed("127.0.0.1", 8082));
+        assert!(!s.outbound_allowed("evil.example.com", 443));
+        assert!(FunctionSpec { allow_outbound: vec!["x:y".into()], ..Default::default() }
+            .validate()
+            .is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let e = serde_json::from_str::<FunctionSpec>(r#"{"memroy_mb": 3}"#).unwrap_err();
+        assert!(e.to_string().contains("memroy_mb"));
+    }
+}

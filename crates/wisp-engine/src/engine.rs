@@ -1,0 +1,432 @@
+//! The engine: function table, dispatch, deploy, and queries.
+
+use crate::metrics::{FunctionMetrics, Metrics};
+use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use wisp_core::activation::{billed_ms, gb_seconds};
+use wisp_core::time::now_ms;
+use wisp_core::{
+    Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest, FunctionName,
+    FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, SpecError, StoreError, UsageRow,
+};
+use wisp_exec_wasm::{DeployError, Prepared, ResponseBody, RunReport, WasmEngine};
+
+/// A response from a function, with the `x-wisp-activation-id` header set.
+pub type InvokeResponse = http::Response<ResponseBody>;
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How long an invocation over the concurrency limit waits for a slot
+    /// before it is refused with 429.
+    pub queue_wait: Duration,
+    /// A function unused this long is dropped from memory (scale to zero);
+    /// its next invocation is a cold start.
+    pub idle_evict: Duration,
+    pub retention: RetentionSettings,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            queue_wait: Duration::from_millis(100),
+            idle_evict: Duration::from_secs(600),
+            retention: RetentionSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("function {name:?} not found in namespace {namespace:?} (wisp ls lists functions)")]
+    FunctionNotFound { namespace: Namespace, name: FunctionName },
+    #[error("function {name:?} is at its concurrency limit of {limit}; retry after {retry_after_s} s or raise --concurrency")]
+    Throttled { name: FunctionName, limit: u32, retry_after_s: u64 },
+    #[error("invalid function settings: {0}")]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+struct Entry {
+    record: FunctionRecord,
+    slots: Arc<Semaphore>,
+    prepared: RwLock<Option<Arc<Prepared>>>,
+    load_lock: tokio::sync::Mutex<()>,
+    last_used_ms: AtomicI64,
+    running: AtomicUsize,
+    metrics: Arc<FunctionMetrics>,
+}
+
+type Key = (Namespace, FunctionName);
+
+struct Inner {
+    settings: EngineSettings,
+    wasm: WasmEngine,
+    registry: Arc<dyn Registry>,
+    artifacts: Arc<dyn ArtifactStore>,
+    activations: Arc<dyn ActivationStore>,
+    functions: RwLock<HashMap<Key, Arc<Entry>>>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    recorder_handle: std::sync::Mutex<Option<RecorderHandle>>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// The node's engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+impl Engine {
+    /// Starts the engine: loads the function table (functions stay cold
+    /// until first used), and starts the recorder and the evictor.
+    pub async fn start(
+        wasm: WasmEngine,
+        registry: Arc<dyn Registry>,
+        artifacts: Arc<dyn ArtifactStore>,
+        activations: Arc<dyn ActivationStore>,
+        settings: EngineSettings,
+    ) -> Result<Self, EngineError> {
+        let metrics = Arc::new(Metrics::default());
+        let (recorder, handle) = Recorder::start(activations.clone(), settings.retention.clone(), metrics.clone());
+        let reg = registry.clone();
+        let records = blocking(move || reg.list_functions(None)).await??;
+        let engine = Self {
+            inner: Arc::new(Inner {
+                settings,
+                wasm,
+                registry,
+                artifacts,
+                activations,
+                functions: RwLock::new(HashMap::new()),
+                metrics,
+                recorder,
+                recorder_handle: std::sync::Mutex::new(Some(handle)),
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        };
+        for r in records {
+            engine.insert_entry(r, None);
+        }
+        let weak = Arc::downgrade(&engine.inner);
+        let idle = engine.inner.settings.idle_evict;
+        tokio::spawn(async move {
+            let period = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { break };
+                Engine { inner }.evict_idle();
+            }
+        });
+        Ok(engine)
+    }
+
+    fn insert_entry(&self, record: FunctionRecord, prepared: Option<Arc<Prepared>>) {
+        let key = (record.namespace.clone(), record.name.clone());
+        let metrics = self.inner.metrics.for_function(record.namespace.as_str(), record.name.as_str());
+        let entry = Arc::new(Entry {
+            slots: Arc::new(Semaphore::new(record.spec.concurrency as usize)),
+            prepared: RwLock::new(prepared),
+            load_lock: tokio::sync::Mutex::new(()),
+            last_used_ms: AtomicI64::new(now_ms()),
+            running: AtomicUsize::new(0),
+            metrics,
+            record,
+        });
+        self.inner.functions.write().unwrap_or_else(|p| p.into_inner()).insert(key, entry);
+    }
+
+    fn entry(&self, ns: &Namespace, name: &FunctionName) -> Result<Arc<Entry>, EngineError> {
+        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
+        table
+            .get(&(ns.clone(), name.clone()))
+            .cloned()
+            .ok_or_else(|| EngineError::FunctionNotFound { namespace: ns.clone(), name: name.clone() })
+    }
+
+    /// Drops functions unused for longer than the idle period from memory.
+    fn evict_idle(&self) {
+        let cutoff = now_ms() - self.inner.settings.idle_evict.as_millis() as i64;
+        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
+        for entry in table.values() {
+            if entry.last_used_ms.load(Ordering::Relaxed) < cutoff && entry.running.load(Ordering::Relaxed) == 0 {
+                let mut p = entry.prepared.write().unwrap_or_else(|p| p.into_inner());
+                if p.take().is_some() {
+                    tracing::debug!(function = %entry.record.name, "evicted idle function");
+                }
+            }
+        }
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
+        let loaded = table.values().filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false)).count();
+        self.inner.metrics.render(table.len(), loaded)
+    }
+
+    /// Loads (or compiles) a function's component and links it.
+    async fn load(&self, record: &FunctionRecord) -> Result<Arc<Prepared>, EngineError> {
+        let wasm = self.inner.wasm.clone();
+        let artifacts = self.inner.artifacts.clone();
+        let digest = record.artifact.clone();
+        let spec = record.spec.clone();
+        let prepared = blocking(move || {
+            let component = match wasm.load_cached(&digest) {
+                Some(c) => c,
+                None => {
+                    let bytes = artifacts.get_artifact(&digest)?;
+                    wasm.compile(&digest, &bytes)?
+                }
+            };
+            Ok::<_, EngineError>(wasm.prepare(&digest, &component, spec)?)
+        })
+        .await??;
+        Ok(Arc::new(prepared))
+    }
+
+    async fn prepared(&self, entry: &Entry) -> Result<(Arc<Prepared>, bool), EngineError> {
+        if let Some(p) = entry.prepared.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok((p.clone(), false));
+        }
+        let _guard = entry.load_lock.lock().await;
+        if let Some(p) = entry.prepared.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok((p.clone(), true)); // loaded by a concurrent request: this one waited too
+        }
+        let p = self.load(&entry.record).await?;
+        *entry.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
+        Ok((p, true))
+    }
+
+    /// Invokes a function with an HTTP request. Every trigger comes here.
+    pub async fn invoke<B>(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+        req: http::Request<B>,
+        trigger: &'static str,
+    ) -> Result<InvokeResponse, EngineError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let entry = self.entry(ns, name)?;
+        let start_ms = now_ms();
+        entry.last_used_ms.store(start_ms, Ordering::Relaxed);
+        let permit = match entry.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(self.inner.settings.queue_wait, entry.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    self.record_throttle(&entry, trigger, start_ms);
+                    return Err(EngineError::Throttled {
+                        name: name.clone(),
+                        limit: entry.record.spec.concurrency,
+                        retry_after_s: 1,
+                    });
+                }
+            },
+        };
+        self.run(entry, permit, req, trigger, start_ms).await
+    }
+
+    async fn run<B>(
+        &self,
+        entry: Arc<Entry>,
+        permit: OwnedSemaphorePermit,
+        req: http::Request<B>,
+        trigger: &'static str,
+        start_ms: i64,
+    ) -> Result<InvokeResponse, EngineError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let load_started = Instant::now();
+        let (prepared, cold) = self.prepared(&entry).await?;
+        let load_time = if cold { load_started.elapsed() } else { Duration::ZERO };
+        let id = ActivationId::generate();
+        let header = http::HeaderValue::from_str(id.as_str()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        entry.running.fetch_add(1, Ordering::AcqRel);
+        entry.metrics.started();
+        let this = self.clone();
+        let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
+        let mut resp = prepared
+            .start(req, timeout, move |report: RunReport| {
+                drop(permit);
+                let run_time = report.run_time + load_time;
+                entry.metrics.finished(report.outcome, run_time, cold);
+                entry.running.fetch_sub(1, Ordering::AcqRel);
+                entry.last_used_ms.store(now_ms(), Ordering::Relaxed);
+                let duration_us = run_time.as_micros() as u64;
+                let billed = billed_ms(duration_us);
+                let spec = &entry.record.spec;
+                this.inner.recorder.record(Activation {
+                    id,
+                    namespace: entry.record.namespace.clone(),
+                    function: entry.record.name.clone(),
+                    version: entry.record.version,
+                    artifact: entry.record.artifact.clone(),
+                    trigger: trigger.to_string(),
+                    start_ms,
+                    duration_us,
+                    billed_ms: billed,
+                    memory_mb: spec.memory_mb,
+                    gb_seconds: gb_seconds(spec.memory_mb, billed),
+                    outcome: report.outcome,
+                    cold,
+                    status: report.status,
+                    logs: report.logs,
+                    logs_truncated: report.logs_truncated,
+                    error: report.error,
+                });
+                if this.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    this.inner.idle.notify_waiters();
+                }
+            })
+            .await;
+        resp.headers_mut().insert("x-wisp-activation-id", header);
+        Ok(resp)
+    }
+
+    fn record_throttle(&self, entry: &Entry, trigger: &'static str, start_ms: i64) {
+        entry.metrics.count(Outcome::Throttled, Duration::ZERO, false);
+        let r = &entry.record;
+        self.inner.recorder.record(Activation {
+            id: ActivationId::generate(),
+            namespace: r.namespace.clone(),
+            function: r.name.clone(),
+            version: r.version,
+            artifact: r.artifact.clone(),
+            trigger: trigger.to_string(),
+            start_ms,
+            duration_us: 0,
+            billed_ms: 0,
+            memory_mb: r.spec.memory_mb,
+            gb_seconds: 0.0,
+            outcome: Outcome::Throttled,
+            cold: false,
+            status: 429,
+            logs: String::new(),
+            logs_truncated: false,
+            error: Some(format!("concurrency limit of {} reached", r.spec.concurrency)),
+        });
+    }
+
+    /// Stores an artifact (content-addressed, idempotent).
+    pub async fn put_artifact(&self, bytes: Bytes) -> Result<(Digest, bool), EngineError> {
+        let artifacts = self.inner.artifacts.clone();
+        Ok(blocking(move || artifacts.put_artifact(&bytes)).await??)
+    }
+
+    /// Creates a function or deploys a new version of it: validates the
+    /// settings and the component, compiles it (cached on disk), stores the
+    /// version and keeps it warm.
+    pub async fn deploy(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+        artifact: Digest,
+        spec: FunctionSpec,
+    ) -> Result<FunctionRecord, EngineError> {
+        spec.validate()?;
+        let wasm = self.inner.wasm.clone();
+        let artifacts = self.inner.artifacts.clone();
+        let (d, s) = (artifact.clone(), spec.clone());
+        let prepared = blocking(move || {
+            let component = match wasm.load_cached(&d) {
+                Some(c) => c,
+                None => {
+                    let bytes = artifacts.get_artifact(&d)?;
+                    wasm.compile(&d, &bytes)?
+                }
+            };
+            Ok::<_, EngineError>(wasm.prepare(&d, &component, s)?)
+        })
+        .await??;
+        let registry = self.inner.registry.clone();
+        let (n2, nm2) = (ns.clone(), name.clone());
+        let record = blocking(move || registry.put_function(&n2, &nm2, &artifact, &spec)).await??;
+        self.insert_entry(record.clone(), Some(Arc::new(prepared)));
+        Ok(record)
+    }
+
+    pub async fn get_function(&self, ns: &Namespace, name: &FunctionName) -> Result<FunctionRecord, EngineError> {
+        Ok(self.entry(ns, name)?.record.clone())
+    }
+
+    pub async fn list_functions(&self, ns: Option<&Namespace>) -> Vec<FunctionRecord> {
+        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = table
+            .values()
+            .filter(|e| ns.is_none_or(|n| *n == e.record.namespace))
+            .map(|e| e.record.clone())
+            .collect();
+        v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        v
+    }
+
+    pub async fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), EngineError> {
+        let registry = self.inner.registry.clone();
+        let (n2, nm2) = (ns.clone(), name.clone());
+        blocking(move || registry.delete_function(&n2, &nm2)).await?.map_err(|e| match e {
+            StoreError::FunctionNotFound { namespace, name } => EngineError::FunctionNotFound { namespace, name },
+            e => e.into(),
+        })?;
+        self.inner.functions.write().unwrap_or_else(|p| p.into_inner()).remove(&(ns.clone(), name.clone()));
+        Ok(())
+    }
+
+    pub async fn list_activations(&self, filter: ActivationFilter) -> Result<Vec<Activation>, EngineError> {
+        let store = self.inner.activations.clone();
+        Ok(blocking(move || store.list_activations(&filter)).await??)
+    }
+
+    pub async fn get_activation(&self, id: ActivationId) -> Result<Activation, EngineError> {
+        let store = self.inner.activations.clone();
+        Ok(blocking(move || store.get_activation(&id)).await??)
+    }
+
+    pub async fn usage(&self, ns: Option<Namespace>, since_ms: i64) -> Result<Vec<UsageRow>, EngineError> {
+        let store = self.inner.activations.clone();
+        Ok(blocking(move || store.usage(ns.as_ref(), since_ms)).await??)
+    }
+
+    /// Waits for running invocations to finish (each is bounded by its own
+    /// deadline, and this by `grace`), then writes every pending record.
+    pub async fn shutdown(&self, grace: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.inner.idle.notified();
+                if self.inner.in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!("shutdown: invocations still running after {grace:?}; recording what finished");
+        }
+        let handle = self.inner.recorder_handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            h.flush_and_stop().await;
+        }
+    }
+}

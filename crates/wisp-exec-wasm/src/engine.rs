@@ -1,0 +1,221 @@
+//! The node-wide wasmtime engine, linker and compiled-code cache.
+
+use crate::host::Host;
+use crate::run::Prepared;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wisp_core::{Digest, FunctionSpec};
+
+/// Node-level settings of the executor.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where compiled components are cached (`<data-dir>/compiled`).
+    pub cache_dir: PathBuf,
+    /// How many instances may be alive at once across all functions.
+    pub max_instances: u32,
+    /// The largest memory limit a function may ask for, in MiB.
+    pub max_memory_mb: u32,
+    /// Bytes of stdout+stderr kept per invocation.
+    pub log_capture_bytes: usize,
+    /// Epoch tick: how often running guests are checked for their deadline.
+    pub epoch_tick: Duration,
+}
+
+impl EngineConfig {
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            max_instances: 1000,
+            max_memory_mb: wisp_core::spec::MAX_MEMORY_MB,
+            log_capture_bytes: 64 * 1024,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Why an artifact cannot be deployed as a function.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeployError {
+    #[error("artifact {digest} is not WebAssembly (it does not start with the \\0asm magic bytes)")]
+    NotWasm { digest: Digest },
+    #[error(
+        "artifact {digest} is a core WebAssembly module, not a component: build for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule { digest: Digest },
+    #[error("artifact {digest} is not a valid WebAssembly component: {reason}")]
+    Invalid { digest: Digest, reason: String },
+    #[error("component {digest} imports something Wisp does not provide: {reason}")]
+    UnsupportedImport { digest: Digest, reason: String },
+    #[error(
+        "component {digest} does not export wasi:http/incoming-handler (it must target the wasi:http/proxy world, like a component for `wasmtime serve`): {reason}"
+    )]
+    MissingExport { digest: Digest, reason: String },
+    #[error("could not write the compiled-code cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<Host>,
+    config: EngineConfig,
+    cache_dir: PathBuf,
+}
+
+/// The node's WebAssembly engine. Cheap to clone.
+#[derive(Clone)]
+pub struct WasmEngine {
+    inner: Arc<Inner>,
+}
+
+impl WasmEngine {
+    pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(32)
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(1 << 20)
+            .max_memory_size((config.max_memory_mb as usize) << 20)
+            // Keep a few freed slots' pages warm for quick reuse.
+            .max_unused_warm_slots(64);
+        let mut wcfg = Config::new();
+        wcfg.epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32));
+        let engine = Engine::new(&wcfg).map_err(wasm_err)?;
+        let mut linker = Linker::<Host>::new(&engine);
+        // Full WASI p2 (as `wasmtime serve -S cli` has it): components built
+        // with Rust's std import wasi:cli and wasi:filesystem even when they
+        // use neither. No preopens and no socket access are granted.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wasm_err)?;
+
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        let cache_dir = config.cache_dir.join(format!("{:016x}", h.finish()));
+        std::fs::create_dir_all(&cache_dir)?;
+
+        let ticker = engine.weak();
+        let tick = config.epoch_tick;
+        std::thread::Builder::new().name("wisp-epoch".into()).spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        })?;
+        Ok(Self { inner: Arc::new(Inner { engine, linker, config, cache_dir }) })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    fn cache_path(&self, digest: &Digest) -> PathBuf {
+        self.inner.cache_dir.join(format!("{}.cwasm", digest.hex()))
+    }
+
+    /// Whether compiled code for this artifact is in the cache.
+    pub fn is_compiled(&self, digest: &Digest) -> bool {
+        self.cache_path(digest).exists()
+    }
+
+    /// Validates `bytes` as a `wasi:http/proxy` component, compiles it and
+    /// writes the compiled code to the cache. CPU-heavy: call it on a
+    /// blocking thread.
+    pub fn compile(&self, digest: &Digest, bytes: &[u8]) -> Result<Component, DeployError> {
+        check_header(digest, bytes)?;
+        let component = Component::new(&self.inner.engine, bytes).map_err(|e| DeployError::Invalid {
+            digest: digest.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        self.check_world(digest, &component)?;
+        let path = self.cache_path(digest);
+        let cache_err = |reason: String| DeployError::Cache { path: path.clone(), reason };
+        let compiled = component.serialize().map_err(|e| cache_err(format!("{e:#}")))?;
+        wisp_core::durable::write_atomic(&path, &compiled).map_err(|e| cache_err(e.to_string()))?;
+        Ok(component)
+    }
+
+    /// Loads compiled code from the cache; `None` when it is not there (or
+    /// was written by an incompatible engine), in which case the caller
+    /// compiles the artifact again.
+    pub fn load_cached(&self, digest: &Digest) -> Option<Component> {
+        let path = self.cache_path(digest);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `compile` above, into the node's
+        // own data directory, from a component this engine produced; its
+        // header is checked by wasmtime against this engine's settings.
+        match unsafe { Component::deserialize_file(&self.inner.engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-code cache entry");
+                None
+            }
+        }
+    }
+
+    fn check_world(&self, digest: &Digest, component: &Component) -> Result<ProxyPre<Host>, DeployError> {
+        let pre = self.inner.linker.instantiate_pre(component).map_err(|e| DeployError::UnsupportedImport {
+            digest: digest.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        ProxyPre::new(pre).map_err(|e| DeployError::MissingExport {
+            digest: digest.clone(),
+            reason: format!("{e:#}"),
+        })
+    }
+
+    /// Links a compiled component into a ready-to-instantiate function.
+    pub fn prepare(&self, digest: &Digest, component: &Component, spec: FunctionSpec) -> Result<Prepared, DeployError> {
+        let pre = self.check_world(digest, component)?;
+        Ok(Prepared::new(self.inner.engine.clone(), pre, spec, self.inner.config.log_capture_bytes))
+    }
+}
+
+fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+fn check_header(digest: &Digest, bytes: &[u8]) -> Result<(), DeployError> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(DeployError::NotWasm { digest: digest.clone() });
+    }
+    match bytes[4..8] {
+        [0x01, 0x00, 0x00, 0x00] => Err(DeployError::CoreModule { digest: digest.clone() }),
+        [_, _, 0x01, 0x00] => Ok(()),
+        _ => Err(DeployError::Invalid {
+            digest: digest.clone(),
+            reason: format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_checks_name_the_problem() {
+        let d = Digest::of(b"x");
+        assert!(matches!(check_header(&d, b"hello world"), Err(DeployError::NotWasm { .. })));
+        assert!(matches!(check_header(&d, b"\0asm\x01\0\0\0"), Err(DeployError::CoreModule { .. })));
+        assert!(check_header(&d, b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

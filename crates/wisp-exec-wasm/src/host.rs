@@ -1,0 +1,108 @@
+//! The per-instance host state: WASI context, `wasi:http` context, resource
+//! table, the memory limiter and the outbound-HTTP policy.
+
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
+use wisp_core::FunctionSpec;
+
+pub struct Host {
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub table: ResourceTable,
+    pub outbound: OutboundPolicy,
+    pub limiter: MemoryLimiter,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+/// Denies outbound HTTP to any host the function's spec does not list.
+pub struct OutboundPolicy {
+    pub spec: Arc<FunctionSpec>,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let allowed = uri.host().is_some_and(|host| {
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            self.spec.outbound_allowed(host, port)
+        });
+        if !allowed {
+            tracing::debug!(uri = %uri, "outbound request denied by policy");
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            ))
+        })
+    }
+}
+
+/// Caps the total linear memory of one instance at the function's limit and
+/// remembers whether the guest hit it, so a trap after a refused grow is
+/// reported as `memory_limit`.
+pub struct MemoryLimiter {
+    pub limit_bytes: usize,
+    pub used_bytes: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let after = self.used_bytes - current.min(self.used_bytes) + desired;
+        if after > self.limit_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.used_bytes = after;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -1,0 +1,194 @@
+//! Running one request: a fresh instance from the cached `InstancePre`, the
+//! `wasi:http/incoming-handler` call under a deadline, and the report of how
+//! it ended.
+
+use crate::host::{Host, MemoryLimiter, OutboundPolicy};
+use crate::logs::LogCapture;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+use wisp_core::{FunctionSpec, Outcome};
+
+/// The body of a response produced by a function.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// How one run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    /// Status sent to the caller.
+    pub status: u16,
+    /// From instantiation start to the end of the handler.
+    pub run_time: Duration,
+    pub logs: String,
+    pub logs_truncated: bool,
+    pub error: Option<String>,
+}
+
+/// A function ready to run: a linked component and its spec.
+pub struct Prepared {
+    engine: Engine,
+    pre: ProxyPre<Host>,
+    spec: Arc<FunctionSpec>,
+    env: Vec<(String, String)>,
+    log_cap: usize,
+}
+
+type Responder = Arc<Mutex<Option<oneshot::Sender<http::Response<ResponseBody>>>>>;
+
+fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
+    let mut r = http::Response::new(Full::new(Bytes::from(msg)).map_err(|never| match never {}).boxed_unsync());
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+impl Prepared {
+    pub(crate) fn new(engine: Engine, pre: ProxyPre<Host>, spec: FunctionSpec, log_cap: usize) -> Self {
+        let env = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Self { engine, pre, spec: Arc::new(spec), env, log_cap }
+    }
+
+    pub fn spec(&self) -> &FunctionSpec {
+        &self.spec
+    }
+
+    /// Runs `req` in a fresh instance on a new task. Returns the response as
+    /// soon as the function sends its head (the body streams on), or an
+    /// error response if it fails first. `on_done` gets the report once the
+    /// handler has finished, after the response.
+    pub async fn start<B>(
+        self: &Arc<Self>,
+        req: http::Request<B>,
+        timeout: Duration,
+        on_done: impl FnOnce(RunReport) + Send + 'static,
+    ) -> http::Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let (tx, rx) = oneshot::channel();
+        let responder: Responder = Arc::new(Mutex::new(Some(tx)));
+        let status = Arc::new(AtomicU16::new(0));
+        let this = self.clone();
+        let task_responder = responder.clone();
+        let task_status = status.clone();
+        tokio::spawn(async move {
+            let report = this.run(req, timeout, task_responder, task_status).await;
+            on_done(report);
+        });
+        match rx.await {
+            Ok(resp) => resp,
+            // The task ended without responding and without a report
+            // (it panicked): answer for it.
+            Err(_) => plain(500, "function failed without a response\n".into()),
+        }
+    }
+
+    async fn run<B>(
+        &self,
+        req: http::Request<B>,
+        timeout: Duration,
+        responder: Responder,
+        status: Arc<AtomicU16>,
+    ) -> RunReport
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let started = Instant::now();
+        let logs = LogCapture::new(self.log_cap);
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&self.env).stdout(logs.clone()).stderr(logs.clone());
+        let host = Host {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            outbound: OutboundPolicy { spec: self.spec.clone() },
+            limiter: MemoryLimiter {
+                limit_bytes: (self.spec.memory_mb as usize) << 20,
+                used_bytes: 0,
+                hit: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.limiter);
+        let deadline = started + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let send_responder = responder.clone();
+        let send_status = status.clone();
+        let call = async {
+            let proxy = self.pre.instantiate_async(&mut store).await?;
+            let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+            let out = store.data_mut().http().new_response_outparam_from_callback(move |result| {
+                let resp = match result {
+                    Ok(resp) => resp,
+                    Err(code) => plain(500, format!("function answered with an error: {code:?}\n")),
+                };
+                send_status.store(resp.status().as_u16(), Ordering::Relaxed);
+                if let Some(tx) = send_responder.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = tx.send(resp);
+                }
+            })?;
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        };
+        let result = tokio::time::timeout(timeout, call).await;
+        let run_time = started.elapsed();
+        let hit_memory = store.data().limiter.hit;
+        drop(store);
+
+        let (outcome, error) = match result {
+            Err(_elapsed) => (Outcome::Timeout, Some(format!("timed out after {} ms", timeout.as_millis()))),
+            Ok(Ok(())) => (Outcome::Success, None),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    (Outcome::Timeout, Some(format!("timed out after {} ms", timeout.as_millis())))
+                } else if hit_memory {
+                    (
+                        Outcome::MemoryLimit,
+                        Some(format!("memory limit of {} MiB exceeded: {e:#}", self.spec.memory_mb)),
+                    )
+                } else {
+                    (Outcome::Error, Some(format!("{e:#}")))
+                }
+            }
+        };
+        // Answer for a function that did not answer itself.
+        let unanswered = responder.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = unanswered {
+            let (code, msg) = match outcome {
+                Outcome::Timeout => (504, format!("function timed out after {} ms\n", timeout.as_millis())),
+                Outcome::MemoryLimit => (500, format!("function exceeded its memory limit of {} MiB\n", self.spec.memory_mb)),
+                Outcome::Success => (500, "function returned without sending a response\n".to_string()),
+                _ => (500, format!("function failed: {}\n", error.as_deref().unwrap_or("unknown error"))),
+            };
+            status.store(code, Ordering::Relaxed);
+            let _ = tx.send(plain(code, msg));
+        }
+        let status = status.load(Ordering::Relaxed);
+        let outcome = match outcome {
+            Outcome::Success if status >= 500 => Outcome::Error,
+            Outcome::Success if status == 0 => Outcome::Error,
+            o => o,
+        };
+        let (logs, logs_truncated) = logs.take();
+        RunReport { outcome, status, run_time, logs, logs_truncated, error }
+    }
+}

@@ -1,0 +1,71 @@
+//! JSON errors: `{"error": {"code": "...", "message": "..."}}` with the
+//! matching HTTP status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use wisp_engine::EngineError;
+use wisp_exec_wasm::DeployError;
+use wisp_core::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after_s: None }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after_s {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let msg = e.to_string();
+        match e {
+            EngineError::FunctionNotFound { .. } => Self::new(StatusCode::NOT_FOUND, "function_not_found", msg),
+            EngineError::Throttled { retry_after_s, .. } => Self {
+                retry_after_s: Some(retry_after_s),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", msg)
+            },
+            EngineError::Spec(_) => Self::bad_request("invalid_spec", msg),
+            EngineError::Deploy(DeployError::Cache { .. }) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "cache_error", msg)
+            }
+            EngineError::Deploy(_) => Self::bad_request("invalid_component", msg),
+            EngineError::Store(StoreError::ArtifactNotFound(_)) => {
+                Self::new(StatusCode::NOT_FOUND, "artifact_not_found", msg)
+            }
+            EngineError::Store(StoreError::ActivationNotFound(_)) => {
+                Self::new(StatusCode::NOT_FOUND, "activation_not_found", msg)
+            }
+            EngineError::Store(StoreError::FunctionNotFound { .. }) => {
+                Self::new(StatusCode::NOT_FOUND, "function_not_found", msg)
+            }
+            _ => {
+                tracing::error!(error = %msg, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
+        }
+    }
+}

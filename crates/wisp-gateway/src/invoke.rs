@@ -1,0 +1,90 @@
+//! `/fn/{name}/…`: pass the request to the function and stream its response.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use wisp_core::{FunctionName, Namespace};
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let mut r = st.engine.metrics_text().into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    r
+}
+
+pub async fn fn_root(State(st): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
+    forward(st, &name, "", req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn fn_path(
+    State(st): State<AppState>,
+    Path((name, rest)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    forward(st, &name, &rest, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) fn function_name(name: &str) -> Result<FunctionName, ApiError> {
+    FunctionName::new(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+/// Checks the declared size and caps the streamed size of a request body.
+pub(crate) fn limit_body(
+    body: Body,
+    headers: &axum::http::HeaderMap,
+    max: usize,
+) -> Result<impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body of {} bytes exceeds the limit of {max} bytes (wisp serve --max-payload)", declared.unwrap_or(0)),
+        ));
+    }
+    Ok(Limited::new(body, max).map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+        } else {
+            wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+        }
+    }))
+}
+
+/// Rewrites the request so the function sees `/{rest}?{query}`.
+pub(crate) async fn invoke_with_path(
+    st: &AppState,
+    ns: &Namespace,
+    name: &FunctionName,
+    rest: &str,
+    req: Request,
+    trigger: &'static str,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let body = limit_body(body, &parts.headers, st.config.max_payload_bytes)?;
+    let pq = match parts.uri.query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    parts.uri = pq
+        .parse()
+        .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid request path {pq:?}: {e}")))?;
+    if !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+    }
+    let req = http::Request::from_parts(parts, body);
+    let resp = st.engine.invoke(ns, name, req, trigger).await?;
+    Ok(resp.map(Body::new))
+}
+
+async fn forward(st: AppState, name: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
+    let name = function_name(name)?;
+    invoke_with_path(&st, &Namespace::default(), &name, rest, req, "http").await
+}

@@ -1,0 +1,58 @@
+//! The HTTP front of a node: function routes (`/fn/{name}/…`), the
+//! management API (`/v1/…`, bearer token), `/healthz` and `/metrics`.
+//! It turns requests into invocations and hands them to the engine; it holds
+//! no business logic of its own.
+
+mod api;
+mod error;
+mod invoke;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::routing::{any, get};
+use std::sync::Arc;
+use wisp_engine::Engine;
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The management API's bearer token.
+    pub admin_token: String,
+    /// Largest invocation payload accepted (413 beyond).
+    pub max_payload_bytes: usize,
+    /// Largest artifact upload accepted (413 beyond).
+    pub max_artifact_bytes: usize,
+    /// The address clients use to reach this node (for printed URLs).
+    pub public_url: String,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub engine: Engine,
+    pub config: Arc<GatewayConfig>,
+}
+
+/// Builds the node's HTTP router.
+pub fn router(engine: Engine, config: GatewayConfig) -> Router {
+    let state = AppState { engine, config: Arc::new(config) };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(invoke::metrics))
+        .route("/fn/{name}", any(invoke::fn_root))
+        .route("/fn/{name}/", any(invoke::fn_root))
+        .route("/fn/{name}/{*rest}", any(invoke::fn_path))
+        .nest("/v1", api::routes(state.clone()))
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves, then stops
+/// accepting and lets open requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(engine, config)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,17 @@
+//! Embedded storage backends: SQLite (WAL mode) for the registry and
+//! activation records, content-addressed files for artifacts. This is what
+//! `wisp serve` uses by default: everything lives in one data directory and
+//! no other service is needed.
+
+mod artifacts;
+mod sqlite;
+
+pub use artifacts::FileArtifacts;
+pub use sqlite::SqliteStore;
+
+use std::path::Path;
+use wisp_core::StoreError;
+
+pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io { path: path.to_path_buf(), source }
+}
