@@ -8,18 +8,30 @@ use std::process::{Command, Stdio};
 const TARGET: &str = "wasm32-wasip2";
 
 fn ensure_target() -> anyhow::Result<()> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     match out {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET) => Ok(()),
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) =>
+        {
+            Ok(())
+        }
         Ok(_) => {
             eprintln!("==> adding the {TARGET} target (rustup target add {TARGET})");
-            let st = Command::new("rustup").args(["target", "add", TARGET]).status()?;
+            let st = Command::new("rustup")
+                .args(["target", "add", TARGET])
+                .status()?;
             if !st.success() {
                 bail!("`rustup target add {TARGET}` failed; install the target and retry");
             }
             Ok(())
         }
-        Err(e) => bail!("cannot run rustup ({e}); install Rust with rustup and add the {TARGET} target"),
+        Err(e) => {
+            bail!("cannot run rustup ({e}); install Rust with rustup and add the {TARGET} target")
+        }
     }
 }
 
@@ -27,12 +39,25 @@ fn ensure_target() -> anyhow::Result<()> {
 pub fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
-        bail!("{} is a directory without a Cargo.toml: pass a .wasm file or a Rust crate directory", dir.display());
+        bail!(
+            "{} is a directory without a Cargo.toml: pass a .wasm file or a Rust crate directory",
+            dir.display()
+        );
     }
     ensure_target()?;
-    eprintln!("==> building {} for {TARGET} (cargo build --release)", dir.display());
+    eprintln!(
+        "==> building {} for {TARGET} (cargo build --release)",
+        dir.display()
+    );
     let mut child = Command::new("cargo")
-        .args(["build", "--release", "--target", TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -42,9 +67,14 @@ pub fn build_crate(dir: &Path) -> anyhow::Result<PathBuf> {
     let mut wasm = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if msg["reason"] == "compiler-artifact" {
-            let kinds = msg["target"]["kind"].as_array().cloned().unwrap_or_default();
+            let kinds = msg["target"]["kind"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let is_output = kinds.iter().any(|k| k == "bin" || k == "cdylib");
             if is_output {
                 for f in msg["filenames"].as_array().into_iter().flatten() {

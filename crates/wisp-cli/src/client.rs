@@ -32,17 +32,30 @@ impl Client {
                     )
                 })?,
         };
-        let http = reqwest::Client::builder().build().context("building the HTTP client")?;
-        Ok(Self { url: url.trim_end_matches('/').to_string(), token, http })
+        let http = reqwest::Client::builder()
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{}", self.url, path)).bearer_auth(&self.token)
+        self.http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.token)
     }
 
     /// Sends and fails with the server's error message on a non-2xx status.
     pub async fn send(&self, rb: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = rb.send().await.with_context(|| format!("cannot reach the Wisp node at {} (is `wisp serve` running? set --url or WISP_URL)", self.url))?;
+        let resp = rb.send().await.with_context(|| {
+            format!(
+                "cannot reach the Wisp node at {} (is `wisp serve` running? set --url or WISP_URL)",
+                self.url
+            )
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -57,6 +70,8 @@ impl Client {
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let resp = self.send(self.request(Method::GET, path)).await?;
-        resp.json().await.context("reading the node's JSON response")
+        resp.json()
+            .await
+            .context("reading the node's JSON response")
     }
 }

@@ -36,7 +36,11 @@ pub struct DeployArgs {
 }
 
 fn human_bytes(n: usize) -> String {
-    if n >= 1 << 20 { format!("{:.1} MiB", n as f64 / (1 << 20) as f64) } else { format!("{:.1} KiB", n as f64 / 1024.0) }
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
 }
 
 pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
@@ -55,10 +59,19 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         a.path.clone()
     };
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    eprintln!("==> uploading {} ({})", path.display(), human_bytes(bytes.len()));
-    let resp = client.send(client.request(Method::POST, "/v1/artifacts").body(bytes)).await?;
+    eprintln!(
+        "==> uploading {} ({})",
+        path.display(),
+        human_bytes(bytes.len())
+    );
+    let resp = client
+        .send(client.request(Method::POST, "/v1/artifacts").body(bytes))
+        .await?;
     let art: Value = resp.json().await?;
-    let digest = art["digest"].as_str().context("the node answered without a digest")?.to_string();
+    let digest = art["digest"]
+        .as_str()
+        .context("the node answered without a digest")?
+        .to_string();
     eprintln!("==> validating and compiling {digest}");
     let spec = json!({
         "memory_mb": a.memory,
@@ -68,7 +81,13 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "allow_outbound": a.allow_outbound,
     });
     let body = json!({"artifact": digest, "spec": spec});
-    let resp = client.send(client.request(Method::PUT, &format!("/v1/functions/{}", a.name)).json(&body)).await?;
+    let resp = client
+        .send(
+            client
+                .request(Method::PUT, &format!("/v1/functions/{}", a.name))
+                .json(&body),
+        )
+        .await?;
     let f: Value = resp.json().await?;
     println!("deployed {} version {}", a.name, f["version"]);
     println!("  digest: {digest}");
@@ -83,6 +102,9 @@ pub struct InvokeArgs {
     /// Request body: a string, or @FILE to read a file, or @- for stdin
     #[arg(long, short)]
     data: Option<String>,
+    /// Path (and query) the function sees, e.g. /orders?limit=5
+    #[arg(long, default_value = "/")]
+    path: String,
     /// Also print the response status and headers
     #[arg(long, short = 'i')]
     include: bool,
@@ -99,13 +121,28 @@ pub async fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
             v
         }
-        Some(d) if d.starts_with('@') => std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?,
+        Some(d) if d.starts_with('@') => {
+            std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?
+        }
         Some(d) => d.as_bytes().to_vec(),
     };
-    let rb = client.request(Method::POST, &format!("/v1/functions/{}/invoke", a.name)).body(body);
-    let resp = rb.send().await.with_context(|| format!("cannot reach the Wisp node at {}", client.url))?;
+    let path = a.path.trim_start_matches('/');
+    let rb = client
+        .request(
+            Method::POST,
+            &format!("/v1/functions/{}/invoke/{path}", a.name),
+        )
+        .body(body);
+    let resp = rb
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the Wisp node at {}", client.url))?;
     let status = resp.status();
-    let id = resp.headers().get("x-wisp-activation-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let id = resp
+        .headers()
+        .get("x-wisp-activation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if a.include {
         println!("HTTP {}", status);
         for (k, v) in resp.headers() {
@@ -156,7 +193,10 @@ pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
         println!("no functions deployed (wisp deploy NAME PATH deploys one)");
         return Ok(());
     }
-    println!("{:<24} {:>7} {:>8} {:>8} {:>11}  {:<19}  URL", "NAME", "VERSION", "MEMORY", "TIMEOUT", "CONCURRENCY", "DIGEST");
+    println!(
+        "{:<24} {:>7} {:>8} {:>8} {:>11}  {:<19}  URL",
+        "NAME", "VERSION", "MEMORY", "TIMEOUT", "CONCURRENCY", "DIGEST"
+    );
     for f in list {
         let s = &f["spec"];
         println!(
@@ -166,7 +206,12 @@ pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
             s["memory_mb"].to_string(),
             s["timeout_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
             s["concurrency"].to_string(),
-            f["artifact"].as_str().unwrap_or("").chars().take(19).collect::<String>(),
+            f["artifact"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(19)
+                .collect::<String>(),
             f["url"].as_str().unwrap_or(""),
         );
     }
@@ -183,7 +228,9 @@ pub struct RmArgs {
 
 pub async fn rm(a: RmArgs) -> anyhow::Result<()> {
     let client = Client::from_args(&a.client)?;
-    client.send(client.request(Method::DELETE, &format!("/v1/functions/{}", a.name))).await?;
+    client
+        .send(client.request(Method::DELETE, &format!("/v1/functions/{}", a.name)))
+        .await?;
     println!("deleted {}", a.name);
     Ok(())
 }
@@ -207,8 +254,15 @@ fn ts(ms: i64) -> String {
 pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     let client = Client::from_args(&a.client)?;
     // Make sure the function exists, for a clear error.
-    client.get_json(&format!("/v1/functions/{}", a.name)).await?;
-    let v = client.get_json(&format!("/v1/activations?function={}&limit={}", a.name, a.limit)).await?;
+    client
+        .get_json(&format!("/v1/functions/{}", a.name))
+        .await?;
+    let v = client
+        .get_json(&format!(
+            "/v1/activations?function={}&limit={}",
+            a.name, a.limit
+        ))
+        .await?;
     let mut list = v.as_array().cloned().unwrap_or_default();
     list.reverse(); // oldest first, like a log
     for act in list {
@@ -216,7 +270,13 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
         if logs.is_empty() && act["error"].is_null() {
             continue;
         }
-        println!("--- {} {} {} ({})", ts(act["start_ms"].as_i64().unwrap_or(0)), act["id"].as_str().unwrap_or(""), act["outcome"].as_str().unwrap_or(""), act["status"]);
+        println!(
+            "--- {} {} {} ({})",
+            ts(act["start_ms"].as_i64().unwrap_or(0)),
+            act["id"].as_str().unwrap_or(""),
+            act["outcome"].as_str().unwrap_or(""),
+            act["status"]
+        );
         print!("{logs}");
         if !logs.is_empty() && !logs.ends_with('\n') {
             println!();
@@ -263,7 +323,10 @@ pub async fn activations(a: ActivationsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<32}  {:<20}  {:<24}  {:<12} {:>6} {:>10}  {:<4}", "ID", "FUNCTION", "START", "OUTCOME", "STATUS", "DURATION", "COLD");
+    println!(
+        "{:<32}  {:<20}  {:<24}  {:<12} {:>6} {:>10}  {:<4}",
+        "ID", "FUNCTION", "START", "OUTCOME", "STATUS", "DURATION", "COLD"
+    );
     for act in v.as_array().cloned().unwrap_or_default() {
         println!(
             "{:<32}  {:<20}  {:<24}  {:<12} {:>6} {:>8.2}ms  {:<4}",
@@ -273,7 +336,11 @@ pub async fn activations(a: ActivationsArgs) -> anyhow::Result<()> {
             act["outcome"].as_str().unwrap_or(""),
             act["status"].to_string(),
             act["duration_us"].as_u64().unwrap_or(0) as f64 / 1000.0,
-            if act["cold"].as_bool() == Some(true) { "yes" } else { "no" },
+            if act["cold"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
         );
     }
     Ok(())
@@ -292,20 +359,56 @@ pub struct ActivationArgs {
 
 pub async fn activation(a: ActivationArgs) -> anyhow::Result<()> {
     let client = Client::from_args(&a.client)?;
-    let v = client.get_json(&format!("/v1/activations/{}", a.id)).await?;
+    let v = client
+        .get_json(&format!("/v1/activations/{}", a.id))
+        .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    for k in ["id", "function", "version", "artifact", "trigger", "outcome", "status", "cold", "memory_mb", "billed_ms", "gb_seconds"] {
-        println!("{:<12} {}", format!("{k}:"), match &v[k] { Value::String(s) => s.clone(), other => other.to_string() });
+    for k in [
+        "id",
+        "function",
+        "version",
+        "artifact",
+        "trigger",
+        "outcome",
+        "status",
+        "cold",
+        "memory_mb",
+        "billed_ms",
+        "gb_seconds",
+    ] {
+        println!(
+            "{:<12} {}",
+            format!("{k}:"),
+            match &v[k] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }
+        );
     }
-    println!("{:<12} {}", "start:", ts(v["start_ms"].as_i64().unwrap_or(0)));
-    println!("{:<12} {:.3} ms", "duration:", v["duration_us"].as_u64().unwrap_or(0) as f64 / 1000.0);
+    println!(
+        "{:<12} {}",
+        "start:",
+        ts(v["start_ms"].as_i64().unwrap_or(0))
+    );
+    println!(
+        "{:<12} {:.3} ms",
+        "duration:",
+        v["duration_us"].as_u64().unwrap_or(0) as f64 / 1000.0
+    );
     if let Some(e) = v["error"].as_str() {
         println!("{:<12} {e}", "error:");
     }
-    println!("logs:{}", if v["logs_truncated"].as_bool() == Some(true) { " (truncated)" } else { "" });
+    println!(
+        "logs:{}",
+        if v["logs_truncated"].as_bool() == Some(true) {
+            " (truncated)"
+        } else {
+            ""
+        }
+    );
     print!("{}", v["logs"].as_str().unwrap_or(""));
     Ok(())
 }
@@ -333,7 +436,10 @@ pub async fn usage(a: UsageArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<24} {:>11} {:>7} {:>9} {:>10} {:>10} {:>14}", "FUNCTION", "INVOCATIONS", "ERRORS", "THROTTLED", "P50", "P99", "GB-SECONDS");
+    println!(
+        "{:<24} {:>11} {:>7} {:>9} {:>10} {:>10} {:>14}",
+        "FUNCTION", "INVOCATIONS", "ERRORS", "THROTTLED", "P50", "P99", "GB-SECONDS"
+    );
     for u in v.as_array().cloned().unwrap_or_default() {
         println!(
             "{:<24} {:>11} {:>7} {:>9} {:>8.2}ms {:>8.2}ms {:>14.6}",

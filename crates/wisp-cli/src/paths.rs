@@ -12,7 +12,8 @@ pub fn data_dir(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(x).join("wisp"));
     }
-    let home = std::env::var_os("HOME").context("neither --data-dir, WISP_DATA_DIR, XDG_DATA_HOME nor HOME is set")?;
+    let home = std::env::var_os("HOME")
+        .context("neither --data-dir, WISP_DATA_DIR, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/wisp"))
 }
 

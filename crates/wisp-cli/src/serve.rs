@@ -96,28 +96,40 @@ async fn shutdown_signal() {
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WISP_LOG").unwrap_or_else(|_| "warn,wisp=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WISP_LOG")
+                .unwrap_or_else(|_| "warn,wisp=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let dir = data_dir(a.data.data_dir.as_deref())?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
     let token = admin_token(&dir)?;
     let sqlite = Arc::new(SqliteStore::open(&dir.join("wisp.db")).context("opening the database")?);
-    let artifacts = Arc::new(FileArtifacts::open(dir.join("artifacts")).context("opening the artifact store")?);
+    let artifacts =
+        Arc::new(FileArtifacts::open(dir.join("artifacts")).context("opening the artifact store")?);
     let mut ecfg = EngineConfig::new(dir.join("compiled"));
     ecfg.max_instances = a.max_instances;
     let wasm = WasmEngine::new(ecfg).context("starting the WebAssembly engine")?;
     let settings = EngineSettings {
         queue_wait: a.queue_wait,
         idle_evict: a.idle_evict,
-        retention: RetentionSettings { max_records: a.retention_records, max_age: a.retention_age, ..Default::default() },
+        retention: RetentionSettings {
+            max_records: a.retention_records,
+            max_age: a.retention_age,
+            ..Default::default()
+        },
     };
     let engine = Engine::start(wasm, sqlite.clone(), artifacts, sqlite, settings).await?;
 
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another wisp running? pick another with --listen)", a.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another wisp running? pick another with --listen)",
+                a.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     wisp_core::durable::write_atomic(&dir.join(URL_FILE), url.as_bytes())

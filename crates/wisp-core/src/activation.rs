@@ -127,6 +127,9 @@ mod tests {
         for o in Outcome::ALL {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }
-        assert_eq!(serde_json::to_string(&Outcome::MemoryLimit).unwrap(), "\"memory_limit\"");
+        assert_eq!(
+            serde_json::to_string(&Outcome::MemoryLimit).unwrap(),
+            "\"memory_limit\""
+        );
     }
 }

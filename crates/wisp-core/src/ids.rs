@@ -106,9 +106,15 @@ impl Digest {
     }
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = s.strip_prefix("sha256:").is_some_and(|h| {
-            h.len() == 64 && h.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+            h.len() == 64
+                && h.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
         });
-        if ok { Ok(Self(s.to_string())) } else { Err(IdError::InvalidDigest(s.to_string())) }
+        if ok {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(IdError::InvalidDigest(s.to_string()))
+        }
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -149,7 +155,10 @@ impl ActivationId {
         Self(format!("{ms:012x}{r:020x}"))
     }
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        if s.len() == 32 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        if s.len() == 32
+            && s.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
             Ok(Self(s.to_string()))
         } else {
             Err(IdError::InvalidActivationId(s.to_string()))

@@ -51,7 +51,9 @@ pub enum SpecError {
     Concurrency(u32),
     #[error("env name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
     EnvName(String),
-    #[error("allow_outbound entry {0:?} is invalid: use HOST or HOST:PORT (e.g. api.example.com:443)")]
+    #[error(
+        "allow_outbound entry {0:?} is invalid: use HOST or HOST:PORT (e.g. api.example.com:443)"
+    )]
     Outbound(String),
 }
 
@@ -84,10 +86,12 @@ impl FunctionSpec {
 
     /// Whether an outbound request to `host` on `port` is allowed.
     pub fn outbound_allowed(&self, host: &str, port: u16) -> bool {
-        self.allow_outbound.iter().any(|entry| match parse_host_port(entry) {
-            Some((h, p)) => h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port),
-            None => false,
-        })
+        self.allow_outbound
+            .iter()
+            .any(|entry| match parse_host_port(entry) {
+                Some((h, p)) => h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port),
+                None => false,
+            })
     }
 }
 
@@ -98,7 +102,9 @@ pub fn parse_host_port(s: &str) -> Option<(&str, Option<u16>)> {
         None => (s, None),
     };
     let ok = !host.is_empty()
-        && host.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
+        && host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
     ok.then_some((host, port))
 }
 
@@ -128,9 +134,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let s = FunctionSpec { memory_mb: 0, ..Default::default() };
+        let s = FunctionSpec {
+            memory_mb: 0,
+            ..Default::default()
+        };
         assert!(s.validate().unwrap_err().to_string().contains("memory_mb"));
-        let s = FunctionSpec { timeout_ms: 0, ..Default::default() };
+        let s = FunctionSpec {
+            timeout_ms: 0,
+            ..Default::default()
+        };
         assert!(s.validate().unwrap_err().to_string().contains("timeout_ms"));
         let mut s = FunctionSpec::default();
         s.env.insert("1BAD".into(), "x".into());
@@ -149,9 +161,14 @@ mod tests {
         assert!(s.outbound_allowed("127.0.0.1", 8081));
         assert!(!s.outbound_allowed("127.0.0.1", 8082));
         assert!(!s.outbound_allowed("evil.example.com", 443));
-        assert!(FunctionSpec { allow_outbound: vec!["x:y".into()], ..Default::default() }
+        assert!(
+            FunctionSpec {
+                allow_outbound: vec!["x:y".into()],
+                ..Default::default()
+            }
             .validate()
-            .is_err());
+            .is_err()
+        );
     }
 
     #[test]

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StoreError {
     #[error("function {name:?} not found in namespace {namespace:?} (wisp ls lists functions)")]
-    FunctionNotFound { namespace: Namespace, name: FunctionName },
+    FunctionNotFound {
+        namespace: Namespace,
+        name: FunctionName,
+    },
     #[error("artifact {0} not found (upload it first with POST /v1/artifacts)")]
     ArtifactNotFound(Digest),
     #[error("activation {0} not found (it may have aged out of retention)")]
@@ -24,7 +27,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Db(String),
     #[error("i/o error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Functions and their versions.
@@ -38,7 +44,11 @@ pub trait Registry: Send + Sync + 'static {
         spec: &FunctionSpec,
     ) -> Result<FunctionRecord, StoreError>;
     /// The current version of a function.
-    fn get_function(&self, ns: &Namespace, name: &FunctionName) -> Result<FunctionRecord, StoreError>;
+    fn get_function(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+    ) -> Result<FunctionRecord, StoreError>;
     /// Current versions of all functions, every namespace when `ns` is None.
     fn list_functions(&self, ns: Option<&Namespace>) -> Result<Vec<FunctionRecord>, StoreError>;
     /// Deletes a function with all its versions.

@@ -11,8 +11,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
 use wisp_core::{
-    Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest, FunctionName,
-    FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, SpecError, StoreError, UsageRow,
+    Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest,
+    FunctionName, FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, SpecError,
+    StoreError, UsageRow,
 };
 use wisp_exec_wasm::{DeployError, Prepared, ResponseBody, RunReport, WasmEngine};
 
@@ -44,9 +45,18 @@ impl Default for EngineSettings {
 #[non_exhaustive]
 pub enum EngineError {
     #[error("function {name:?} not found in namespace {namespace:?} (wisp ls lists functions)")]
-    FunctionNotFound { namespace: Namespace, name: FunctionName },
-    #[error("function {name:?} is at its concurrency limit of {limit}; retry after {retry_after_s} s or raise --concurrency")]
-    Throttled { name: FunctionName, limit: u32, retry_after_s: u64 },
+    FunctionNotFound {
+        namespace: Namespace,
+        name: FunctionName,
+    },
+    #[error(
+        "function {name:?} is at its concurrency limit of {limit}; retry after {retry_after_s} s or raise --concurrency"
+    )]
+    Throttled {
+        name: FunctionName,
+        limit: u32,
+        retry_after_s: u64,
+    },
     #[error("invalid function settings: {0}")]
     Spec(#[from] SpecError),
     #[error(transparent)]
@@ -89,8 +99,12 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, EngineError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| EngineError::Internal(e.to_string()))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))
 }
 
 impl Engine {
@@ -104,7 +118,11 @@ impl Engine {
         settings: EngineSettings,
     ) -> Result<Self, EngineError> {
         let metrics = Arc::new(Metrics::default());
-        let (recorder, handle) = Recorder::start(activations.clone(), settings.retention.clone(), metrics.clone());
+        let (recorder, handle) = Recorder::start(
+            activations.clone(),
+            settings.retention.clone(),
+            metrics.clone(),
+        );
         let reg = registry.clone();
         let records = blocking(move || reg.list_functions(None)).await??;
         let engine = Self {
@@ -140,7 +158,10 @@ impl Engine {
 
     fn insert_entry(&self, record: FunctionRecord, prepared: Option<Arc<Prepared>>) {
         let key = (record.namespace.clone(), record.name.clone());
-        let metrics = self.inner.metrics.for_function(record.namespace.as_str(), record.name.as_str());
+        let metrics = self
+            .inner
+            .metrics
+            .for_function(record.namespace.as_str(), record.name.as_str());
         let entry = Arc::new(Entry {
             slots: Arc::new(Semaphore::new(record.spec.concurrency as usize)),
             prepared: RwLock::new(prepared),
@@ -150,23 +171,40 @@ impl Engine {
             metrics,
             record,
         });
-        self.inner.functions.write().unwrap_or_else(|p| p.into_inner()).insert(key, entry);
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, entry);
     }
 
     fn entry(&self, ns: &Namespace, name: &FunctionName) -> Result<Arc<Entry>, EngineError> {
-        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
+        let table = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         table
             .get(&(ns.clone(), name.clone()))
             .cloned()
-            .ok_or_else(|| EngineError::FunctionNotFound { namespace: ns.clone(), name: name.clone() })
+            .ok_or_else(|| EngineError::FunctionNotFound {
+                namespace: ns.clone(),
+                name: name.clone(),
+            })
     }
 
     /// Drops functions unused for longer than the idle period from memory.
     fn evict_idle(&self) {
         let cutoff = now_ms() - self.inner.settings.idle_evict.as_millis() as i64;
-        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
+        let table = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         for entry in table.values() {
-            if entry.last_used_ms.load(Ordering::Relaxed) < cutoff && entry.running.load(Ordering::Relaxed) == 0 {
+            if entry.last_used_ms.load(Ordering::Relaxed) < cutoff
+                && entry.running.load(Ordering::Relaxed) == 0
+            {
                 let mut p = entry.prepared.write().unwrap_or_else(|p| p.into_inner());
                 if p.take().is_some() {
                     tracing::debug!(function = %entry.record.name, "evicted idle function");
@@ -176,8 +214,15 @@ impl Engine {
     }
 
     pub fn metrics_text(&self) -> String {
-        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
-        let loaded = table.values().filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false)).count();
+        let table = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let loaded = table
+            .values()
+            .filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false))
+            .count();
         self.inner.metrics.render(table.len(), loaded)
     }
 
@@ -202,11 +247,21 @@ impl Engine {
     }
 
     async fn prepared(&self, entry: &Entry) -> Result<(Arc<Prepared>, bool), EngineError> {
-        if let Some(p) = entry.prepared.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(p) = entry
+            .prepared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok((p.clone(), false));
         }
         let _guard = entry.load_lock.lock().await;
-        if let Some(p) = entry.prepared.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(p) = entry
+            .prepared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok((p.clone(), true)); // loaded by a concurrent request: this one waited too
         }
         let p = self.load(&entry.record).await?;
@@ -231,7 +286,12 @@ impl Engine {
         entry.last_used_ms.store(start_ms, Ordering::Relaxed);
         let permit = match entry.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => match tokio::time::timeout(self.inner.settings.queue_wait, entry.slots.clone().acquire_owned()).await {
+            Err(_) => match tokio::time::timeout(
+                self.inner.settings.queue_wait,
+                entry.slots.clone().acquire_owned(),
+            )
+            .await
+            {
                 Ok(Ok(p)) => p,
                 _ => {
                     self.record_throttle(&entry, trigger, start_ms);
@@ -260,9 +320,14 @@ impl Engine {
     {
         let load_started = Instant::now();
         let (prepared, cold) = self.prepared(&entry).await?;
-        let load_time = if cold { load_started.elapsed() } else { Duration::ZERO };
+        let load_time = if cold {
+            load_started.elapsed()
+        } else {
+            Duration::ZERO
+        };
         let id = ActivationId::generate();
-        let header = http::HeaderValue::from_str(id.as_str()).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let header = http::HeaderValue::from_str(id.as_str())
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         entry.running.fetch_add(1, Ordering::AcqRel);
         entry.metrics.started();
@@ -307,7 +372,9 @@ impl Engine {
     }
 
     fn record_throttle(&self, entry: &Entry, trigger: &'static str, start_ms: i64) {
-        entry.metrics.count(Outcome::Throttled, Duration::ZERO, false);
+        entry
+            .metrics
+            .count(Outcome::Throttled, Duration::ZERO, false);
         let r = &entry.record;
         self.inner.recorder.record(Activation {
             id: ActivationId::generate(),
@@ -326,7 +393,10 @@ impl Engine {
             status: 429,
             logs: String::new(),
             logs_truncated: false,
-            error: Some(format!("concurrency limit of {} reached", r.spec.concurrency)),
+            error: Some(format!(
+                "concurrency limit of {} reached",
+                r.spec.concurrency
+            )),
         });
     }
 
@@ -368,12 +438,20 @@ impl Engine {
         Ok(record)
     }
 
-    pub async fn get_function(&self, ns: &Namespace, name: &FunctionName) -> Result<FunctionRecord, EngineError> {
+    pub async fn get_function(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+    ) -> Result<FunctionRecord, EngineError> {
         Ok(self.entry(ns, name)?.record.clone())
     }
 
     pub async fn list_functions(&self, ns: Option<&Namespace>) -> Vec<FunctionRecord> {
-        let table = self.inner.functions.read().unwrap_or_else(|p| p.into_inner());
+        let table = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = table
             .values()
             .filter(|e| ns.is_none_or(|n| *n == e.record.namespace))
@@ -383,18 +461,33 @@ impl Engine {
         v
     }
 
-    pub async fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), EngineError> {
+    pub async fn delete_function(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+    ) -> Result<(), EngineError> {
         let registry = self.inner.registry.clone();
         let (n2, nm2) = (ns.clone(), name.clone());
-        blocking(move || registry.delete_function(&n2, &nm2)).await?.map_err(|e| match e {
-            StoreError::FunctionNotFound { namespace, name } => EngineError::FunctionNotFound { namespace, name },
-            e => e.into(),
-        })?;
-        self.inner.functions.write().unwrap_or_else(|p| p.into_inner()).remove(&(ns.clone(), name.clone()));
+        blocking(move || registry.delete_function(&n2, &nm2))
+            .await?
+            .map_err(|e| match e {
+                StoreError::FunctionNotFound { namespace, name } => {
+                    EngineError::FunctionNotFound { namespace, name }
+                }
+                e => e.into(),
+            })?;
+        self.inner
+            .functions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(ns.clone(), name.clone()));
         Ok(())
     }
 
-    pub async fn list_activations(&self, filter: ActivationFilter) -> Result<Vec<Activation>, EngineError> {
+    pub async fn list_activations(
+        &self,
+        filter: ActivationFilter,
+    ) -> Result<Vec<Activation>, EngineError> {
         let store = self.inner.activations.clone();
         Ok(blocking(move || store.list_activations(&filter)).await??)
     }
@@ -404,7 +497,11 @@ impl Engine {
         Ok(blocking(move || store.get_activation(&id)).await??)
     }
 
-    pub async fn usage(&self, ns: Option<Namespace>, since_ms: i64) -> Result<Vec<UsageRow>, EngineError> {
+    pub async fn usage(
+        &self,
+        ns: Option<Namespace>,
+        since_ms: i64,
+    ) -> Result<Vec<UsageRow>, EngineError> {
         let store = self.inner.activations.clone();
         Ok(blocking(move || store.usage(ns.as_ref(), since_ms)).await??)
     }
@@ -422,9 +519,16 @@ impl Engine {
             }
         };
         if tokio::time::timeout(grace, wait).await.is_err() {
-            tracing::warn!("shutdown: invocations still running after {grace:?}; recording what finished");
+            tracing::warn!(
+                "shutdown: invocations still running after {grace:?}; recording what finished"
+            );
         }
-        let handle = self.inner.recorder_handle.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .inner
+            .recorder_handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(h) = handle {
             h.flush_and_stop().await;
         }

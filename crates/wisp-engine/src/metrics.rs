@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wisp_core::Outcome;
 
-const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 #[derive(Default)]
 pub struct FunctionMetrics {
@@ -38,7 +40,8 @@ impl FunctionMetrics {
                 self.buckets[i].fetch_add(1, Relaxed);
             }
         }
-        self.duration_sum_us.fetch_add(duration.as_micros() as u64, Relaxed);
+        self.duration_sum_us
+            .fetch_add(duration.as_micros() as u64, Relaxed);
         self.duration_count.fetch_add(1, Relaxed);
         if cold {
             self.cold_starts.fetch_add(1, Relaxed);
@@ -56,7 +59,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn for_function(&self, ns: &str, name: &str) -> Arc<FunctionMetrics> {
         let mut m = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((ns.to_string(), name.to_string())).or_default().clone()
+        m.entry((ns.to_string(), name.to_string()))
+            .or_default()
+            .clone()
     }
 
     pub fn render(&self, deployed: usize, loaded: usize) -> String {
@@ -66,30 +71,65 @@ impl Metrics {
         out.push_str("# HELP wisp_invocations_total Invocations by function and outcome.\n# TYPE wisp_invocations_total counter\n");
         for ((ns, f), fm) in m.iter() {
             for (i, o) in Outcome::ALL.iter().enumerate() {
-                let _ = writeln!(out, "wisp_invocations_total{{{},outcome=\"{}\"}} {}", lbl(ns, f), o, fm.by_outcome[i].load(Relaxed));
+                let _ = writeln!(
+                    out,
+                    "wisp_invocations_total{{{},outcome=\"{}\"}} {}",
+                    lbl(ns, f),
+                    o,
+                    fm.by_outcome[i].load(Relaxed)
+                );
             }
         }
         out.push_str("# HELP wisp_invocation_duration_seconds Run time of invocations.\n# TYPE wisp_invocation_duration_seconds histogram\n");
         for ((ns, f), fm) in m.iter() {
             let l = lbl(ns, f);
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "wisp_invocation_duration_seconds_bucket{{{l},le=\"{b}\"}} {}", fm.buckets[i].load(Relaxed));
+                let _ = writeln!(
+                    out,
+                    "wisp_invocation_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
+                    fm.buckets[i].load(Relaxed)
+                );
             }
             let count = fm.duration_count.load(Relaxed);
-            let _ = writeln!(out, "wisp_invocation_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "wisp_invocation_duration_seconds_sum{{{l}}} {}", fm.duration_sum_us.load(Relaxed) as f64 / 1e6);
+            let _ = writeln!(
+                out,
+                "wisp_invocation_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "wisp_invocation_duration_seconds_sum{{{l}}} {}",
+                fm.duration_sum_us.load(Relaxed) as f64 / 1e6
+            );
             let _ = writeln!(out, "wisp_invocation_duration_seconds_count{{{l}}} {count}");
         }
         out.push_str("# HELP wisp_cold_starts_total Invocations that had to load their function first.\n# TYPE wisp_cold_starts_total counter\n");
         for ((ns, f), fm) in m.iter() {
-            let _ = writeln!(out, "wisp_cold_starts_total{{{}}} {}", lbl(ns, f), fm.cold_starts.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "wisp_cold_starts_total{{{}}} {}",
+                lbl(ns, f),
+                fm.cold_starts.load(Relaxed)
+            );
         }
-        out.push_str("# HELP wisp_in_flight Invocations running now.\n# TYPE wisp_in_flight gauge\n");
+        out.push_str(
+            "# HELP wisp_in_flight Invocations running now.\n# TYPE wisp_in_flight gauge\n",
+        );
         for ((ns, f), fm) in m.iter() {
-            let _ = writeln!(out, "wisp_in_flight{{{}}} {}", lbl(ns, f), fm.in_flight.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "wisp_in_flight{{{}}} {}",
+                lbl(ns, f),
+                fm.in_flight.load(Relaxed)
+            );
         }
-        let _ = writeln!(out, "# HELP wisp_functions_deployed Deployed functions.\n# TYPE wisp_functions_deployed gauge\nwisp_functions_deployed {deployed}");
-        let _ = writeln!(out, "# HELP wisp_functions_loaded Functions held in memory, ready to run.\n# TYPE wisp_functions_loaded gauge\nwisp_functions_loaded {loaded}");
+        let _ = writeln!(
+            out,
+            "# HELP wisp_functions_deployed Deployed functions.\n# TYPE wisp_functions_deployed gauge\nwisp_functions_deployed {deployed}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wisp_functions_loaded Functions held in memory, ready to run.\n# TYPE wisp_functions_loaded gauge\nwisp_functions_loaded {loaded}"
+        );
         let _ = writeln!(
             out,
             "# HELP wisp_activation_records_dropped_total Activation records dropped because the recorder fell behind.\n# TYPE wisp_activation_records_dropped_total counter\nwisp_activation_records_dropped_total {}",

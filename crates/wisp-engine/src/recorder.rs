@@ -48,7 +48,13 @@ impl Recorder {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(run(rx, stop_rx, store, settings));
-        (Self { tx, metrics }, RecorderHandle { stop: stop_tx, task })
+        (
+            Self { tx, metrics },
+            RecorderHandle {
+                stop: stop_tx,
+                task,
+            },
+        )
     }
 
     pub fn record(&self, a: Activation) {

@@ -111,14 +111,23 @@ impl WasmEngine {
 
         let ticker = engine.weak();
         let tick = config.epoch_tick;
-        std::thread::Builder::new().name("wisp-epoch".into()).spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(tick);
-            }
-        })?;
-        Ok(Self { inner: Arc::new(Inner { engine, linker, config, cache_dir }) })
+        std::thread::Builder::new()
+            .name("wisp-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(tick);
+                }
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                cache_dir,
+            }),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -139,14 +148,20 @@ impl WasmEngine {
     /// blocking thread.
     pub fn compile(&self, digest: &Digest, bytes: &[u8]) -> Result<Component, DeployError> {
         check_header(digest, bytes)?;
-        let component = Component::new(&self.inner.engine, bytes).map_err(|e| DeployError::Invalid {
-            digest: digest.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let component =
+            Component::new(&self.inner.engine, bytes).map_err(|e| DeployError::Invalid {
+                digest: digest.clone(),
+                reason: format!("{e:#}"),
+            })?;
         self.check_world(digest, &component)?;
         let path = self.cache_path(digest);
-        let cache_err = |reason: String| DeployError::Cache { path: path.clone(), reason };
-        let compiled = component.serialize().map_err(|e| cache_err(format!("{e:#}")))?;
+        let cache_err = |reason: String| DeployError::Cache {
+            path: path.clone(),
+            reason,
+        };
+        let compiled = component
+            .serialize()
+            .map_err(|e| cache_err(format!("{e:#}")))?;
         wisp_core::durable::write_atomic(&path, &compiled).map_err(|e| cache_err(e.to_string()))?;
         Ok(component)
     }
@@ -171,10 +186,16 @@ impl WasmEngine {
         }
     }
 
-    fn check_world(&self, digest: &Digest, component: &Component) -> Result<ProxyPre<Host>, DeployError> {
-        let pre = self.inner.linker.instantiate_pre(component).map_err(|e| DeployError::UnsupportedImport {
-            digest: digest.clone(),
-            reason: format!("{e:#}"),
+    fn check_world(
+        &self,
+        digest: &Digest,
+        component: &Component,
+    ) -> Result<ProxyPre<Host>, DeployError> {
+        let pre = self.inner.linker.instantiate_pre(component).map_err(|e| {
+            DeployError::UnsupportedImport {
+                digest: digest.clone(),
+                reason: format!("{e:#}"),
+            }
         })?;
         ProxyPre::new(pre).map_err(|e| DeployError::MissingExport {
             digest: digest.clone(),
@@ -183,9 +204,19 @@ impl WasmEngine {
     }
 
     /// Links a compiled component into a ready-to-instantiate function.
-    pub fn prepare(&self, digest: &Digest, component: &Component, spec: FunctionSpec) -> Result<Prepared, DeployError> {
+    pub fn prepare(
+        &self,
+        digest: &Digest,
+        component: &Component,
+        spec: FunctionSpec,
+    ) -> Result<Prepared, DeployError> {
         let pre = self.check_world(digest, component)?;
-        Ok(Prepared::new(self.inner.engine.clone(), pre, spec, self.inner.config.log_capture_bytes))
+        Ok(Prepared::new(
+            self.inner.engine.clone(),
+            pre,
+            spec,
+            self.inner.config.log_capture_bytes,
+        ))
     }
 }
 
@@ -195,14 +226,21 @@ fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
 
 fn check_header(digest: &Digest, bytes: &[u8]) -> Result<(), DeployError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
-        return Err(DeployError::NotWasm { digest: digest.clone() });
+        return Err(DeployError::NotWasm {
+            digest: digest.clone(),
+        });
     }
     match bytes[4..8] {
-        [0x01, 0x00, 0x00, 0x00] => Err(DeployError::CoreModule { digest: digest.clone() }),
+        [0x01, 0x00, 0x00, 0x00] => Err(DeployError::CoreModule {
+            digest: digest.clone(),
+        }),
         [_, _, 0x01, 0x00] => Ok(()),
         _ => Err(DeployError::Invalid {
             digest: digest.clone(),
-            reason: format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]),
+            reason: format!(
+                "unknown WebAssembly version/layer bytes {:02x?}",
+                &bytes[4..8]
+            ),
         }),
     }
 }
@@ -214,8 +252,14 @@ mod tests {
     #[test]
     fn header_checks_name_the_problem() {
         let d = Digest::of(b"x");
-        assert!(matches!(check_header(&d, b"hello world"), Err(DeployError::NotWasm { .. })));
-        assert!(matches!(check_header(&d, b"\0asm\x01\0\0\0"), Err(DeployError::CoreModule { .. })));
+        assert!(matches!(
+            check_header(&d, b"hello world"),
+            Err(DeployError::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header(&d, b"\0asm\x01\0\0\0"),
+            Err(DeployError::CoreModule { .. })
+        ));
         assert!(check_header(&d, b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

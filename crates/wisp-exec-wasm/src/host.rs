@@ -1,6 +1,7 @@
 //! The per-instance host state: WASI context, `wasi:http` context, resource
 //! table, the memory limiter and the outbound-HTTP policy.
 
+use crate::logs::LogCapture;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -21,25 +22,38 @@ pub struct Host {
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
     }
 }
 
 /// Denies outbound HTTP to any host the function's spec does not list.
 pub struct OutboundPolicy {
     pub spec: Arc<FunctionSpec>,
+    /// Denials are written into the invocation's logs, so `wisp logs` says
+    /// why a request failed.
+    pub logs: LogCapture,
 }
 
 type SendFuture = Box<
     dyn Future<
             Output = Result<
-                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
                 HttpError,
             >,
         > + Send,
@@ -60,6 +74,9 @@ impl WasiHttpHooks for OutboundPolicy {
         });
         if !allowed {
             tracing::debug!(uri = %uri, "outbound request denied by policy");
+            self.logs.note(&format!(
+                "[wisp] outbound request to {uri} denied: its host is not in the function's allow_outbound list (deploy with --allow-outbound HOST[:PORT])\n"
+            ));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         Box::new(async move {

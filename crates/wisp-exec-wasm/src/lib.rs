@@ -18,4 +18,4 @@ mod logs;
 mod run;
 
 pub use engine::{DeployError, EngineConfig, WasmEngine};
-pub use run::{Prepared, RunReport, ResponseBody};
+pub use run::{Prepared, ResponseBody, RunReport};

@@ -23,7 +23,10 @@ pub struct LogCapture {
 
 impl LogCapture {
     pub fn new(cap: usize) -> Self {
-        Self { state: Arc::default(), cap }
+        Self {
+            state: Arc::default(),
+            cap,
+        }
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -34,6 +37,11 @@ impl LogCapture {
         }
         let n = bytes.len().min(room);
         s.buf.extend_from_slice(&bytes[..n]);
+    }
+
+    /// Adds a line from the host (e.g. a policy denial) to the logs.
+    pub fn note(&self, line: &str) {
+        self.push(line.as_bytes());
     }
 
     /// The captured text (lossy UTF-8) and whether some was dropped.
@@ -79,7 +87,11 @@ impl OutputStream for LogCapture {
 }
 
 impl tokio::io::AsyncWrite for LogCapture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -19,7 +19,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 use wisp_core::{FunctionSpec, Outcome};
 
 /// The body of a response produced by a function.
-pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+pub type ResponseBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
 /// How one run ended.
 #[derive(Debug, Clone)]
@@ -46,16 +47,39 @@ pub struct Prepared {
 type Responder = Arc<Mutex<Option<oneshot::Sender<http::Response<ResponseBody>>>>>;
 
 fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
-    let mut r = http::Response::new(Full::new(Bytes::from(msg)).map_err(|never| match never {}).boxed_unsync());
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    let mut r = http::Response::new(
+        Full::new(Bytes::from(msg))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 impl Prepared {
-    pub(crate) fn new(engine: Engine, pre: ProxyPre<Host>, spec: FunctionSpec, log_cap: usize) -> Self {
-        let env = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        Self { engine, pre, spec: Arc::new(spec), env, log_cap }
+    pub(crate) fn new(
+        engine: Engine,
+        pre: ProxyPre<Host>,
+        spec: FunctionSpec,
+        log_cap: usize,
+    ) -> Self {
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Self {
+            engine,
+            pre,
+            spec: Arc::new(spec),
+            env,
+            log_cap,
+        }
     }
 
     pub fn spec(&self) -> &FunctionSpec {
@@ -108,12 +132,17 @@ impl Prepared {
         let started = Instant::now();
         let logs = LogCapture::new(self.log_cap);
         let mut wasi = WasiCtx::builder();
-        wasi.envs(&self.env).stdout(logs.clone()).stderr(logs.clone());
+        wasi.envs(&self.env)
+            .stdout(logs.clone())
+            .stderr(logs.clone());
         let host = Host {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            outbound: OutboundPolicy { spec: self.spec.clone() },
+            outbound: OutboundPolicy {
+                spec: self.spec.clone(),
+                logs: logs.clone(),
+            },
             limiter: MemoryLimiter {
                 limit_bytes: (self.spec.memory_mb as usize) << 20,
                 used_bytes: 0,
@@ -136,18 +165,33 @@ impl Prepared {
         let send_status = status.clone();
         let call = async {
             let proxy = self.pre.instantiate_async(&mut store).await?;
-            let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
-            let out = store.data_mut().http().new_response_outparam_from_callback(move |result| {
-                let resp = match result {
-                    Ok(resp) => resp,
-                    Err(code) => plain(500, format!("function answered with an error: {code:?}\n")),
-                };
-                send_status.store(resp.status().as_u16(), Ordering::Relaxed);
-                if let Some(tx) = send_responder.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    let _ = tx.send(resp);
-                }
-            })?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, req)?;
+            let out = store
+                .data_mut()
+                .http()
+                .new_response_outparam_from_callback(move |result| {
+                    let resp = match result {
+                        Ok(resp) => resp,
+                        Err(code) => {
+                            plain(500, format!("function answered with an error: {code:?}\n"))
+                        }
+                    };
+                    send_status.store(resp.status().as_u16(), Ordering::Relaxed);
+                    if let Some(tx) = send_responder
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                    {
+                        let _ = tx.send(resp);
+                    }
+                })?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
         };
         let result = tokio::time::timeout(timeout, call).await;
         let run_time = started.elapsed();
@@ -155,15 +199,24 @@ impl Prepared {
         drop(store);
 
         let (outcome, error) = match result {
-            Err(_elapsed) => (Outcome::Timeout, Some(format!("timed out after {} ms", timeout.as_millis()))),
+            Err(_elapsed) => (
+                Outcome::Timeout,
+                Some(format!("timed out after {} ms", timeout.as_millis())),
+            ),
             Ok(Ok(())) => (Outcome::Success, None),
             Ok(Err(e)) => {
                 if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                    (Outcome::Timeout, Some(format!("timed out after {} ms", timeout.as_millis())))
+                    (
+                        Outcome::Timeout,
+                        Some(format!("timed out after {} ms", timeout.as_millis())),
+                    )
                 } else if hit_memory {
                     (
                         Outcome::MemoryLimit,
-                        Some(format!("memory limit of {} MiB exceeded: {e:#}", self.spec.memory_mb)),
+                        Some(format!(
+                            "memory limit of {} MiB exceeded: {e:#}",
+                            self.spec.memory_mb
+                        )),
                     )
                 } else {
                     (Outcome::Error, Some(format!("{e:#}")))
@@ -174,10 +227,28 @@ impl Prepared {
         let unanswered = responder.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tx) = unanswered {
             let (code, msg) = match outcome {
-                Outcome::Timeout => (504, format!("function timed out after {} ms\n", timeout.as_millis())),
-                Outcome::MemoryLimit => (500, format!("function exceeded its memory limit of {} MiB\n", self.spec.memory_mb)),
-                Outcome::Success => (500, "function returned without sending a response\n".to_string()),
-                _ => (500, format!("function failed: {}\n", error.as_deref().unwrap_or("unknown error"))),
+                Outcome::Timeout => (
+                    504,
+                    format!("function timed out after {} ms\n", timeout.as_millis()),
+                ),
+                Outcome::MemoryLimit => (
+                    500,
+                    format!(
+                        "function exceeded its memory limit of {} MiB\n",
+                        self.spec.memory_mb
+                    ),
+                ),
+                Outcome::Success => (
+                    500,
+                    "function returned without sending a response\n".to_string(),
+                ),
+                _ => (
+                    500,
+                    format!(
+                        "function failed: {}\n",
+                        error.as_deref().unwrap_or("unknown error")
+                    ),
+                ),
             };
             status.store(code, Ordering::Relaxed);
             let _ = tx.send(plain(code, msg));
@@ -189,6 +260,13 @@ impl Prepared {
             o => o,
         };
         let (logs, logs_truncated) = logs.take();
-        RunReport { outcome, status, run_time, logs, logs_truncated, error }
+        RunReport {
+            outcome,
+            status,
+            run_time,
+            logs,
+            logs_truncated,
+            error,
+        }
     }
 }

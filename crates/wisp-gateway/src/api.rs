@@ -14,15 +14,25 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use wisp_core::time::now_ms;
-use wisp_core::{ActivationFilter, ActivationId, Digest, FunctionName, FunctionRecord, FunctionSpec, Namespace};
+use wisp_core::{
+    ActivationFilter, ActivationId, Digest, FunctionName, FunctionRecord, FunctionSpec, Namespace,
+};
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let max_artifact = state.config.max_artifact_bytes;
     Router::new()
-        .route("/artifacts", post(upload_artifact).layer(DefaultBodyLimit::max(max_artifact)))
+        .route(
+            "/artifacts",
+            post(upload_artifact).layer(DefaultBodyLimit::max(max_artifact)),
+        )
         .route("/functions", get(list_functions))
-        .route("/functions/{name}", get(get_function).put(put_function).delete(delete_function))
+        .route(
+            "/functions/{name}",
+            get(get_function).put(put_function).delete(delete_function),
+        )
         .route("/functions/{name}/invoke", post(invoke))
+        .route("/functions/{name}/invoke/", post(invoke))
+        .route("/functions/{name}/invoke/{*rest}", post(invoke_path))
         .route("/activations", get(list_activations))
         .route("/activations/{id}", get(get_activation))
         .route("/usage", get(usage))
@@ -55,7 +65,8 @@ async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> 
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
 }
 
 #[derive(Serialize)]
@@ -67,12 +78,27 @@ struct ArtifactInfo {
 
 async fn upload_artifact(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("empty_artifact", "the artifact upload is empty: send the file's bytes as the request body"));
+        return Err(ApiError::bad_request(
+            "empty_artifact",
+            "the artifact upload is empty: send the file's bytes as the request body",
+        ));
     }
     let size = body.len();
     let (digest, created) = st.engine.put_artifact(body).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(ArtifactInfo { digest, size, created })).into_response())
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(ArtifactInfo {
+            digest,
+            size,
+            created,
+        }),
+    )
+        .into_response())
 }
 
 #[derive(Serialize)]
@@ -83,7 +109,11 @@ struct FunctionView {
 }
 
 fn view(st: &AppState, record: FunctionRecord) -> FunctionView {
-    let url = format!("{}/fn/{}/", st.config.public_url.trim_end_matches('/'), record.name);
+    let url = format!(
+        "{}/fn/{}/",
+        st.config.public_url.trim_end_matches('/'),
+        record.name
+    );
     FunctionView { record, url }
 }
 
@@ -93,7 +123,10 @@ async fn list_functions(State(st): State<AppState>) -> Json<Vec<FunctionView>> {
     Json(list.into_iter().map(|r| view(&st, r)).collect())
 }
 
-async fn get_function(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<FunctionView>, ApiError> {
+async fn get_function(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionView>, ApiError> {
     let name = function_name(&name)?;
     let r = st.engine.get_function(&Namespace::default(), &name).await?;
     Ok(Json(view(&st, r)))
@@ -107,31 +140,62 @@ struct DeployRequest {
     spec: FunctionSpec,
 }
 
-async fn put_function(State(st): State<AppState>, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn put_function(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let name = function_name(&name)?;
     let req: DeployRequest = json_body(&body)?;
-    let artifact = Digest::parse(&req.artifact).map_err(|e| ApiError::bad_request("invalid_artifact", format!("artifact: {e}")))?;
+    let artifact = Digest::parse(&req.artifact)
+        .map_err(|e| ApiError::bad_request("invalid_artifact", format!("artifact: {e}")))?;
     let ns = Namespace::default();
     let record = st.engine.deploy(&ns, &name, artifact, req.spec).await?;
-    let status = if record.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if record.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view(&st, record))).into_response())
 }
 
-async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_function(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let name = function_name(&name)?;
-    st.engine.delete_function(&Namespace::default(), &name).await?;
+    st.engine
+        .delete_function(&Namespace::default(), &name)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn invoke(State(st): State<AppState>, Path(name): Path<String>, req: Request) -> Result<Response, ApiError> {
+async fn invoke(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let name: FunctionName = function_name(&name)?;
     invoke_with_path(&st, &Namespace::default(), &name, "", req, "api").await
 }
 
+async fn invoke_path(
+    State(st): State<AppState>,
+    Path((name, rest)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let name: FunctionName = function_name(&name)?;
+    invoke_with_path(&st, &Namespace::default(), &name, &rest, req, "api").await
+}
+
 /// Parses `90s`, `15m`, `1h`, `7d` (or anything humantime accepts).
 fn parse_since(s: &str) -> Result<i64, ApiError> {
-    let d: Duration = humantime::parse_duration(s)
-        .map_err(|e| ApiError::bad_request("invalid_since", format!("since={s:?} is not a duration like 15m, 1h or 7d: {e}")))?;
+    let d: Duration = humantime::parse_duration(s).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_since",
+            format!("since={s:?} is not a duration like 15m, 1h or 7d: {e}"),
+        )
+    })?;
     Ok(now_ms() - d.as_millis() as i64)
 }
 
@@ -143,7 +207,10 @@ struct ActivationQuery {
     limit: Option<usize>,
 }
 
-async fn list_activations(State(st): State<AppState>, Query(q): Query<ActivationQuery>) -> Result<Response, ApiError> {
+async fn list_activations(
+    State(st): State<AppState>,
+    Query(q): Query<ActivationQuery>,
+) -> Result<Response, ApiError> {
     let function = q.function.as_deref().map(function_name).transpose()?;
     let since_ms = q.since.as_deref().map(parse_since).transpose()?;
     let filter = ActivationFilter {
@@ -156,11 +223,19 @@ async fn list_activations(State(st): State<AppState>, Query(q): Query<Activation
     Ok(Json(list).into_response())
 }
 
-async fn get_activation(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = ActivationId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+async fn get_activation(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id =
+        ActivationId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let a = st.engine.get_activation(id).await?;
     if a.namespace != Namespace::default() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "activation_not_found", format!("activation {} not found", a.id)));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "activation_not_found",
+            format!("activation {} not found", a.id),
+        ));
     }
     Ok(Json(a).into_response())
 }
@@ -171,8 +246,19 @@ struct UsageQuery {
     since: Option<String>,
 }
 
-async fn usage(State(st): State<AppState>, Query(q): Query<UsageQuery>) -> Result<Response, ApiError> {
-    let since_ms = q.since.as_deref().map(parse_since).transpose()?.unwrap_or(0);
-    let rows = st.engine.usage(Some(Namespace::default()), since_ms).await?;
+async fn usage(
+    State(st): State<AppState>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, ApiError> {
+    let since_ms = q
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()?
+        .unwrap_or(0);
+    let rows = st
+        .engine
+        .usage(Some(Namespace::default()), since_ms)
+        .await?;
     Ok(Json(rows).into_response())
 }

@@ -4,9 +4,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use wisp_core::StoreError;
 use wisp_engine::EngineError;
 use wisp_exec_wasm::DeployError;
-use wisp_core::StoreError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -18,7 +18,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_s: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_s: None,
+        }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -30,10 +35,12 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -43,7 +50,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let msg = e.to_string();
         match e {
-            EngineError::FunctionNotFound { .. } => Self::new(StatusCode::NOT_FOUND, "function_not_found", msg),
+            EngineError::FunctionNotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "function_not_found", msg)
+            }
             EngineError::Throttled { retry_after_s, .. } => Self {
                 retry_after_s: Some(retry_after_s),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", msg)

@@ -11,13 +11,21 @@ use wisp_core::{FunctionName, Namespace};
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut r = st.engine.metrics_text().into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     r
 }
 
-pub async fn fn_root(State(st): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
-    forward(st, &name, "", req).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn fn_root(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    forward(st, &name, "", req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn fn_path(
@@ -25,7 +33,9 @@ pub async fn fn_path(
     Path((name, rest)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    forward(st, &name, &rest, req).await.unwrap_or_else(IntoResponse::into_response)
+    forward(st, &name, &rest, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 pub(crate) fn function_name(name: &str) -> Result<FunctionName, ApiError> {
@@ -37,7 +47,10 @@ pub(crate) fn limit_body(
     body: Body,
     headers: &axum::http::HeaderMap,
     max: usize,
-) -> Result<impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static, ApiError> {
+) -> Result<
+    impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    ApiError,
+> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -46,7 +59,10 @@ pub(crate) fn limit_body(
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("request body of {} bytes exceeds the limit of {max} bytes (wisp serve --max-payload)", declared.unwrap_or(0)),
+            format!(
+                "request body of {} bytes exceeds the limit of {max} bytes (wisp serve --max-payload)",
+                declared.unwrap_or(0)
+            ),
         ));
     }
     Ok(Limited::new(body, max).map_err(|e| {
@@ -73,11 +89,13 @@ pub(crate) async fn invoke_with_path(
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),
     };
-    parts.uri = pq
-        .parse()
-        .map_err(|e| ApiError::bad_request("invalid_path", format!("invalid request path {pq:?}: {e}")))?;
+    parts.uri = pq.parse().map_err(|e| {
+        ApiError::bad_request("invalid_path", format!("invalid request path {pq:?}: {e}"))
+    })?;
     if !parts.headers.contains_key(header::HOST) {
-        parts.headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
     let req = http::Request::from_parts(parts, body);
     let resp = st.engine.invoke(ns, name, req, trigger).await?;

@@ -35,7 +35,10 @@ pub(crate) struct AppState {
 
 /// Builds the node's HTTP router.
 pub fn router(engine: Engine, config: GatewayConfig) -> Router {
-    let state = AppState { engine, config: Arc::new(config) };
+    let state = AppState {
+        engine,
+        config: Arc::new(config),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(invoke::metrics))
@@ -54,5 +57,7 @@ pub async fn serve(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine, config)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(engine, config))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -64,7 +64,8 @@ mod tests {
 
     #[test]
     fn put_is_idempotent_and_verified() {
-        let dir = std::env::temp_dir().join(format!("wisp-art-{}", wisp_core::ActivationId::generate()));
+        let dir =
+            std::env::temp_dir().join(format!("wisp-art-{}", wisp_core::ActivationId::generate()));
         let store = FileArtifacts::open(&dir).unwrap();
         let (d1, new1) = store.put_artifact(b"hello").unwrap();
         let (d2, new2) = store.put_artifact(b"hello").unwrap();
@@ -72,9 +73,15 @@ mod tests {
         assert!(new1 && !new2);
         assert_eq!(store.get_artifact(&d1).unwrap(), b"hello");
         fs::write(store.path_of(&d1), b"tampered").unwrap();
-        assert!(matches!(store.get_artifact(&d1), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            store.get_artifact(&d1),
+            Err(StoreError::Corrupt(_))
+        ));
         let missing = Digest::of(b"nope");
-        assert!(matches!(store.get_artifact(&missing), Err(StoreError::ArtifactNotFound(_))));
+        assert!(matches!(
+            store.get_artifact(&missing),
+            Err(StoreError::ArtifactNotFound(_))
+        ));
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -13,5 +13,8 @@ use std::path::Path;
 use wisp_core::StoreError;
 
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io { path: path.to_path_buf(), source }
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

@@ -62,13 +62,17 @@ CREATE INDEX IF NOT EXISTS activations_start ON activations (start_ms);
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
         // NORMAL in WAL mode: a commit survives a process crash; only an OS
         // crash may lose the last transactions. Deploys use FULL explicitly.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -78,11 +82,23 @@ impl SqliteStore {
     }
 }
 
-fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, u32, String, String, i64, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+fn record_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, u32, String, String, i64, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
 }
 
-fn to_record(r: (String, String, u32, String, String, i64, i64)) -> Result<FunctionRecord, StoreError> {
+fn to_record(
+    r: (String, String, u32, String, String, i64, i64),
+) -> Result<FunctionRecord, StoreError> {
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
     Ok(FunctionRecord {
         namespace: Namespace::new(r.0).map_err(|e| corrupt(&e))?,
@@ -95,7 +111,8 @@ fn to_record(r: (String, String, u32, String, String, i64, i64)) -> Result<Funct
     })
 }
 
-const SELECT_FUNCTION: &str = "SELECT f.namespace, f.name, v.version, v.artifact, v.spec, f.created_at, v.created_at
+const SELECT_FUNCTION: &str =
+    "SELECT f.namespace, f.name, v.version, v.artifact, v.spec, f.created_at, v.created_at
      FROM functions f JOIN versions v
        ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.current_version";
 
@@ -107,10 +124,12 @@ impl Registry for SqliteStore {
         artifact: &Digest,
         spec: &FunctionSpec,
     ) -> Result<FunctionRecord, StoreError> {
-        let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let spec_json =
+            serde_json::to_string(spec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_ms();
         let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
         let result = (|| {
             let tx = conn.transaction().map_err(db)?;
             let existing: Option<(u32, i64)> = tx
@@ -152,11 +171,16 @@ impl Registry for SqliteStore {
                 updated_at: now,
             })
         })();
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
         result
     }
 
-    fn get_function(&self, ns: &Namespace, name: &FunctionName) -> Result<FunctionRecord, StoreError> {
+    fn get_function(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+    ) -> Result<FunctionRecord, StoreError> {
         let conn = self.conn();
         let row = conn
             .query_row(
@@ -168,7 +192,10 @@ impl Registry for SqliteStore {
             .map_err(db)?;
         match row {
             Some(r) => to_record(r),
-            None => Err(StoreError::FunctionNotFound { namespace: ns.clone(), name: name.clone() }),
+            None => Err(StoreError::FunctionNotFound {
+                namespace: ns.clone(),
+                name: name.clone(),
+            }),
         }
     }
 
@@ -203,7 +230,10 @@ impl Registry for SqliteStore {
         .map_err(db)?;
         tx.commit().map_err(db)?;
         if n == 0 {
-            return Err(StoreError::FunctionNotFound { namespace: ns.clone(), name: name.clone() });
+            return Err(StoreError::FunctionNotFound {
+                namespace: ns.clone(),
+                name: name.clone(),
+            });
         }
         Ok(())
     }
@@ -211,7 +241,9 @@ impl Registry for SqliteStore {
 
 const ACTIVATION_COLUMNS: &str = "id, namespace, function, version, artifact, trigger, start_ms, duration_us, billed_ms, memory_mb, gb_seconds, outcome, cold, status, logs, logs_truncated, error";
 
-fn activation_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Activation, StoreError>> {
+fn activation_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<Activation, StoreError>> {
     let id: String = row.get(0)?;
     let ns: String = row.get(1)?;
     let function: String = row.get(2)?;
@@ -224,7 +256,8 @@ fn activation_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Activ
             Namespace::new(ns).map_err(|e| corrupt(&e))?,
             FunctionName::new(function).map_err(|e| corrupt(&e))?,
             Digest::parse(&artifact).map_err(|e| corrupt(&e))?,
-            Outcome::parse(&outcome).ok_or_else(|| StoreError::Corrupt(format!("unknown outcome {outcome:?}")))?,
+            Outcome::parse(&outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown outcome {outcome:?}")))?,
         ))
     })();
     let (id, namespace, function, artifact, outcome) = match base {
@@ -346,7 +379,9 @@ impl ActivationStore for SqliteStore {
                  ORDER BY namespace, function",
             )
             .map_err(db)?;
-        let mut rows = stmt.query(params![ns.map(|n| n.as_str()), since_ms]).map_err(db)?;
+        let mut rows = stmt
+            .query(params![ns.map(|n| n.as_str()), since_ms])
+            .map_err(db)?;
         let mut out: Vec<(UsageRow, Vec<u64>)> = Vec::new();
         while let Some(r) = rows.next().map_err(db)? {
             let ns: String = r.get(0).map_err(db)?;
@@ -356,9 +391,9 @@ impl ActivationStore for SqliteStore {
             let cold: bool = r.get(4).map_err(db)?;
             let billed: i64 = r.get(5).map_err(db)?;
             let gbs: f64 = r.get(6).map_err(db)?;
-            let same = out
-                .last()
-                .is_some_and(|(u, _)| u.namespace.as_str() == ns && u.function.as_str() == function);
+            let same = out.last().is_some_and(|(u, _)| {
+                u.namespace.as_str() == ns && u.function.as_str() == function
+            });
             if !same {
                 let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
                 out.push((
@@ -405,7 +440,10 @@ impl ActivationStore for SqliteStore {
     fn prune_activations(&self, max_count: u64, min_start_ms: i64) -> Result<u64, StoreError> {
         let conn = self.conn();
         let mut n = conn
-            .execute("DELETE FROM activations WHERE start_ms < ?1", params![min_start_ms])
+            .execute(
+                "DELETE FROM activations WHERE start_ms < ?1",
+                params![min_start_ms],
+            )
             .map_err(db)? as u64;
         n += conn
             .execute(
@@ -457,8 +495,20 @@ mod tests {
         let ns = Namespace::default();
         let name = FunctionName::new("hello").unwrap();
         let d = Digest::of(b"a");
-        let r1 = s.put_function(&ns, &name, &d, &FunctionSpec::default()).unwrap();
-        let r2 = s.put_function(&ns, &name, &d, &FunctionSpec { memory_mb: 64, ..Default::default() }).unwrap();
+        let r1 = s
+            .put_function(&ns, &name, &d, &FunctionSpec::default())
+            .unwrap();
+        let r2 = s
+            .put_function(
+                &ns,
+                &name,
+                &d,
+                &FunctionSpec {
+                    memory_mb: 64,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         assert_eq!((r1.version, r2.version), (1, 2));
         assert_eq!(r2.created_at, r1.created_at);
         drop(s);
@@ -468,7 +518,10 @@ mod tests {
         assert_eq!(got.spec.memory_mb, 64);
         assert_eq!(s.list_functions(None).unwrap().len(), 1);
         s.delete_function(&ns, &name).unwrap();
-        assert!(matches!(s.get_function(&ns, &name), Err(StoreError::FunctionNotFound { .. })));
+        assert!(matches!(
+            s.get_function(&ns, &name),
+            Err(StoreError::FunctionNotFound { .. })
+        ));
         assert!(s.delete_function(&ns, &name).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -493,12 +546,24 @@ mod tests {
         assert!((a.p99_ms - 99.0).abs() < 1.01, "p99 {}", a.p99_ms);
         assert_eq!(usage[1].billed_ms, 2);
         let listed = s
-            .list_activations(&ActivationFilter { function: Some(FunctionName::new("b").unwrap()), limit: 10, ..Default::default() })
+            .list_activations(&ActivationFilter {
+                function: Some(FunctionName::new("b").unwrap()),
+                limit: 10,
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(listed.len(), 1);
         let removed = s.prune_activations(10, 0).unwrap();
         assert_eq!(removed, 92);
-        assert_eq!(s.list_activations(&ActivationFilter { limit: 1000, ..Default::default() }).unwrap().len(), 10);
+        assert_eq!(
+            s.list_activations(&ActivationFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+            10
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

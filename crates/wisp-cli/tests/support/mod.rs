@@ -1,0 +1,222 @@
+//! Test support: start the real `wisp` binary on port 0, find the guest
+//! fixtures, speak HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const WISP: &str = env!("CARGO_BIN_EXE_wisp");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Directory of the built guest components. `scripts/test` builds them and
+/// sets WISP_FIXTURES; without it they are built here, once.
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("WISP_FIXTURES") {
+            return PathBuf::from(d);
+        }
+        let target = wasm_target_dir();
+        for ws in ["tests/fixtures", "examples"] {
+            let st = Command::new("cargo")
+                .args(["build", "--release", "--target", "wasm32-wasip2"])
+                .current_dir(repo_root().join(ws))
+                .env("CARGO_TARGET_DIR", &target)
+                .status()
+                .expect("running cargo to build the guest fixtures");
+            assert!(st.success(), "building {ws} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)");
+        }
+        target.join("wasm32-wasip2/release")
+    })
+}
+
+pub fn wasm_target_dir() -> PathBuf {
+    std::env::var_os("WISP_WASM_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/wisp/target-wasm")
+        })
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let p = fixtures().join(format!("{name}.wasm"));
+    std::fs::read(&p)
+        .unwrap_or_else(|e| panic!("fixture {} missing ({e}): run ./scripts/test", p.display()))
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "wisp-test-{tag}-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Node {
+    pub child: Option<Child>,
+    pub url: String,
+    pub dir: PathBuf,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Node {
+    pub fn start(dir: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(WISP)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting wisp serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("wisp serve exited before printing its address")
+                .unwrap();
+            if let Some(u) = line.strip_prefix("wisp listening on ") {
+                break u.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Node {
+            child: Some(child),
+            url,
+            dir: dir.to_path_buf(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn fresh(tag: &str, extra: &[&str]) -> Node {
+        Node::start(&temp_dir(tag), extra)
+    }
+
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.token)
+    }
+
+    pub fn get_fn(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}/fn/{}", self.url, path))
+    }
+
+    /// Uploads bytes and deploys them as `name` with the given spec JSON.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        spec: serde_json::Value,
+    ) -> reqwest::Response {
+        let art: serde_json::Value = self
+            .api(reqwest::Method::POST, "/v1/artifacts")
+            .body(wasm.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let digest = art["digest"].as_str().expect("digest").to_string();
+        self.api(reqwest::Method::PUT, &format!("/v1/functions/{name}"))
+            .json(&serde_json::json!({"artifact": digest, "spec": spec}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn deploy_ok(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        spec: serde_json::Value,
+    ) -> serde_json::Value {
+        let r = self.deploy(name, wasm, spec).await;
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(status.is_success(), "deploy {name} failed: {status} {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.api(reqwest::Method::GET, path).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the activation log holds at least `n` records matching
+    /// `function` (records are written in batches).
+    pub async fn activations(&self, function: &str, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..100 {
+            let v = self
+                .json(&format!("/v1/activations?function={function}&limit=10000"))
+                .await;
+            let list = v.as_array().unwrap().clone();
+            if list.len() >= n {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {n} activations of {function} were recorded within 5 s");
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(WISP)
+            .args(args)
+            .env("WISP_DATA_DIR", &self.dir)
+            .env_remove("WISP_URL")
+            .env_remove("WISP_TOKEN")
+            .output()
+            .expect("running wisp")
+    }
+
+    pub fn signal(&mut self, sig: i32) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
