@@ -99,6 +99,15 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// Returns free heap pages to the OS (glibc keeps them otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, EngineError> {
@@ -196,20 +205,32 @@ impl Engine {
     /// Drops functions unused for longer than the idle period from memory.
     fn evict_idle(&self) {
         let cutoff = now_ms() - self.inner.settings.idle_evict.as_millis() as i64;
-        let table = self
-            .inner
-            .functions
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        for entry in table.values() {
-            if entry.last_used_ms.load(Ordering::Relaxed) < cutoff
-                && entry.running.load(Ordering::Relaxed) == 0
-            {
-                let mut p = entry.prepared.write().unwrap_or_else(|p| p.into_inner());
-                if p.take().is_some() {
-                    tracing::debug!(function = %entry.record.name, "evicted idle function");
+        let mut evicted = Vec::new();
+        {
+            let table = self
+                .inner
+                .functions
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            for entry in table.values() {
+                if entry.last_used_ms.load(Ordering::Relaxed) < cutoff
+                    && entry.running.load(Ordering::Relaxed) == 0
+                {
+                    let mut p = entry.prepared.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some(p) = p.take() {
+                        tracing::debug!(function = %entry.record.name, "evicted idle function");
+                        evicted.push(p);
+                    }
                 }
             }
+        }
+        if !evicted.is_empty() {
+            // Hand the freed memory back to the OS: a node that scaled its
+            // functions to zero should not keep their memory resident.
+            tokio::task::spawn_blocking(move || {
+                drop(evicted);
+                release_free_memory();
+            });
         }
     }
 
@@ -227,20 +248,19 @@ impl Engine {
     }
 
     /// Loads (or compiles) a function's component and links it.
-    async fn load(&self, record: &FunctionRecord) -> Result<Arc<Prepared>, EngineError> {
+    async fn load(
+        &self,
+        artifact: &Digest,
+        spec: &FunctionSpec,
+    ) -> Result<Arc<Prepared>, EngineError> {
         let wasm = self.inner.wasm.clone();
         let artifacts = self.inner.artifacts.clone();
-        let digest = record.artifact.clone();
-        let spec = record.spec.clone();
+        let (digest, spec) = (artifact.clone(), spec.clone());
         let prepared = blocking(move || {
-            let component = match wasm.load_cached(&digest) {
-                Some(c) => c,
-                None => {
-                    let bytes = artifacts.get_artifact(&digest)?;
-                    wasm.compile(&digest, &bytes)?
-                }
-            };
-            Ok::<_, EngineError>(wasm.prepare(&digest, &component, spec)?)
+            let component = wasm.component(&digest, || {
+                artifacts.get_artifact(&digest).map_err(EngineError::from)
+            })?;
+            Ok::<_, EngineError>(wasm.prepare(&digest, component, spec)?)
         })
         .await??;
         Ok(Arc::new(prepared))
@@ -264,7 +284,9 @@ impl Engine {
         {
             return Ok((p.clone(), true)); // loaded by a concurrent request: this one waited too
         }
-        let p = self.load(&entry.record).await?;
+        let p = self
+            .load(&entry.record.artifact, &entry.record.spec)
+            .await?;
         *entry.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
         Ok((p, true))
     }
@@ -417,24 +439,11 @@ impl Engine {
         spec: FunctionSpec,
     ) -> Result<FunctionRecord, EngineError> {
         spec.validate()?;
-        let wasm = self.inner.wasm.clone();
-        let artifacts = self.inner.artifacts.clone();
-        let (d, s) = (artifact.clone(), spec.clone());
-        let prepared = blocking(move || {
-            let component = match wasm.load_cached(&d) {
-                Some(c) => c,
-                None => {
-                    let bytes = artifacts.get_artifact(&d)?;
-                    wasm.compile(&d, &bytes)?
-                }
-            };
-            Ok::<_, EngineError>(wasm.prepare(&d, &component, s)?)
-        })
-        .await??;
+        let prepared = self.load(&artifact, &spec).await?;
         let registry = self.inner.registry.clone();
         let (n2, nm2) = (ns.clone(), name.clone());
         let record = blocking(move || registry.put_function(&n2, &nm2, &artifact, &spec)).await??;
-        self.insert_entry(record.clone(), Some(Arc::new(prepared)));
+        self.insert_entry(record.clone(), Some(prepared));
         Ok(record)
     }
 

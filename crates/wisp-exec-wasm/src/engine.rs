@@ -2,9 +2,10 @@
 
 use crate::host::Host;
 use crate::run::Prepared;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -65,6 +66,9 @@ struct Inner {
     linker: Linker<Host>,
     config: EngineConfig,
     cache_dir: PathBuf,
+    /// Components in memory, shared by every loaded function (and version)
+    /// with the same artifact; gone when the last of them is evicted.
+    live: Mutex<HashMap<Digest, Weak<Component>>>,
 }
 
 /// The node's WebAssembly engine. Cheap to clone.
@@ -126,6 +130,7 @@ impl WasmEngine {
                 linker,
                 config,
                 cache_dir,
+                live: Mutex::default(),
             }),
         })
     }
@@ -164,6 +169,33 @@ impl WasmEngine {
             .map_err(|e| cache_err(format!("{e:#}")))?;
         wisp_core::durable::write_atomic(&path, &compiled).map_err(|e| cache_err(e.to_string()))?;
         Ok(component)
+    }
+
+    /// The compiled component for `digest`: shared from memory when another
+    /// loaded function uses it, else from the on-disk cache, else compiled
+    /// from the artifact bytes `fetch` returns. Blocking: call it on a
+    /// blocking thread.
+    pub fn component<E: From<DeployError>>(
+        &self,
+        digest: &Digest,
+        fetch: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Arc<Component>, E> {
+        let live = |m: &HashMap<Digest, Weak<Component>>| m.get(digest).and_then(Weak::upgrade);
+        if let Some(c) = live(&self.inner.live.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(c);
+        }
+        let c = match self.load_cached(digest) {
+            Some(c) => c,
+            None => self.compile(digest, &fetch()?)?,
+        };
+        let mut map = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = live(&map) {
+            return Ok(c); // loaded concurrently: share that one
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let c = Arc::new(c);
+        map.insert(digest.clone(), Arc::downgrade(&c));
+        Ok(c)
     }
 
     /// Loads compiled code from the cache; `None` when it is not there (or
@@ -207,12 +239,13 @@ impl WasmEngine {
     pub fn prepare(
         &self,
         digest: &Digest,
-        component: &Component,
+        component: Arc<Component>,
         spec: FunctionSpec,
     ) -> Result<Prepared, DeployError> {
-        let pre = self.check_world(digest, component)?;
+        let pre = self.check_world(digest, &component)?;
         Ok(Prepared::new(
             self.inner.engine.clone(),
+            component,
             pre,
             spec,
             self.inner.config.log_capture_bytes,
@@ -261,5 +294,49 @@ mod tests {
             Err(DeployError::CoreModule { .. })
         ));
         assert!(check_header(&d, b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    fn engine() -> (WasmEngine, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "wisp-engine-{}",
+            wisp_core::ActivationId::generate()
+        ));
+        let mut cfg = EngineConfig::new(&dir);
+        cfg.max_instances = 4;
+        (WasmEngine::new(cfg).unwrap(), dir)
+    }
+
+    #[test]
+    fn unknown_imports_are_named() {
+        let (e, dir) = engine();
+        let bytes = wat::parse_str(
+            r#"(component (import "acme:missing/thing" (instance (export "f" (func)))))"#,
+        )
+        .unwrap();
+        let err = e.compile(&Digest::of(&bytes), &bytes).unwrap_err();
+        assert!(
+            matches!(err, DeployError::UnsupportedImport { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("acme:missing/thing"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn components_without_the_handler_export_are_refused() {
+        let (e, dir) = engine();
+        let bytes = wat::parse_str("(component)").unwrap();
+        let d = Digest::of(&bytes);
+        let err = e.compile(&d, &bytes).unwrap_err();
+        assert!(matches!(err, DeployError::MissingExport { .. }), "{err}");
+        assert!(
+            err.to_string().contains("wasi:http/incoming-handler"),
+            "{err}"
+        );
+        assert!(
+            !e.is_compiled(&d),
+            "nothing is cached for a refused component"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

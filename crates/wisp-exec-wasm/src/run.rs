@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -38,6 +38,8 @@ pub struct RunReport {
 /// A function ready to run: a linked component and its spec.
 pub struct Prepared {
     engine: Engine,
+    /// Keeps the shared component alive while this function is loaded.
+    _component: Arc<Component>,
     pre: ProxyPre<Host>,
     spec: Arc<FunctionSpec>,
     env: Vec<(String, String)>,
@@ -64,6 +66,7 @@ fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
 impl Prepared {
     pub(crate) fn new(
         engine: Engine,
+        component: Arc<Component>,
         pre: ProxyPre<Host>,
         spec: FunctionSpec,
         log_cap: usize,
@@ -75,6 +78,7 @@ impl Prepared {
             .collect();
         Self {
             engine,
+            _component: component,
             pre,
             spec: Arc::new(spec),
             env,

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Everything BENCHMARKS.md reports: setup, the side-by-side load test, cold
+# starts and idle memory. Results land in bench/results/ (not committed).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+"$BENCH_DIR/setup.sh"
+"$BENCH_DIR/loadtest.sh"
+echo "== cold starts and memory"
+python3 "$BENCH_DIR/coldstart.py" "$WISP" "$HELLO_WASM" "$RESULTS/coldstart.json"
+cat "$RESULTS/coldstart.json"
