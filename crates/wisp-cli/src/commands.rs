@@ -28,6 +28,11 @@ pub struct DeployArgs {
     /// Environment variable for the function, KEY=VALUE (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Requests one instance may serve before it is replaced (default 1: a
+    /// fresh instance per request). Only for functions that keep no
+    /// per-request state in memory.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    instance_reuse: u32,
     /// Host the function may send HTTP requests to, HOST or HOST:PORT (repeatable)
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]")]
     allow_outbound: Vec<String>,
@@ -79,6 +84,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "concurrency": a.concurrency,
         "env": env,
         "allow_outbound": a.allow_outbound,
+        "instance_reuse": a.instance_reuse,
     });
     let body = json!({"artifact": digest, "spec": spec});
     let resp = client

@@ -70,6 +70,57 @@ async fn component_sees_method_path_query_headers_body_and_env() {
 }
 
 #[tokio::test]
+async fn opt_in_instance_reuse_keeps_instances_until_they_fail() {
+    let node = Node::fresh("reuse", &[]);
+    let reuse = spec(json!({"instance_reuse": 3, "concurrency": 1, "memory_mb": 32}));
+    node.deploy_ok("warm", &fixture("testfn"), reuse).await;
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(
+            node.get_fn("warm/counter")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    // Each instance serves 3 requests, then a fresh one takes over.
+    assert_eq!(seen, ["1", "2", "3", "1", "2", "3", "1"]);
+    // A failed request (here: the memory limit) discards its instance.
+    assert_eq!(node.get_fn("warm/oom").send().await.unwrap().status(), 500);
+    assert_eq!(
+        node.get_fn("warm/counter")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "1"
+    );
+    // Logs stay attributed to the request that wrote them.
+    let r = node.get_fn("warm/log").send().await.unwrap();
+    let id = r.headers()["x-wisp-activation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    node.get_fn("warm/counter").send().await.unwrap();
+    node.activations("warm", 11).await;
+    let a = node.json(&format!("/v1/activations/{id}")).await;
+    assert_eq!(a["logs"], "hello stdout\nhello stderr\n");
+    let r = node
+        .deploy(
+            "bad",
+            &fixture("testfn"),
+            spec(json!({"instance_reuse": 0})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
 async fn examples_hello_and_json_transform() {
     let node = Node::fresh("examples", &[]);
     node.deploy_ok(

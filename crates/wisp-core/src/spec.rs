@@ -26,6 +26,11 @@ pub struct FunctionSpec {
     /// Hosts (`host` or `host:port`) the function may send HTTP requests to.
     /// Empty: no outbound HTTP.
     pub allow_outbound: Vec<String>,
+    /// Requests one instance may serve before it is replaced. 1 (the
+    /// default): a fresh instance per request. Higher: instances are kept
+    /// warm and reused, like a warm Lambda environment — only for functions
+    /// that keep no per-request state in memory.
+    pub instance_reuse: u32,
 }
 
 impl Default for FunctionSpec {
@@ -36,6 +41,7 @@ impl Default for FunctionSpec {
             concurrency: 100,
             env: BTreeMap::new(),
             allow_outbound: Vec::new(),
+            instance_reuse: 1,
         }
     }
 }
@@ -49,6 +55,8 @@ pub enum SpecError {
     Timeout(u64),
     #[error("concurrency must be between 1 and {MAX_CONCURRENCY}, got {0}")]
     Concurrency(u32),
+    #[error("instance_reuse must be at least 1 (1 = a fresh instance per request)")]
+    InstanceReuse,
     #[error("env name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
     EnvName(String),
     #[error(
@@ -67,6 +75,9 @@ impl FunctionSpec {
         }
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
             return Err(SpecError::Concurrency(self.concurrency));
+        }
+        if self.instance_reuse == 0 {
+            return Err(SpecError::InstanceReuse);
         }
         for k in self.env.keys() {
             let ok = !k.is_empty()

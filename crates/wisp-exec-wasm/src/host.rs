@@ -18,6 +18,8 @@ pub struct Host {
     pub table: ResourceTable,
     pub outbound: OutboundPolicy,
     pub limiter: MemoryLimiter,
+    /// When the current request must end; read by the epoch callback.
+    pub deadline: std::time::Instant,
 }
 
 impl WasiView for Host {

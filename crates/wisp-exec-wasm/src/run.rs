@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 use wisp_core::{FunctionSpec, Outcome};
 
@@ -36,8 +36,19 @@ pub struct RunReport {
 }
 
 /// A function ready to run: a linked component and its spec.
+/// One store with its instance, kept between requests when the function
+/// opted into instance reuse.
+struct Instance {
+    store: Store<Host>,
+    proxy: Option<Proxy>,
+    logs: LogCapture,
+    uses: u32,
+}
+
 pub struct Prepared {
     engine: Engine,
+    /// Idle instances for reuse (only with `instance_reuse` > 1).
+    idle: Mutex<Vec<Instance>>,
     /// Keeps the shared component alive while this function is loaded.
     _component: Arc<Component>,
     pre: ProxyPre<Host>,
@@ -78,6 +89,7 @@ impl Prepared {
             .collect();
         Self {
             engine,
+            idle: Mutex::new(Vec::new()),
             _component: component,
             pre,
             spec: Arc::new(spec),
@@ -122,18 +134,8 @@ impl Prepared {
         }
     }
 
-    async fn run<B>(
-        &self,
-        req: http::Request<B>,
-        timeout: Duration,
-        responder: Responder,
-        status: Arc<AtomicU16>,
-    ) -> RunReport
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
-        let started = Instant::now();
+    /// A new store (and, once instantiated, instance) for this function.
+    fn new_instance(&self) -> Instance {
         let logs = LogCapture::new(self.log_cap);
         let mut wasi = WasiCtx::builder();
         wasi.envs(&self.env)
@@ -152,23 +154,76 @@ impl Prepared {
                 used_bytes: 0,
                 hit: false,
             },
+            deadline: Instant::now(),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limiter);
-        let deadline = started + timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+        store.epoch_deadline_callback(|cx| {
+            if Instant::now() >= cx.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
+        Instance {
+            store,
+            proxy: None,
+            logs,
+            uses: 0,
+        }
+    }
+
+    /// An idle instance kept for reuse, or a new one.
+    fn instance(&self) -> Instance {
+        if self.spec.instance_reuse > 1 {
+            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(i) = pooled {
+                return i;
+            }
+        }
+        self.new_instance()
+    }
+
+    /// Keeps an instance that handled a request cleanly for the next one,
+    /// while it has uses left and the pool has room.
+    fn recycle(&self, mut inst: Instance, proxy: Proxy) {
+        inst.uses += 1;
+        if inst.uses >= self.spec.instance_reuse {
+            return;
+        }
+        inst.proxy = Some(proxy);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.spec.concurrency as usize {
+            idle.push(inst);
+        }
+    }
+
+    async fn run<B>(
+        &self,
+        req: http::Request<B>,
+        timeout: Duration,
+        responder: Responder,
+        status: Arc<AtomicU16>,
+    ) -> RunReport
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let started = Instant::now();
+        let mut inst = self.instance();
+        inst.store.data_mut().deadline = started + timeout;
+        inst.store.data_mut().limiter.hit = false;
+        inst.store.set_epoch_deadline(1);
+        let proxy = inst.proxy.take();
+        let store = &mut inst.store;
 
         let send_responder = responder.clone();
         let send_status = status.clone();
         let call = async {
-            let proxy = self.pre.instantiate_async(&mut store).await?;
+            let proxy = match proxy {
+                Some(p) => p,
+                None => self.pre.instantiate_async(&mut *store).await?,
+            };
             let req = store
                 .data_mut()
                 .http()
@@ -194,13 +249,25 @@ impl Prepared {
                 })?;
             proxy
                 .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
+                .call_handle(&mut *store, req, out)
+                .await?;
+            Ok::<_, wasmtime::Error>(proxy)
         };
         let result = tokio::time::timeout(timeout, call).await;
         let run_time = started.elapsed();
-        let hit_memory = store.data().limiter.hit;
-        drop(store);
+        let hit_memory = inst.store.data().limiter.hit;
+        // Take the logs before the instance may serve someone else.
+        let (logs, logs_truncated) = inst.logs.take();
+        let result = match result {
+            Ok(Ok(proxy)) => {
+                if self.spec.instance_reuse > 1 {
+                    self.recycle(inst, proxy);
+                }
+                Ok(Ok(()))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
 
         let (outcome, error) = match result {
             Err(_elapsed) => (
@@ -263,7 +330,6 @@ impl Prepared {
             Outcome::Success if status == 0 => Outcome::Error,
             o => o,
         };
-        let (logs, logs_truncated) = logs.take();
         RunReport {
             outcome,
             status,
