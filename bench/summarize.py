@@ -13,13 +13,8 @@ with open(sys.argv[2], "w") as f:
     for (t, c), m in sorted(med.items()):
         f.write(f"{t},{c},{m['rps']:.0f},{m['p50_ms']:.3f},{m['p99_ms']:.3f},{m['rss_mb']:.1f}\n")
 print(open(sys.argv[2]).read())
-for c in sorted({c for _, c in med}):
-    w = med.get(("wisp", c))
-    if not w:
-        continue
-    parts = [f"c={c}: wisp {w['rps']:.0f} req/s"]
-    for other in ("wasmtime", "wasmtime-reuse", "baseline"):
-        o = med.get((other, c))
-        if o:
-            parts.append(f"{w['rps'] / o['rps']:.2f}x {other}")
-    print(", ".join(parts))
+for mine, theirs in (("wisp", "wasmtime"), ("wisp-reuse", "wasmtime-reuse"), ("wisp", "baseline")):
+    for c in sorted({c for _, c in med}):
+        w, o = med.get((mine, c)), med.get((theirs, c))
+        if w and o:
+            print(f"c={c}: {mine} {w['rps']:.0f} req/s = {w['rps'] / o['rps']:.2f}x {theirs} ({o['rps']:.0f})")

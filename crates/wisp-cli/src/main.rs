@@ -76,10 +76,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // With a single core available (a small container, or a node pinned to
+    // one CPU) one thread does everything: no hand-offs between threads.
+    let one_core = std::thread::available_parallelism()
+        .map(|n| n.get() == 1)
+        .unwrap_or(false);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -88,7 +95,13 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(a) => serve::run(a).await,
+            // On a worker thread, not the main thread: the main thread of a
+            // multi-threaded runtime does not run spawned tasks, so serving
+            // from it would put a second busy thread on the same cores.
+            Command::Serve(a) => match tokio::spawn(serve::run(a)).await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the server task failed: {e}")),
+            },
             Command::Deploy(a) => commands::deploy(a).await,
             Command::Invoke(a) => commands::invoke(a).await,
             Command::Ls(a) => commands::ls(a).await,

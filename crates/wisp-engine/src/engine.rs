@@ -131,7 +131,8 @@ impl Engine {
             activations.clone(),
             settings.retention.clone(),
             metrics.clone(),
-        );
+        )
+        .map_err(|e| EngineError::Internal(format!("starting the activation recorder: {e}")))?;
         let reg = registry.clone();
         let records = blocking(move || reg.list_functions(None)).await??;
         let engine = Self {

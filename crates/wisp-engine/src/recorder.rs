@@ -1,13 +1,14 @@
 //! Batched activation recording: the request path hands records to a
-//! bounded channel (never blocking; a full channel drops and counts), and one
-//! task writes them in one transaction per batch window. Retention runs on
-//! the same task.
+//! bounded channel (never blocking; a full channel drops and counts), and a
+//! dedicated low-priority thread writes them in one transaction per batch
+//! window, so recording never competes with requests for the CPU. Retention
+//! runs on the same thread.
 
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 use wisp_core::{Activation, ActivationStore};
 
 #[derive(Debug, Clone)]
@@ -31,11 +32,20 @@ impl Default for RetentionSettings {
     }
 }
 
-const BATCH_MAX: usize = 2048;
+const BATCH_MAX: usize = 4096;
 const QUEUE: usize = 65_536;
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// Niceness of the writer thread: requests win the CPU when both are ready.
+const WRITER_NICE: i32 = 10;
+
+enum Msg {
+    Record(Box<Activation>),
+    /// Write everything received so far, acknowledge, and stop.
+    Stop(std::sync::mpsc::Sender<()>),
+}
 
 pub struct Recorder {
-    tx: mpsc::Sender<Activation>,
+    tx: SyncSender<Msg>,
     metrics: Arc<Metrics>,
 }
 
@@ -44,92 +54,101 @@ impl Recorder {
         store: Arc<dyn ActivationStore>,
         settings: RetentionSettings,
         metrics: Arc<Metrics>,
-    ) -> (Self, RecorderHandle) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(rx, stop_rx, store, settings));
-        (
-            Self { tx, metrics },
-            RecorderHandle {
-                stop: stop_tx,
-                task,
+    ) -> std::io::Result<(Self, RecorderHandle)> {
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("wisp-recorder".into())
+            .spawn(move || writer(rx, store, settings))?;
+        Ok((
+            Self {
+                tx: tx.clone(),
+                metrics,
             },
-        )
+            RecorderHandle { tx },
+        ))
     }
 
+    /// Queues a record; never blocks. A full queue drops the record and
+    /// counts it in `wisp_activation_records_dropped_total`.
     pub fn record(&self, a: Activation) {
-        if self.tx.try_send(a).is_err() {
-            self.metrics.records_dropped.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Msg::Record(Box::new(a))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.records_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
 /// Stops the recorder after writing everything it was given.
 pub struct RecorderHandle {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    tx: SyncSender<Msg>,
 }
 
 impl RecorderHandle {
     pub async fn flush_and_stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        let tx = self.tx;
+        let _ = tokio::task::spawn_blocking(move || {
+            if tx.send(Msg::Stop(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        })
+        .await;
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Activation>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-    store: Arc<dyn ActivationStore>,
-    settings: RetentionSettings,
-) {
-    let mut last_prune = tokio::time::Instant::now();
-    let mut batch = Vec::with_capacity(BATCH_MAX);
-    let mut stopping = false;
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread (who = 0 is this thread's
+    // id on Linux) only changes its scheduling niceness.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE);
+    }
+}
+
+fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: RetentionSettings) {
+    lower_priority();
+    let mut last_prune = Instant::now();
+    let mut batch: Vec<Activation> = Vec::with_capacity(BATCH_MAX);
+    let mut stop: Option<std::sync::mpsc::Sender<()>> = None;
     loop {
-        if !stopping {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH_MAX) => if n == 0 { break },
-                _ = &mut stop => {
-                    stopping = true;
-                    rx.close();
-                    continue;
-                }
-            }
-        } else if rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
-            break; // closed and drained
+        // Wait for the first record, then let the window fill up.
+        match rx.recv() {
+            Ok(Msg::Record(a)) => batch.push(*a),
+            Ok(Msg::Stop(ack)) => stop = Some(ack),
+            Err(_) => break,
         }
-        // Let the window fill up, unless the batch is full already.
-        if batch.len() < BATCH_MAX && !stopping {
-            let deadline = tokio::time::Instant::now() + settings.batch_window;
-            while batch.len() < BATCH_MAX {
-                let room = BATCH_MAX - batch.len();
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
+        let deadline = Instant::now() + settings.batch_window;
+        while stop.is_none() && batch.len() < BATCH_MAX {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Msg::Record(a)) => batch.push(*a),
+                Ok(Msg::Stop(ack)) => stop = Some(ack),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let to_write = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_MAX));
-        let s = store.clone();
-        let prune = last_prune.elapsed() > Duration::from_secs(30);
-        if prune {
-            last_prune = tokio::time::Instant::now();
-        }
-        let settings = settings.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            s.insert_activations(&to_write)?;
-            if prune {
-                let min_start = wisp_core::time::now_ms() - settings.max_age.as_millis() as i64;
-                s.prune_activations(settings.max_records, min_start)?;
+        if stop.is_some() {
+            while let Ok(Msg::Record(a)) = rx.try_recv() {
+                batch.push(*a);
             }
-            Ok::<_, wisp_core::StoreError>(())
-        })
-        .await;
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "writing activation records failed"),
-            Err(e) => tracing::error!(error = %e, "activation writer panicked"),
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.insert_activations(&batch) {
+                tracing::error!(error = %e, records = batch.len(), "writing activation records failed");
+            }
+            batch.clear();
+        }
+        if last_prune.elapsed() > PRUNE_EVERY {
+            last_prune = Instant::now();
+            let min_start = wisp_core::time::now_ms() - settings.max_age.as_millis() as i64;
+            if let Err(e) = store.prune_activations(settings.max_records, min_start) {
+                tracing::error!(error = %e, "pruning activation records failed");
+            }
+        }
+        if let Some(ack) = stop.take() {
+            let _ = ack.send(());
+            break;
         }
     }
     tracing::debug!("activation recorder flushed and stopped");

@@ -57,6 +57,12 @@ pub async fn serve(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // No Nagle delay: a response's head and body may leave in separate
+    // writes, and a client waiting on delayed ACKs would see 40 ms stalls.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(engine, config))
         .with_graceful_shutdown(shutdown)
         .await
