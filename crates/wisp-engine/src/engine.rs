@@ -257,11 +257,22 @@ impl Engine {
         let wasm = self.inner.wasm.clone();
         let artifacts = self.inner.artifacts.clone();
         let (digest, spec) = (artifact.clone(), spec.clone());
+        let queued = Instant::now();
         let prepared = blocking(move || {
+            let started = Instant::now();
             let component = wasm.component(&digest, || {
                 artifacts.get_artifact(&digest).map_err(EngineError::from)
             })?;
-            Ok::<_, EngineError>(wasm.prepare(&digest, component, spec)?)
+            let loaded = Instant::now();
+            let prepared = wasm.prepare(&digest, component, spec)?;
+            tracing::debug!(
+                artifact = %digest,
+                queued_us = (started - queued).as_micros() as u64,
+                load_us = (loaded - started).as_micros() as u64,
+                link_us = loaded.elapsed().as_micros() as u64,
+                "function loaded"
+            );
+            Ok::<_, EngineError>(prepared)
         })
         .await??;
         Ok(Arc::new(prepared))
