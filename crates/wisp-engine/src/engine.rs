@@ -99,8 +99,21 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-/// Returns free heap pages to the OS (glibc keeps them otherwise).
+/// Returns free heap pages to the OS (glibc keeps them otherwise). At
+/// most once per `TRIM_EVERY_MS`: a trim walks every arena under its lock,
+/// and allocations on the request path would wait for it.
 fn release_free_memory() {
+    static LAST_TRIM_MS: AtomicI64 = AtomicI64::new(0);
+    const TRIM_EVERY_MS: i64 = 2_000;
+    let now = now_ms();
+    let last = LAST_TRIM_MS.load(Ordering::Relaxed);
+    if now - last < TRIM_EVERY_MS
+        || LAST_TRIM_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory the allocator holds free.
     unsafe {
