@@ -40,9 +40,6 @@ impl Outcome {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|o| o.as_str() == s)
     }
-    pub fn is_error(self) -> bool {
-        self != Outcome::Success
-    }
 }
 
 impl fmt::Display for Outcome {

@@ -98,11 +98,8 @@ impl Prepared {
         }
     }
 
-    pub fn spec(&self) -> &FunctionSpec {
-        &self.spec
-    }
-
-    /// Runs `req` in a fresh instance on a new task. Returns the response as
+    /// Runs `req` on a new task, in a fresh instance (or a reused one when
+    /// the function opted in). Returns the response as
     /// soon as the function sends its head (the body streams on), or an
     /// error response if it fails first. `on_done` gets the report once the
     /// handler has finished, after the response.
@@ -258,41 +255,29 @@ impl Prepared {
         let hit_memory = inst.store.data().limiter.hit;
         // Take the logs before the instance may serve someone else.
         let (logs, logs_truncated) = inst.logs.take();
-        let result = match result {
+        let timed_out = || {
+            (
+                Outcome::Timeout,
+                Some(format!("timed out after {} ms", timeout.as_millis())),
+            )
+        };
+        let (outcome, error) = match result {
             Ok(Ok(proxy)) => {
                 if self.spec.instance_reuse > 1 {
                     self.recycle(inst, proxy);
                 }
-                Ok(Ok(()))
+                (Outcome::Success, None)
             }
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(elapsed) => Err(elapsed),
-        };
-
-        let (outcome, error) = match result {
-            Err(_elapsed) => (
-                Outcome::Timeout,
-                Some(format!("timed out after {} ms", timeout.as_millis())),
+            Err(_elapsed) => timed_out(),
+            Ok(Err(e)) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => timed_out(),
+            Ok(Err(e)) if hit_memory => (
+                Outcome::MemoryLimit,
+                Some(format!(
+                    "memory limit of {} MiB exceeded: {e:#}",
+                    self.spec.memory_mb
+                )),
             ),
-            Ok(Ok(())) => (Outcome::Success, None),
-            Ok(Err(e)) => {
-                if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                    (
-                        Outcome::Timeout,
-                        Some(format!("timed out after {} ms", timeout.as_millis())),
-                    )
-                } else if hit_memory {
-                    (
-                        Outcome::MemoryLimit,
-                        Some(format!(
-                            "memory limit of {} MiB exceeded: {e:#}",
-                            self.spec.memory_mb
-                        )),
-                    )
-                } else {
-                    (Outcome::Error, Some(format!("{e:#}")))
-                }
-            }
+            Ok(Err(e)) => (Outcome::Error, Some(format!("{e:#}"))),
         };
         // Answer for a function that did not answer itself.
         let unanswered = responder.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -327,7 +312,6 @@ impl Prepared {
         let status = status.load(Ordering::Relaxed);
         let outcome = match outcome {
             Outcome::Success if status >= 500 => Outcome::Error,
-            Outcome::Success if status == 0 => Outcome::Error,
             o => o,
         };
         RunReport {
