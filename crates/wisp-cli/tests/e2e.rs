@@ -32,8 +32,7 @@ async fn component_sees_method_path_query_headers_body_and_env() {
     assert!(d["url"].as_str().unwrap().ends_with("/fn/testfn/"));
 
     let r = node
-        .http
-        .put(format!("{}/fn/testfn/echo/a/b?x=1&y=two", node.url))
+        .put("/fn/testfn/echo/a/b?x=1&y=two")
         .header("x-custom", "value")
         .body("payload")
         .send()
@@ -135,9 +134,7 @@ async fn examples_hello_and_json_transform() {
 
     node.deploy_ok("orders", &fixture("json-transform"), spec(json!({})))
         .await;
-    let r = node
-        .http
-        .post(format!("{}/fn/orders", node.url))
+    let r = node.post("/fn/orders")
         .body(r#"[{"item":"apple","qty":3,"price":0.5},{"item":"pear","qty":1,"price":2.0},{"item":"apple","qty":1,"price":0.5}]"#)
         .send()
         .await
@@ -148,8 +145,7 @@ async fn examples_hello_and_json_transform() {
     assert_eq!(v["total"], 4.0);
     assert_eq!(v["by_item"]["apple"]["qty"], 4);
     let r = node
-        .http
-        .post(format!("{}/fn/orders", node.url))
+        .post("/fn/orders")
         .body("{not json")
         .send()
         .await
@@ -242,32 +238,17 @@ async fn concurrency_limit_answers_429_with_retry_after() {
 #[tokio::test]
 async fn management_api_requires_the_token() {
     let node = Node::fresh("auth", &[]);
-    let r = node
-        .http
-        .get(format!("{}/v1/functions", node.url))
-        .send()
-        .await
-        .unwrap();
+    let r = node.get("/v1/functions").send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "unauthorized"
-    );
+    assert_eq!(support::error_code(r).await, "unauthorized");
     let r = node
-        .http
-        .get(format!("{}/v1/functions", node.url))
+        .get("/v1/functions")
         .bearer_auth("wrong")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let r = node
-        .http
-        .post(format!("{}/v1/artifacts", node.url))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = node.post("/v1/artifacts").body("x").send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(
         node.api(Method::GET, "/v1/functions")
@@ -285,15 +266,7 @@ async fn management_api_requires_the_token() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     // Health and metrics are open.
-    assert_eq!(
-        node.http
-            .get(format!("{}/healthz", node.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
@@ -391,20 +364,15 @@ async fn payload_over_the_limit_is_413() {
     node.deploy_ok("echo", &fixture("testfn"), spec(json!({})))
         .await;
     let r = node
-        .http
-        .post(format!("{}/fn/echo/echo", node.url))
+        .post("/fn/echo/echo")
         .body(vec![b'a'; 2048])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "payload_too_large"
-    );
+    assert_eq!(support::error_code(r).await, "payload_too_large");
     let r = node
-        .http
-        .post(format!("{}/fn/echo/echo", node.url))
+        .post("/fn/echo/echo")
         .body(vec![b'a'; 512])
         .send()
         .await
@@ -487,15 +455,7 @@ async fn logs_activations_and_usage_are_recorded() {
     );
 
     // Prometheus metrics count the same invocations.
-    let m = node
-        .http
-        .get(format!("{}/metrics", node.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = node.metrics().await;
     assert!(
         m.contains(
             r#"wisp_invocations_total{namespace="default",function="logger",outcome="success"} 2"#
@@ -641,15 +601,7 @@ async fn idle_functions_are_evicted_and_cold_start_again() {
         .await;
     assert_eq!(node.get_fn("hello/").send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let m = node
-        .http
-        .get(format!("{}/metrics", node.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = node.metrics().await;
     assert!(m.contains("wisp_functions_loaded 0"), "{m}");
     assert_eq!(node.get_fn("hello/").send().await.unwrap().status(), 200);
     let acts = node.activations("hello", 2).await;

@@ -53,6 +53,12 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("fixture {} missing ({e}): run ./scripts/test", p.display()))
 }
 
+/// The `error.code` of a JSON error answer.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "wisp-test-{tag}-{}-{:x}",
@@ -118,6 +124,30 @@ impl Node {
         self.http
             .request(method, format!("{}{}", self.url, path))
             .bearer_auth(&self.token)
+    }
+
+    /// A request to `path` on the node, without a token.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.url))
+    }
+
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.put(format!("{}{path}", self.url))
+    }
+
+    /// The node's Prometheus metrics text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub fn get_fn(&self, path: &str) -> reqwest::RequestBuilder {
