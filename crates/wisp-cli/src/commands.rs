@@ -36,6 +36,22 @@ pub struct DeployArgs {
     /// Host the function may send HTTP requests to, HOST or HOST:PORT (repeatable)
     #[arg(long = "allow-outbound", value_name = "HOST[:PORT]")]
     allow_outbound: Vec<String>,
+    /// Attempts an async invocation or event gets before it goes to the
+    /// dead-letter queue (the first run included)
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    max_attempts: u32,
+    /// Delay before the first retry; it doubles with every further retry (±20% jitter)
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    backoff: Duration,
+    /// Events older than this are not retried any more (dead-lettered)
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    max_event_age: Duration,
+    /// Send the result of each successful async invocation to function:NAME or topic:NAME
+    #[arg(long, value_name = "function:NAME|topic:NAME")]
+    on_success: Option<String>,
+    /// Send each async invocation that exhausted its attempts to function:NAME or topic:NAME
+    #[arg(long, value_name = "function:NAME|topic:NAME")]
+    on_failure: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -85,6 +101,11 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "env": env,
         "allow_outbound": a.allow_outbound,
         "instance_reuse": a.instance_reuse,
+        "max_attempts": a.max_attempts,
+        "backoff_ms": a.backoff.as_millis() as u64,
+        "max_event_age_ms": a.max_event_age.as_millis() as u64,
+        "on_success": a.on_success,
+        "on_failure": a.on_failure,
     });
     let body = json!({"artifact": digest, "spec": spec});
     let resp = client
@@ -114,13 +135,20 @@ pub struct InvokeArgs {
     /// Also print the response status and headers
     #[arg(long, short = 'i')]
     include: bool,
+    /// Queue the invocation and return at once (202 + event id); it runs
+    /// soon and is retried on failure
+    #[arg(long = "async")]
+    is_async: bool,
+    /// With --async: a repeated key within the idempotency window queues nothing new
+    #[arg(long, requires = "is_async")]
+    idempotency_key: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
 
-pub async fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
-    let client = Client::from_args(&a.client)?;
-    let body = match a.data.as_deref() {
+/// `--data`: a string, `@FILE` or `@-` (stdin).
+pub(crate) fn read_data(data: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    Ok(match data {
         None => Vec::new(),
         Some("@-") => {
             let mut v = Vec::new();
@@ -131,7 +159,42 @@ pub async fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
             std::fs::read(&d[1..]).with_context(|| format!("reading {}", &d[1..]))?
         }
         Some(d) => d.as_bytes().to_vec(),
-    };
+    })
+}
+
+/// JSON when the data parses as JSON, else plain text.
+pub(crate) fn guess_content_type(body: &[u8]) -> &'static str {
+    if serde_json::from_slice::<Value>(body).is_ok() {
+        "application/json"
+    } else {
+        "text/plain"
+    }
+}
+
+pub async fn invoke(a: InvokeArgs) -> anyhow::Result<()> {
+    let client = Client::from_args(&a.client)?;
+    let body = read_data(a.data.as_deref())?;
+    if a.is_async {
+        let mut rb = client
+            .request(
+                Method::POST,
+                &format!("/v1/functions/{}/invoke?async=true", a.name),
+            )
+            .header("content-type", guess_content_type(&body))
+            .body(body);
+        if let Some(k) = &a.idempotency_key {
+            rb = rb.header("idempotency-key", k);
+        }
+        let v: Value = client.send(rb).await?.json().await?;
+        let id = v["event_id"].as_str().unwrap_or("");
+        if v["duplicate"].as_bool() == Some(true) {
+            println!("{id} (duplicate: the idempotency key was seen before; nothing new queued)");
+        } else {
+            println!("{id}");
+        }
+        eprintln!("queued; see its attempts with `wisp activation {id}`");
+        return Ok(());
+    }
     let path = a.path.trim_start_matches('/');
     let rb = client
         .request(
@@ -252,7 +315,7 @@ pub struct LogsArgs {
     client: ClientArgs,
 }
 
-fn ts(ms: i64) -> String {
+pub(crate) fn ts(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -354,7 +417,9 @@ pub async fn activations(a: ActivationsArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct ActivationArgs {
-    /// Activation id (printed by `wisp invoke` and `wisp activations`)
+    /// Activation id (printed by `wisp invoke` and `wisp activations`), or
+    /// an event id (printed by `wisp invoke --async`): then its status,
+    /// attempts, result and logs
     id: String,
     /// Print JSON
     #[arg(long)]
@@ -365,8 +430,19 @@ pub struct ActivationArgs {
 
 pub async fn activation(a: ActivationArgs) -> anyhow::Result<()> {
     let client = Client::from_args(&a.client)?;
-    let v = client
-        .get_json(&format!("/v1/activations/{}", a.id))
+    let resp = client
+        .request(Method::GET, &format!("/v1/activations/{}", a.id))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the Wisp node at {}", client.url))?;
+    if matches!(resp.status().as_u16(), 400 | 404) {
+        // Not an activation: maybe an event or delivery id (async invoke).
+        return crate::events::show_event(&client, &a.id, a.json).await;
+    }
+    let v: Value = client
+        .send(client.request(Method::GET, &format!("/v1/activations/{}", a.id)))
+        .await?
+        .json()
         .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -5,6 +5,7 @@
 mod build;
 mod client;
 mod commands;
+mod events;
 mod paths;
 mod serve;
 
@@ -72,6 +73,14 @@ enum Command {
     Activation(commands::ActivationArgs),
     /// Show per-function usage: invocations, errors, latency, GB-seconds
     Usage(commands::UsageArgs),
+    /// Publish events to topics; create, list and delete topics
+    Topic(events::TopicArgs),
+    /// Add, list and delete triggers (cron schedules, topic subscriptions)
+    Trigger(events::TriggerArgs),
+    /// List triggers
+    Triggers(events::TriggersArgs),
+    /// Dead-letter queue: list and replay events that exhausted their attempts
+    Dlq(events::DlqArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -110,6 +119,10 @@ fn main() -> std::process::ExitCode {
             Command::Activations(a) => commands::activations(a).await,
             Command::Activation(a) => commands::activation(a).await,
             Command::Usage(a) => commands::usage(a).await,
+            Command::Topic(a) => events::topic(a).await,
+            Command::Trigger(a) => events::trigger(a).await,
+            Command::Triggers(a) => events::triggers(a).await,
+            Command::Dlq(a) => events::dlq(a).await,
         }
     });
     match result {

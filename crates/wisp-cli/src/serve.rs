@@ -9,10 +9,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use wisp_engine::{Engine, EngineSettings, RetentionSettings};
+use wisp_engine::{Engine, EngineSettings, QueueSettings, RetentionSettings};
 use wisp_exec_wasm::{EngineConfig, WasmEngine};
 use wisp_gateway::GatewayConfig;
-use wisp_store::{FileArtifacts, SqliteStore};
+use wisp_store::{FileArtifacts, SqliteEvents, SqliteStore};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -42,6 +42,16 @@ pub struct ServeArgs {
     /// Instances alive at once, across all functions
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// Events the durable queue holds at once (waiting, delayed or
+    /// running); publishing beyond it answers 429 queue_full
+    #[arg(long, default_value_t = 100_000)]
+    queue_max_events: usize,
+    /// Bytes of event data the queue holds at once (429 queue_full beyond)
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    queue_max_bytes: usize,
+    /// How long an Idempotency-Key is remembered
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    idempotency_window: Duration,
 }
 
 /// Reads the admin token, creating it (mode 0600) on first start.
@@ -119,8 +129,16 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             max_age: a.retention_age,
             ..Default::default()
         },
+        queue: QueueSettings {
+            max_events: a.queue_max_events,
+            max_bytes: a.queue_max_bytes,
+            idempotency_window: a.idempotency_window,
+        },
     };
-    let engine = Engine::start(wasm, sqlite.clone(), artifacts, sqlite, settings).await?;
+    let events = Arc::new(
+        SqliteEvents::open(&dir.join("events.db")).context("opening the event queue database")?,
+    );
+    let engine = Engine::start(wasm, sqlite.clone(), artifacts, sqlite, events, settings).await?;
 
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await

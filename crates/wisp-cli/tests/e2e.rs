@@ -668,12 +668,9 @@ async fn cli_deploy_invoke_ls_rm() {
     assert_eq!(v["body"], r#"{"a":1}"#);
     assert!(String::from_utf8_lossy(&out.stderr).contains("activation "));
     // A function's error status makes the command fail, after printing the body.
-    let out = node.cli(&["invoke", "tf"]);
+    let out = node.cli(&["invoke", "tf", "--path", "/status/503"]);
     assert!(!out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "no such fixture route"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status 503");
 
     let out = node.cli(&["ls"]);
     assert!(

@@ -1,6 +1,6 @@
 //! The record of one invocation and the outcome vocabulary.
 
-use crate::ids::{ActivationId, Digest, FunctionName, Namespace};
+use crate::ids::{ActivationId, DeliveryId, Digest, FunctionName, Namespace};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -78,6 +78,19 @@ pub struct Activation {
     pub logs_truncated: bool,
     /// What went wrong, for outcomes other than success.
     pub error: Option<String>,
+    /// For queued invocations: which delivery, event and attempt this was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventRef>,
+}
+
+/// Links an activation to the queued delivery it ran for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    pub delivery_id: DeliveryId,
+    /// The CloudEvent id (`ce-id`).
+    pub event_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
 }
 
 /// Billed milliseconds for a run of `duration_us` microseconds: rounded up to

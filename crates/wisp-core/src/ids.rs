@@ -13,8 +13,8 @@ pub enum IdError {
     InvalidName { kind: &'static str, value: String },
     #[error("invalid digest {0:?}: expected \"sha256:\" followed by 64 lowercase hex characters")]
     InvalidDigest(String),
-    #[error("invalid activation id {0:?}: expected 32 lowercase hex characters")]
-    InvalidActivationId(String),
+    #[error("invalid {kind} {value:?}: expected 32 lowercase hex characters")]
+    InvalidHexId { kind: &'static str, value: String },
 }
 
 fn valid_name(s: &str) -> bool {
@@ -81,6 +81,16 @@ name_type!(
     FunctionName,
     "function name"
 );
+name_type!(
+    /// The name of a trigger (a cron schedule or a topic subscription).
+    TriggerName,
+    "trigger name"
+);
+name_type!(
+    /// The name of a topic that events are published to.
+    TopicName,
+    "topic name"
+);
 
 impl Namespace {
     pub fn default_ns() -> Self {
@@ -144,47 +154,66 @@ impl fmt::Display for Digest {
 
 /// Identifies one invocation. Time-ordered: 12 hex digits of milliseconds
 /// since the epoch, then 20 random hex digits, so ids sort by start time.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ActivationId(String);
+macro_rules! hex_id {
+    ($(#[$m:meta])* $name:ident, $kind:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl ActivationId {
-    pub fn generate() -> Self {
-        let ms = crate::time::now_ms() as u64 & 0xffff_ffff_ffff;
-        let r: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
-        Self(format!("{ms:012x}{r:020x}"))
-    }
-    pub fn parse(s: &str) -> Result<Self, IdError> {
-        if s.len() == 32
-            && s.bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(IdError::InvalidActivationId(s.to_string()))
+        impl $name {
+            /// A new id: 48 bits of milliseconds then 80 random bits, so ids
+            /// sort by creation time.
+            pub fn generate() -> Self {
+                let ms = crate::time::now_ms() as u64 & 0xffff_ffff_ffff;
+                let r: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
+                Self(format!("{ms:012x}{r:020x}"))
+            }
+            pub fn parse(s: &str) -> Result<Self, IdError> {
+                if s.len() == 32
+                    && s.bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+                {
+                    Ok(Self(s.to_string()))
+                } else {
+                    Err(IdError::InvalidHexId { kind: $kind, value: s.to_string() })
+                }
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for ActivationId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        Self::parse(&s)
-    }
-}
-impl From<ActivationId> for String {
-    fn from(v: ActivationId) -> String {
-        v.0
-    }
-}
-impl fmt::Display for ActivationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+hex_id!(
+    /// The id of one activation (one run of a function).
+    ActivationId,
+    "activation id"
+);
+hex_id!(
+    /// The id of one queued delivery: an async invocation, or one
+    /// subscriber's copy of an event. Stable across retries, the
+    /// dead-letter queue and replays.
+    DeliveryId,
+    "delivery id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,12 +5,21 @@
 
 pub mod activation;
 pub mod durable;
+pub mod event;
 pub mod ids;
 pub mod spec;
 pub mod store;
 pub mod time;
 
 pub use activation::{Activation, Outcome, UsageRow};
-pub use ids::{ActivationId, Digest, FunctionName, IdError, Namespace};
-pub use spec::{FunctionRecord, FunctionSpec, SpecError};
-pub use store::{ActivationFilter, ActivationStore, ArtifactStore, Registry, StoreError};
+pub use event::{
+    CloudEvent, DeadLetter, Delivery, EventError, Missed, Origin, Trigger, TriggerKind,
+};
+pub use ids::{
+    ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,
+};
+pub use spec::{Destination, FunctionRecord, FunctionSpec, SpecError};
+pub use store::{
+    ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey, QueueOp,
+    QueueOpResult, Registry, StoreError,
+};

@@ -1,7 +1,7 @@
 //! What a function is: its settings (`FunctionSpec`) and its stored record
 //! (`FunctionRecord`, one immutable version of a function).
 
-use crate::ids::{Digest, FunctionName, Namespace};
+use crate::ids::{Digest, FunctionName, Namespace, TopicName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -9,6 +9,9 @@ pub const MIN_MEMORY_MB: u32 = 1;
 pub const MAX_MEMORY_MB: u32 = 4096;
 pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 pub const MAX_CONCURRENCY: u32 = 10_000;
+pub const MAX_ATTEMPTS: u32 = 100;
+pub const MAX_BACKOFF_MS: u64 = 60 * 60 * 1000;
+pub const MAX_EVENT_AGE_MS: u64 = 14 * 24 * 60 * 60 * 1000;
 
 /// Settings of a function version. Every field has a default so that a
 /// deploy may give only what it changes.
@@ -31,6 +34,59 @@ pub struct FunctionSpec {
     /// warm and reused, like a warm Lambda environment — only for functions
     /// that keep no per-request state in memory.
     pub instance_reuse: u32,
+    /// Attempts an async invocation or event gets (the first run included)
+    /// before it is moved to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; it doubles with every
+    /// further retry, with ±20% jitter.
+    pub backoff_ms: u64,
+    /// An event older than this (since it was accepted) is not tried again:
+    /// it goes to the dead-letter queue. In milliseconds.
+    pub max_event_age_ms: u64,
+    /// Where the result of a successful async invocation is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<Destination>,
+    /// Where an async invocation that exhausted its attempts is sent (as
+    /// well as to the dead-letter queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Destination>,
+}
+
+/// Where an async result goes: another function's queue or a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Destination {
+    Function(FunctionName),
+    Topic(TopicName),
+}
+
+impl TryFrom<String> for Destination {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("destination {s:?} is invalid: use function:NAME or topic:NAME");
+        match s.split_once(':') {
+            Some(("function", n)) => FunctionName::new(n)
+                .map(Destination::Function)
+                .map_err(|_| bad()),
+            Some(("topic", n)) => TopicName::new(n).map(Destination::Topic).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl From<Destination> for String {
+    fn from(d: Destination) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Function(n) => write!(f, "function:{n}"),
+            Destination::Topic(t) => write!(f, "topic:{t}"),
+        }
+    }
 }
 
 impl Default for FunctionSpec {
@@ -42,6 +98,11 @@ impl Default for FunctionSpec {
             env: BTreeMap::new(),
             allow_outbound: Vec::new(),
             instance_reuse: 1,
+            max_attempts: 3,
+            backoff_ms: 1000,
+            max_event_age_ms: 6 * 60 * 60 * 1000,
+            on_success: None,
+            on_failure: None,
         }
     }
 }
@@ -57,6 +118,12 @@ pub enum SpecError {
     Concurrency(u32),
     #[error("instance_reuse must be at least 1 (1 = a fresh instance per request)")]
     InstanceReuse,
+    #[error("max_attempts must be between 1 and {MAX_ATTEMPTS}, got {0}")]
+    MaxAttempts(u32),
+    #[error("backoff_ms must be between 1 ms and {MAX_BACKOFF_MS} ms (1 hour), got {0}")]
+    Backoff(u64),
+    #[error("max_event_age_ms must be between 1 s and {MAX_EVENT_AGE_MS} ms (14 days), got {0}")]
+    MaxEventAge(u64),
     #[error("env name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
     EnvName(String),
     #[error(
@@ -78,6 +145,15 @@ impl FunctionSpec {
         }
         if self.instance_reuse == 0 {
             return Err(SpecError::InstanceReuse);
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(SpecError::MaxAttempts(self.max_attempts));
+        }
+        if self.backoff_ms == 0 || self.backoff_ms > MAX_BACKOFF_MS {
+            return Err(SpecError::Backoff(self.backoff_ms));
+        }
+        if self.max_event_age_ms < 1000 || self.max_event_age_ms > MAX_EVENT_AGE_MS {
+            return Err(SpecError::MaxEventAge(self.max_event_age_ms));
         }
         for k in self.env.keys() {
             let ok = !k.is_empty()
@@ -180,6 +256,17 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn destinations_parse() {
+        let s: FunctionSpec =
+            serde_json::from_str(r#"{"on_success": "topic:done", "on_failure": "function:oops"}"#)
+                .unwrap();
+        assert_eq!(s.on_success.unwrap().to_string(), "topic:done");
+        assert_eq!(s.on_failure.unwrap().to_string(), "function:oops");
+        let e = serde_json::from_str::<FunctionSpec>(r#"{"on_success": "queue:x"}"#).unwrap_err();
+        assert!(e.to_string().contains("function:NAME or topic:NAME"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! in memory and records activations in batches).
 
 use crate::activation::{Activation, UsageRow};
-use crate::ids::{ActivationId, Digest, FunctionName, Namespace};
+use crate::event::{DeadLetter, Delivery, Trigger};
+use crate::ids::{
+    ActivationId, DeliveryId, Digest, FunctionName, Namespace, TopicName, TriggerName,
+};
 use crate::spec::{FunctionRecord, FunctionSpec};
 use std::path::PathBuf;
 
@@ -72,6 +75,10 @@ pub struct ActivationFilter {
     pub since_ms: Option<i64>,
     /// At most this many, newest first.
     pub limit: usize,
+    /// Only the attempts of this queued delivery.
+    pub delivery: Option<DeliveryId>,
+    /// Only activations that ran for this CloudEvent id.
+    pub event_id: Option<String>,
 }
 
 /// Activation records, with bounded retention.
@@ -84,4 +91,111 @@ pub trait ActivationStore: Send + Sync + 'static {
     /// Deletes records beyond the newest `max_count` or older than
     /// `min_start_ms`; returns how many were removed.
     fn prune_activations(&self, max_count: u64, min_start_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// An idempotency key: a second enqueue with the same key within the
+/// window returns the first one's deliveries instead of adding new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub namespace: Namespace,
+    /// What the key is scoped to, e.g. `function:resize` or `topic:orders`.
+    pub scope: String,
+    pub key: String,
+    pub expires_ms: i64,
+}
+
+/// One change to the durable queue. A batch of them is applied in one
+/// transaction (group commit).
+#[derive(Debug, Clone)]
+pub enum QueueOp {
+    /// Store new deliveries (all or none).
+    Enqueue {
+        deliveries: Vec<Delivery>,
+        idempotency: Option<IdempotencyKey>,
+    },
+    /// The delivery is done (it succeeded, or it moved on): remove it.
+    Ack(DeliveryId),
+    /// Try the delivery again later.
+    Retry {
+        id: DeliveryId,
+        attempts: u32,
+        available_ms: i64,
+        error: String,
+    },
+    /// Move the delivery to the dead-letter queue.
+    DeadLetter {
+        id: DeliveryId,
+        attempts: u32,
+        error: String,
+        failed_ms: i64,
+    },
+    /// A cron tick: enqueue `delivery` only if `tick_ms` is later than the
+    /// trigger's last recorded tick, and record it — so a tick fires once,
+    /// also across restarts.
+    CronTick {
+        namespace: Namespace,
+        trigger: TriggerName,
+        tick_ms: i64,
+        delivery: Option<Box<Delivery>>,
+    },
+}
+
+/// What applying one [`QueueOp`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueOpResult {
+    /// Stored these deliveries.
+    Enqueued,
+    /// The idempotency key was seen before: these are the earlier
+    /// deliveries, and nothing new was stored.
+    Duplicate(Vec<(DeliveryId, FunctionName)>),
+    Done,
+    /// Whether the cron tick was new (and its delivery stored).
+    CronTick(bool),
+}
+
+/// The durable queue, the dead-letter queue, triggers and topics.
+pub trait EventStore: Send + Sync + 'static {
+    /// Applies a batch of operations in one transaction, durably (fsync)
+    /// before it returns. One failing operation fails alone (its result);
+    /// the outer error means the whole batch was not stored.
+    #[allow(clippy::type_complexity)]
+    fn apply(&self, ops: &[QueueOp]) -> Result<Vec<Result<QueueOpResult, StoreError>>, StoreError>;
+    /// Every delivery still in the queue (after a restart: what to run).
+    fn pending(&self) -> Result<Vec<Delivery>, StoreError>;
+    /// Dead letters, newest first.
+    fn dead_letters(
+        &self,
+        ns: &Namespace,
+        function: Option<&FunctionName>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Moves dead letters back into the queue with a fresh attempt count
+    /// (`ids` empty: all of them, of `function` when given); returns them.
+    fn replay_dead_letters(
+        &self,
+        ns: &Namespace,
+        ids: &[DeliveryId],
+        function: Option<&FunctionName>,
+        now_ms: i64,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// A queued delivery or dead letter by id.
+    fn find_delivery(&self, id: &DeliveryId) -> Result<Option<(Delivery, bool)>, StoreError>;
+    /// Deliveries (queued or dead) of a CloudEvent id.
+    fn deliveries_of_event(
+        &self,
+        ns: &Namespace,
+        event_id: &str,
+    ) -> Result<Vec<(Delivery, bool)>, StoreError>;
+    fn put_trigger(&self, t: &Trigger) -> Result<(), StoreError>;
+    fn delete_trigger(&self, ns: &Namespace, name: &TriggerName) -> Result<bool, StoreError>;
+    fn list_triggers(&self) -> Result<Vec<Trigger>, StoreError>;
+    /// The last tick a cron trigger fired for (ms since epoch).
+    fn last_cron_tick(&self, ns: &Namespace, name: &TriggerName)
+    -> Result<Option<i64>, StoreError>;
+    /// Creates a topic; false when it existed.
+    fn put_topic(&self, ns: &Namespace, topic: &TopicName) -> Result<bool, StoreError>;
+    fn delete_topic(&self, ns: &Namespace, topic: &TopicName) -> Result<bool, StoreError>;
+    fn list_topics(&self) -> Result<Vec<(Namespace, TopicName)>, StoreError>;
+    /// Forgets idempotency keys that expired before `now_ms`.
+    fn prune_idempotency(&self, now_ms: i64) -> Result<u64, StoreError>;
 }

@@ -1,5 +1,6 @@
 //! The engine: function table, dispatch, deploy, and queries.
 
+use crate::events::{Events, QueueSettings};
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
 use bytes::Bytes;
@@ -8,12 +9,13 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use wisp_core::activation::EventRef;
 use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
 use wisp_core::{
-    Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest,
+    Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest, EventStore,
     FunctionName, FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, SpecError,
-    StoreError, UsageRow,
+    StoreError, TopicName, TriggerName, UsageRow,
 };
 use wisp_exec_wasm::{DeployError, Prepared, ResponseBody, RunReport, WasmEngine};
 
@@ -29,6 +31,7 @@ pub struct EngineSettings {
     /// its next invocation is a cold start.
     pub idle_evict: Duration,
     pub retention: RetentionSettings,
+    pub queue: QueueSettings,
 }
 
 impl Default for EngineSettings {
@@ -37,6 +40,7 @@ impl Default for EngineSettings {
             queue_wait: Duration::from_millis(100),
             idle_evict: Duration::from_secs(600),
             retention: RetentionSettings::default(),
+            queue: QueueSettings::default(),
         }
     }
 }
@@ -63,13 +67,45 @@ pub enum EngineError {
     Deploy(#[from] DeployError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "topic {topic:?} not found in namespace {namespace:?} (create it with `wisp topic create {topic}` or subscribe a function with `wisp trigger add topic`)"
+    )]
+    TopicNotFound {
+        namespace: Namespace,
+        topic: TopicName,
+    },
+    #[error(
+        "topic {topic:?} still has subscribers ({triggers}): remove them first with `wisp trigger rm`"
+    )]
+    TopicInUse { topic: TopicName, triggers: String },
+    #[error(
+        "trigger {name:?} not found in namespace {namespace:?} (wisp triggers ls lists triggers)"
+    )]
+    TriggerNotFound {
+        namespace: Namespace,
+        name: TriggerName,
+    },
+    #[error("trigger {0:?} already exists: remove it first with `wisp trigger rm {0}`")]
+    TriggerExists(TriggerName),
+    #[error(transparent)]
+    Cron(#[from] wisp_triggers::CronError),
+    #[error(transparent)]
+    Event(#[from] wisp_core::EventError),
+    #[error("no event or delivery {0:?} found (it may have finished and aged out of retention)")]
+    EventNotFound(String),
+    #[error(
+        "the event queue is full ({0}); retry later, or raise `wisp serve --queue-max-events/--queue-max-bytes`"
+    )]
+    QueueFull(String),
+    #[error("the event queue could not store the event: {0}")]
+    Queue(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-struct Entry {
-    record: FunctionRecord,
-    slots: Arc<Semaphore>,
+pub(crate) struct Entry {
+    pub(crate) record: FunctionRecord,
+    pub(crate) slots: Arc<Semaphore>,
     prepared: RwLock<Option<Arc<Prepared>>>,
     load_lock: tokio::sync::Mutex<()>,
     last_used_ms: AtomicI64,
@@ -77,26 +113,35 @@ struct Entry {
     metrics: Arc<FunctionMetrics>,
 }
 
-type Key = (Namespace, FunctionName);
+/// How a run ended, for callers that wait on it (queue workers).
+#[derive(Debug, Clone)]
+pub(crate) struct RunSummary {
+    pub outcome: Outcome,
+    pub status: u16,
+    pub error: Option<String>,
+}
 
-struct Inner {
+pub(crate) type Key = (Namespace, FunctionName);
+
+pub(crate) struct Inner {
     settings: EngineSettings,
     wasm: WasmEngine,
     registry: Arc<dyn Registry>,
     artifacts: Arc<dyn ArtifactStore>,
-    activations: Arc<dyn ActivationStore>,
+    pub(crate) activations: Arc<dyn ActivationStore>,
     functions: RwLock<HashMap<Key, Arc<Entry>>>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     recorder_handle: std::sync::Mutex<Option<RecorderHandle>>,
     in_flight: AtomicUsize,
     idle: Notify,
+    pub(crate) events: Events,
 }
 
 /// The node's engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// Returns free heap pages to the OS (glibc keeps them otherwise). At
@@ -121,7 +166,7 @@ fn release_free_memory() {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(f)
@@ -137,8 +182,11 @@ impl Engine {
         registry: Arc<dyn Registry>,
         artifacts: Arc<dyn ArtifactStore>,
         activations: Arc<dyn ActivationStore>,
+        event_store: Arc<dyn EventStore>,
         settings: EngineSettings,
     ) -> Result<Self, EngineError> {
+        let events = Events::new(event_store, settings.queue.clone())
+            .map_err(|e| EngineError::Internal(format!("starting the queue writer: {e}")))?;
         let metrics = Arc::new(Metrics::default());
         let (recorder, handle) = Recorder::start(
             activations.clone(),
@@ -161,11 +209,13 @@ impl Engine {
                 recorder_handle: std::sync::Mutex::new(Some(handle)),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                events,
             }),
         };
         for r in records {
             engine.insert_entry(r, None);
         }
+        engine.start_events().await?;
         let weak = Arc::downgrade(&engine.inner);
         let idle = engine.inner.settings.idle_evict;
         tokio::spawn(async move {
@@ -201,7 +251,11 @@ impl Engine {
             .insert(key, entry);
     }
 
-    fn entry(&self, ns: &Namespace, name: &FunctionName) -> Result<Arc<Entry>, EngineError> {
+    pub(crate) fn entry(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+    ) -> Result<Arc<Entry>, EngineError> {
         let table = self
             .inner
             .functions
@@ -258,7 +312,10 @@ impl Engine {
             .values()
             .filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false))
             .count();
-        self.inner.metrics.render(table.len(), loaded)
+        let mut out = self.inner.metrics.render(table.len(), loaded);
+        let (depth, c) = self.queue_metrics();
+        crate::metrics::render_queue(&mut out, depth, c);
+        out
     }
 
     /// Loads (or compiles) a function's component and links it.
@@ -350,16 +407,20 @@ impl Engine {
                 }
             },
         };
-        self.run(entry, permit, req, trigger, start_ms).await
+        self.run(entry, permit, req, trigger, start_ms, None, None)
+            .await
     }
 
-    async fn run<B>(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run<B>(
         &self,
         entry: Arc<Entry>,
         permit: OwnedSemaphorePermit,
         req: http::Request<B>,
         trigger: &'static str,
         start_ms: i64,
+        event: Option<EventRef>,
+        done: Option<tokio::sync::oneshot::Sender<RunSummary>>,
     ) -> Result<InvokeResponse, EngineError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -384,7 +445,24 @@ impl Engine {
             .start(req, timeout, move |report: RunReport| {
                 drop(permit);
                 let run_time = report.run_time + load_time;
-                entry.metrics.finished(report.outcome, run_time, cold);
+                // An event handler signals failure with any non-2xx status.
+                let (outcome, error) = if event.is_some()
+                    && report.outcome == Outcome::Success
+                    && !(200..300).contains(&report.status)
+                {
+                    (
+                        Outcome::Error,
+                        Some(format!("the function answered HTTP {}", report.status)),
+                    )
+                } else if event.is_some() && report.error.is_none() && report.status >= 300 {
+                    (
+                        report.outcome,
+                        Some(format!("the function answered HTTP {}", report.status)),
+                    )
+                } else {
+                    (report.outcome, report.error)
+                };
+                entry.metrics.finished(outcome, run_time, cold);
                 entry.running.fetch_sub(1, Ordering::AcqRel);
                 entry.last_used_ms.store(now_ms(), Ordering::Relaxed);
                 let duration_us = run_time.as_micros() as u64;
@@ -402,13 +480,21 @@ impl Engine {
                     billed_ms: billed,
                     memory_mb: spec.memory_mb,
                     gb_seconds: gb_seconds(spec.memory_mb, billed),
-                    outcome: report.outcome,
+                    outcome,
                     cold,
                     status: report.status,
                     logs: report.logs,
                     logs_truncated: report.logs_truncated,
-                    error: report.error,
+                    error: error.clone(),
+                    event,
                 });
+                if let Some(done) = done {
+                    let _ = done.send(RunSummary {
+                        outcome,
+                        status: report.status,
+                        error,
+                    });
+                }
                 if this.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                     this.inner.idle.notify_waiters();
                 }
@@ -444,6 +530,7 @@ impl Engine {
                 "concurrency limit of {} reached",
                 r.spec.concurrency
             )),
+            event: None,
         });
     }
 
@@ -543,6 +630,7 @@ impl Engine {
     /// Waits for running invocations to finish (each is bounded by its own
     /// deadline, and this by `grace`), then writes every pending record.
     pub async fn shutdown(&self, grace: Duration) {
+        self.stop_events();
         let wait = async {
             loop {
                 let notified = self.inner.idle.notified();
@@ -566,5 +654,6 @@ impl Engine {
         if let Some(h) = handle {
             h.flush_and_stop().await;
         }
+        self.inner.events.writer.flush_and_stop().await;
     }
 }

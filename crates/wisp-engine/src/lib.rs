@@ -6,9 +6,15 @@
 //! Every invocation, whatever its trigger, goes through [`Engine::invoke`].
 
 mod engine;
+mod events;
 mod metrics;
+mod queue;
 mod recorder;
+mod triggers;
 
 pub use engine::{Engine, EngineError, EngineSettings, InvokeResponse};
+pub use events::{
+    Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,
+};
 pub use metrics::Metrics;
 pub use recorder::RetentionSettings;

@@ -138,3 +138,39 @@ impl Metrics {
         out
     }
 }
+
+/// The durable queue's gauges and counters.
+pub(crate) fn render_queue(out: &mut String, depth: usize, c: &crate::events::QueueCounters) {
+    let _ = writeln!(
+        out,
+        "# HELP wisp_queue_depth Deliveries waiting, delayed for a retry, or running.\n# TYPE wisp_queue_depth gauge\nwisp_queue_depth {depth}"
+    );
+    for (name, help, v) in [
+        (
+            "wisp_queue_accepted_total",
+            "Deliveries stored in the durable queue.",
+            &c.accepted,
+        ),
+        (
+            "wisp_queue_succeeded_total",
+            "Deliveries whose run succeeded.",
+            &c.succeeded,
+        ),
+        (
+            "wisp_queue_retries_total",
+            "Failed attempts scheduled for another try.",
+            &c.retried,
+        ),
+        (
+            "wisp_queue_dead_letters_total",
+            "Deliveries moved to the dead-letter queue.",
+            &c.dead_lettered,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+}

@@ -36,6 +36,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/activations", get(list_activations))
         .route("/activations/{id}", get(get_activation))
         .route("/usage", get(usage))
+        .merge(crate::events_api::routes())
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
@@ -64,7 +65,7 @@ async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> 
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
 }
@@ -170,12 +171,41 @@ async fn delete_function(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Whether the caller asked for an async invocation: `?async=true` or
+/// Lambda's `X-Amz-Invocation-Type: Event`.
+fn wants_async(req: &Request) -> bool {
+    let query = req.uri().query().unwrap_or("");
+    let by_query = query
+        .split('&')
+        .any(|p| p == "async" || p == "async=true" || p == "async=1");
+    let by_header = req
+        .headers()
+        .get("x-amz-invocation-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("event"));
+    by_query || by_header
+}
+
 async fn invoke(
     State(st): State<AppState>,
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let name: FunctionName = function_name(&name)?;
+    if wants_async(&req) {
+        let (parts, body) = req.into_parts();
+        let limit = st.config.max_payload_bytes;
+        let body = axum::body::to_bytes(body, limit.saturating_add(1))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("reading the request body failed (limit {limit} bytes): {e}"),
+                )
+            })?;
+        return crate::events_api::invoke_async(&st, &name, &parts.headers, body).await;
+    }
     invoke_with_path(&st, &Namespace::default(), &name, "", req, "api").await
 }
 
@@ -205,6 +235,8 @@ struct ActivationQuery {
     function: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
+    /// Only the attempts for this CloudEvent id.
+    event: Option<String>,
 }
 
 async fn list_activations(
@@ -218,6 +250,8 @@ async fn list_activations(
         function,
         since_ms,
         limit: q.limit.unwrap_or(50).min(10_000),
+        delivery: None,
+        event_id: q.event,
     };
     let list = st.engine.list_activations(filter).await?;
     Ok(Json(list).into_response())

@@ -58,6 +58,26 @@ impl From<EngineError> for ApiError {
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", msg)
             },
             EngineError::Spec(_) => Self::bad_request("invalid_spec", msg),
+            EngineError::TopicNotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "topic_not_found", msg)
+            }
+            EngineError::TopicInUse { .. } => Self::new(StatusCode::CONFLICT, "topic_in_use", msg),
+            EngineError::TriggerNotFound { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "trigger_not_found", msg)
+            }
+            EngineError::TriggerExists(_) => Self::new(StatusCode::CONFLICT, "trigger_exists", msg),
+            EngineError::Cron(wisp_triggers::CronError::TimeZone(_)) => {
+                Self::bad_request("invalid_timezone", msg)
+            }
+            EngineError::Cron(_) => Self::bad_request("invalid_schedule", msg),
+            EngineError::Event(_) => Self::bad_request("invalid_event", msg),
+            EngineError::EventNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "event_not_found", msg)
+            }
+            EngineError::QueueFull(_) => Self {
+                retry_after_s: Some(1),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", msg)
+            },
             EngineError::Deploy(DeployError::Cache { .. }) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "cache_error", msg)
             }

@@ -5,6 +5,7 @@
 
 mod api;
 mod error;
+mod events_api;
 mod invoke;
 
 pub use error::ApiError;

@@ -4,9 +4,11 @@
 //! no other service is needed.
 
 mod artifacts;
+mod events;
 mod sqlite;
 
 pub use artifacts::FileArtifacts;
+pub use events::SqliteEvents;
 pub use sqlite::SqliteStore;
 
 use std::path::Path;

@@ -4,10 +4,10 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
-use wisp_core::activation::Outcome;
+use wisp_core::activation::{EventRef, Outcome};
 use wisp_core::time::now_ms;
 use wisp_core::{
-    Activation, ActivationFilter, ActivationId, ActivationStore, Digest, FunctionName,
+    Activation, ActivationFilter, ActivationId, ActivationStore, DeliveryId, Digest, FunctionName,
     FunctionRecord, FunctionSpec, Namespace, Registry, StoreError, UsageRow,
 };
 
@@ -15,7 +15,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-fn db(e: rusqlite::Error) -> StoreError {
+pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
@@ -53,10 +53,24 @@ CREATE TABLE IF NOT EXISTS activations (
     status INTEGER NOT NULL,
     logs TEXT NOT NULL,
     logs_truncated INTEGER NOT NULL,
-    error TEXT
+    error TEXT,
+    delivery_id TEXT,
+    event_id TEXT,
+    attempt INTEGER
 );
 CREATE INDEX IF NOT EXISTS activations_fn ON activations (namespace, function, start_ms);
 CREATE INDEX IF NOT EXISTS activations_start ON activations (start_ms);
+";
+
+/// Added after the first release: created on databases that lack them.
+const ACTIVATION_EVENT_COLUMNS: &str = "
+ALTER TABLE activations ADD COLUMN delivery_id TEXT;
+ALTER TABLE activations ADD COLUMN event_id TEXT;
+ALTER TABLE activations ADD COLUMN attempt INTEGER;
+";
+const ACTIVATION_EVENT_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS activations_delivery ON activations (delivery_id) WHERE delivery_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS activations_event ON activations (event_id) WHERE event_id IS NOT NULL;
 ";
 
 impl SqliteStore {
@@ -70,6 +84,18 @@ impl SqliteStore {
             .map_err(db)?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        let has_event_columns: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('activations') WHERE name = 'delivery_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db)?
+            > 0;
+        if !has_event_columns {
+            conn.execute_batch(ACTIVATION_EVENT_COLUMNS).map_err(db)?;
+        }
+        conn.execute_batch(ACTIVATION_EVENT_INDEXES).map_err(db)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -239,7 +265,7 @@ impl Registry for SqliteStore {
     }
 }
 
-const ACTIVATION_COLUMNS: &str = "id, namespace, function, version, artifact, trigger, start_ms, duration_us, billed_ms, memory_mb, gb_seconds, outcome, cold, status, logs, logs_truncated, error";
+const ACTIVATION_COLUMNS: &str = "id, namespace, function, version, artifact, trigger, start_ms, duration_us, billed_ms, memory_mb, gb_seconds, outcome, cold, status, logs, logs_truncated, error, delivery_id, event_id, attempt";
 
 fn activation_from_row(
     row: &rusqlite::Row<'_>,
@@ -249,6 +275,9 @@ fn activation_from_row(
     let function: String = row.get(2)?;
     let artifact: String = row.get(4)?;
     let outcome: String = row.get(11)?;
+    let delivery: Option<String> = row.get(17)?;
+    let event_id: Option<String> = row.get(18)?;
+    let attempt: Option<u32> = row.get(19)?;
     let base = (|| {
         let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
         Ok::<_, StoreError>((
@@ -258,9 +287,17 @@ fn activation_from_row(
             Digest::parse(&artifact).map_err(|e| corrupt(&e))?,
             Outcome::parse(&outcome)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown outcome {outcome:?}")))?,
+            match delivery {
+                Some(d) => Some(EventRef {
+                    delivery_id: DeliveryId::parse(&d).map_err(|e| corrupt(&e))?,
+                    event_id: event_id.unwrap_or_default(),
+                    attempt: attempt.unwrap_or(1),
+                }),
+                None => None,
+            },
         ))
     })();
-    let (id, namespace, function, artifact, outcome) = match base {
+    let (id, namespace, function, artifact, outcome, event) = match base {
         Ok(b) => b,
         Err(e) => return Ok(Err(e)),
     };
@@ -282,6 +319,7 @@ fn activation_from_row(
         logs: row.get(14)?,
         logs_truncated: row.get(15)?,
         error: row.get(16)?,
+        event,
     }))
 }
 
@@ -300,7 +338,7 @@ impl ActivationStore for SqliteStore {
         {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "INSERT OR REPLACE INTO activations ({ACTIVATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                    "INSERT OR REPLACE INTO activations ({ACTIVATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
                 ))
                 .map_err(db)?;
             for a in batch {
@@ -322,6 +360,9 @@ impl ActivationStore for SqliteStore {
                     a.logs,
                     a.logs_truncated,
                     a.error,
+                    a.event.as_ref().map(|e| e.delivery_id.as_str()),
+                    a.event.as_ref().map(|e| e.event_id.as_str()),
+                    a.event.as_ref().map(|e| e.attempt),
                 ])
                 .map_err(db)?;
             }
@@ -351,6 +392,7 @@ impl ActivationStore for SqliteStore {
             .prepare_cached(&format!(
                 "SELECT {ACTIVATION_COLUMNS} FROM activations
                  WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR function = ?2) AND start_ms >= ?3
+                   AND (?5 IS NULL OR delivery_id = ?5) AND (?6 IS NULL OR event_id = ?6)
                  ORDER BY id DESC LIMIT ?4"
             ))
             .map_err(db)?;
@@ -360,7 +402,9 @@ impl ActivationStore for SqliteStore {
                     f.namespace.as_ref().map(|n| n.as_str()),
                     f.function.as_ref().map(|n| n.as_str()),
                     f.since_ms.unwrap_or(0),
-                    f.limit.max(1) as i64
+                    f.limit.max(1) as i64,
+                    f.delivery.as_ref().map(|d| d.as_str()),
+                    f.event_id.as_deref(),
                 ],
                 activation_from_row,
             )
@@ -486,6 +530,7 @@ mod tests {
             logs: "hi\n".into(),
             logs_truncated: false,
             error: None,
+            event: None,
         }
     }
 

@@ -1,0 +1,139 @@
+//! Group commit for the durable queue: every change (new events, acks,
+//! retries, dead letters, cron ticks) goes to one writer thread, which takes
+//! everything waiting, applies it in one transaction with one fsync, and
+//! then answers the senders. Under load many events share one commit; idle,
+//! a single event is committed at once.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+use wisp_core::{EventStore, QueueOp, QueueOpResult, StoreError};
+
+/// Most operations applied in one transaction.
+const BATCH_MAX: usize = 8192;
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub(crate) type OpResults = Vec<Result<QueueOpResult, StoreError>>;
+type Reply = tokio::sync::oneshot::Sender<Result<OpResults, String>>;
+
+enum Msg {
+    Ops(Vec<QueueOp>, Option<Reply>),
+    Stop(Sender<()>),
+}
+
+/// The sending side of the queue writer. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: Sender<Msg>,
+}
+
+impl Writer {
+    pub fn start(store: Arc<dyn EventStore>) -> std::io::Result<Self> {
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name("wisp-queue".into())
+            .spawn(move || run(rx, store))?;
+        Ok(Self { tx })
+    }
+
+    /// Applies `ops` durably and returns what each did. Errors: the batch
+    /// could not be stored (the message says why).
+    pub async fn submit(&self, ops: Vec<QueueOp>) -> Result<OpResults, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Msg::Ops(ops, Some(tx)))
+            .map_err(|_| "the queue writer has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the queue writer has stopped".to_string())?
+    }
+
+    /// Applies `op` without waiting for it (acks, retries, dead letters:
+    /// losing one to a crash only means a delivery runs again).
+    pub fn send(&self, op: QueueOp) {
+        if self.tx.send(Msg::Ops(vec![op], None)).is_err() {
+            tracing::warn!("queue writer stopped; an acknowledgement was not stored");
+        }
+    }
+
+    /// Writes everything sent so far, then stops the thread.
+    pub async fn flush_and_stop(&self) {
+        let (ack_tx, ack_rx) = channel();
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if tx.send(Msg::Stop(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        })
+        .await;
+    }
+}
+
+fn run(rx: Receiver<Msg>, store: Arc<dyn EventStore>) {
+    let mut last_prune = Instant::now();
+    loop {
+        let Ok(first) = rx.recv() else { break };
+        let mut msgs = vec![first];
+        let mut n = 0;
+        while n < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(m) => {
+                    if let Msg::Ops(ops, _) = &m {
+                        n += ops.len();
+                    }
+                    msgs.push(m);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut all = Vec::new();
+        let mut replies = Vec::new();
+        let mut stop = None;
+        for m in msgs {
+            match m {
+                Msg::Ops(ops, reply) => {
+                    replies.push((ops.len(), reply));
+                    all.extend(ops);
+                }
+                Msg::Stop(ack) => stop = Some(ack),
+            }
+        }
+        if !all.is_empty() {
+            match store.apply(&all) {
+                Ok(results) => {
+                    let mut it = results.into_iter();
+                    for (len, reply) in replies {
+                        let mine: OpResults = it.by_ref().take(len).collect();
+                        match reply {
+                            Some(r) => {
+                                let _ = r.send(Ok(mine));
+                            }
+                            None => {
+                                for e in mine.into_iter().filter_map(Result::err) {
+                                    tracing::error!(error = %e, "queue update failed");
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ops = all.len(), "writing to the queue failed");
+                    for (_, reply) in replies {
+                        if let Some(r) = reply {
+                            let _ = r.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        if last_prune.elapsed() > PRUNE_EVERY {
+            last_prune = Instant::now();
+            if let Err(e) = store.prune_idempotency(wisp_core::time::now_ms()) {
+                tracing::error!(error = %e, "pruning idempotency keys failed");
+            }
+        }
+        if let Some(ack) = stop {
+            let _ = ack.send(());
+            break;
+        }
+    }
+}
