@@ -147,7 +147,11 @@ pub enum QueueOpResult {
     Enqueued,
     /// The idempotency key was seen before: these are the earlier
     /// deliveries, and nothing new was stored.
-    Duplicate(Vec<(DeliveryId, FunctionName)>),
+    Duplicate {
+        /// The CloudEvent id of the first request.
+        event_id: String,
+        deliveries: Vec<(DeliveryId, FunctionName)>,
+    },
     Done,
     /// Whether the cron tick was new (and its delivery stored).
     CronTick(bool),

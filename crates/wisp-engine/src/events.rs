@@ -622,10 +622,13 @@ impl Engine {
             }
         };
         match result {
-            Ok(QueueOpResult::Duplicate(ids)) => {
+            Ok(QueueOpResult::Duplicate {
+                event_id,
+                deliveries: ids,
+            }) => {
                 self.events().release(n, bytes);
                 Ok(Accepted {
-                    event_id: ev.id,
+                    event_id,
                     deliveries: ids
                         .into_iter()
                         .map(|(id, function)| DeliveryRef { id, function })

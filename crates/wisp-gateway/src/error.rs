@@ -58,9 +58,8 @@ impl From<EngineError> for ApiError {
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", msg)
             },
             EngineError::Spec(_) => Self::bad_request("invalid_spec", msg),
-            EngineError::TopicNotFound { .. } => {
-                Self::new(StatusCode::NOT_FOUND, "topic_not_found", msg)
-            }
+            // Publishing to a topic that does not exist is a bad request.
+            EngineError::TopicNotFound { .. } => Self::bad_request("unknown_topic", msg),
             EngineError::TopicInUse { .. } => Self::new(StatusCode::CONFLICT, "topic_in_use", msg),
             EngineError::TriggerNotFound { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "trigger_not_found", msg)

@@ -215,28 +215,36 @@ async fn delete_topic(
     Path(topic): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let topic = topic_name(&topic)?;
-    st.engine
-        .delete_topic(&Namespace::default(), &topic)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    match st.engine.delete_topic(&Namespace::default(), &topic).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e @ wisp_engine::EngineError::TopicNotFound { .. }) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "topic_not_found",
+            e.to_string(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TriggerRequest {
-    name: String,
-    function: String,
-    #[serde(flatten)]
-    kind: TriggerKind,
-}
-
+/// `{"name", "function", "kind": "cron"|"topic", ...kind's fields}`; an
+/// unknown field is an error naming it.
 async fn add_trigger(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: TriggerRequest = json_body(&body)?;
+    let mut v: serde_json::Map<String, serde_json::Value> = json_body(&body)?;
+    let mut take = |field: &str| match v.remove(field) {
+        Some(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(ApiError::bad_request(
+            "invalid_json",
+            format!("invalid request body: \"{field}\" (a string) is required"),
+        )),
+    };
+    let (name, function) = (take("name")?, take("function")?);
+    let kind: TriggerKind = serde_json::from_value(serde_json::Value::Object(v))
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
     let t = Trigger {
         namespace: Namespace::default(),
-        name: trigger_name(&req.name)?,
-        function: function_name(&req.function)?,
-        kind: req.kind,
+        name: trigger_name(&name)?,
+        function: function_name(&function)?,
+        kind,
         created_ms: now_ms(),
     };
     let view = st.engine.add_trigger(t).await?;

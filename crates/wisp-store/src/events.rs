@@ -189,12 +189,19 @@ fn apply_one(tx: &Connection, op: &QueueOp, now: i64) -> Result<QueueOpResult, S
                     .optional()
                     .map_err(db)?;
                 if let Some(ids) = seen {
-                    let ids: Vec<(DeliveryId, FunctionName)> =
+                    let (event_id, deliveries): (String, Vec<(DeliveryId, FunctionName)>) =
                         serde_json::from_str(&ids).map_err(corrupt)?;
-                    return Ok(QueueOpResult::Duplicate(ids));
+                    return Ok(QueueOpResult::Duplicate {
+                        event_id,
+                        deliveries,
+                    });
                 }
                 let ids: Vec<(&DeliveryId, &FunctionName)> =
                     deliveries.iter().map(|d| (&d.id, &d.function)).collect();
+                let event_id = deliveries
+                    .first()
+                    .map(|d| d.event.id.as_str())
+                    .unwrap_or("");
                 tx.execute(
                     "INSERT OR REPLACE INTO idempotency (namespace, scope, key, deliveries, expires_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -202,7 +209,7 @@ fn apply_one(tx: &Connection, op: &QueueOp, now: i64) -> Result<QueueOpResult, S
                         k.namespace.as_str(),
                         k.scope,
                         k.key,
-                        serde_json::to_string(&ids).map_err(corrupt)?,
+                        serde_json::to_string(&(event_id, ids)).map_err(corrupt)?,
                         k.expires_ms
                     ],
                 )
@@ -692,10 +699,10 @@ mod tests {
         );
         assert_eq!(
             ok(s.apply(&[op(&delivery("f"))]).unwrap()),
-            vec![QueueOpResult::Duplicate(vec![(
-                a.id.clone(),
-                a.function.clone()
-            )])]
+            vec![QueueOpResult::Duplicate {
+                event_id: "ev-1".into(),
+                deliveries: vec![(a.id.clone(), a.function.clone())]
+            }]
         );
         assert_eq!(s.pending().unwrap().len(), 1);
 
