@@ -613,48 +613,58 @@ impl Engine {
             deliveries: deliveries.clone(),
             idempotency,
         };
-        let result = self.events().writer.submit(vec![op]).await;
-        let result = match result {
-            Ok(mut r) => r.pop().unwrap_or(Ok(QueueOpResult::Enqueued)),
-            Err(e) => {
-                self.events().release(n, bytes);
-                return Err(EngineError::Queue(e));
-            }
-        };
-        match result {
-            Ok(QueueOpResult::Duplicate {
-                event_id,
-                deliveries: ids,
-            }) => {
-                self.events().release(n, bytes);
-                Ok(Accepted {
-                    event_id,
-                    deliveries: ids
-                        .into_iter()
-                        .map(|(id, function)| DeliveryRef { id, function })
-                        .collect(),
-                    duplicate: true,
-                })
-            }
-            Ok(_) => {
-                self.events()
-                    .counters
-                    .accepted
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                for d in deliveries {
-                    self.schedule(d);
+        // Commit and schedule in a task of its own: if the caller goes away
+        // (the client disconnected), a committed delivery is still
+        // scheduled, and its room in the queue still accounted for.
+        let engine = self.clone();
+        let event_id = ev.id;
+        tokio::spawn(async move {
+            let result = engine.events().writer.submit(vec![op]).await;
+            let result = match result {
+                Ok(mut r) => r.pop().unwrap_or(Ok(QueueOpResult::Enqueued)),
+                Err(e) => {
+                    engine.events().release(n, bytes);
+                    return Err(EngineError::Queue(e));
                 }
-                Ok(Accepted {
-                    event_id: ev.id,
-                    deliveries: refs,
-                    duplicate: false,
-                })
+            };
+            match result {
+                Ok(QueueOpResult::Duplicate {
+                    event_id,
+                    deliveries: ids,
+                }) => {
+                    engine.events().release(n, bytes);
+                    Ok(Accepted {
+                        event_id,
+                        deliveries: ids
+                            .into_iter()
+                            .map(|(id, function)| DeliveryRef { id, function })
+                            .collect(),
+                        duplicate: true,
+                    })
+                }
+                Ok(_) => {
+                    engine
+                        .events()
+                        .counters
+                        .accepted
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    for d in deliveries {
+                        engine.schedule(d);
+                    }
+                    Ok(Accepted {
+                        event_id,
+                        deliveries: refs,
+                        duplicate: false,
+                    })
+                }
+                Err(e) => {
+                    engine.events().release(n, bytes);
+                    Err(EngineError::Queue(e.to_string()))
+                }
             }
-            Err(e) => {
-                self.events().release(n, bytes);
-                Err(EngineError::Queue(e.to_string()))
-            }
-        }
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("the enqueue task failed: {e}")))?
     }
 
     fn idempotency(

@@ -286,27 +286,35 @@ impl Engine {
             tick_ms,
             delivery: delivery.clone(),
         };
-        match self.events().writer.submit(vec![op]).await {
-            Ok(mut r) => match r.pop() {
-                Some(Ok(QueueOpResult::CronTick(true))) => {
-                    if let Some(d) = delivery {
-                        self.events().hold(1, d.size());
-                        self.events()
-                            .counters
-                            .accepted
-                            .fetch_add(1, Ordering::Relaxed);
-                        self.schedule(*d);
+        // In a task of its own, so that aborting the cron task (trigger
+        // removed, shutdown) cannot leave a stored tick unscheduled.
+        let engine = self.clone();
+        let name = t.name.clone();
+        let task = tokio::spawn(async move {
+            match engine.events().writer.submit(vec![op]).await {
+                Ok(mut r) => match r.pop() {
+                    Some(Ok(QueueOpResult::CronTick(true))) => {
+                        if let Some(d) = delivery {
+                            engine.events().hold(1, d.size());
+                            engine
+                                .events()
+                                .counters
+                                .accepted
+                                .fetch_add(1, Ordering::Relaxed);
+                            engine.schedule(*d);
+                        }
                     }
-                }
-                Some(Ok(_)) => {
-                    tracing::debug!(trigger = %t.name, tick_ms, "cron tick already fired")
-                }
-                Some(Err(e)) => {
-                    tracing::error!(trigger = %t.name, error = %e, "cron tick not stored")
-                }
-                None => {}
-            },
-            Err(e) => tracing::error!(trigger = %t.name, error = %e, "cron tick not stored"),
-        }
+                    Some(Ok(_)) => {
+                        tracing::debug!(trigger = %name, tick_ms, "cron tick already fired")
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(trigger = %name, error = %e, "cron tick not stored")
+                    }
+                    None => {}
+                },
+                Err(e) => tracing::error!(trigger = %name, error = %e, "cron tick not stored"),
+            }
+        });
+        let _ = task.await;
     }
 }
