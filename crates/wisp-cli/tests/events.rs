@@ -803,3 +803,59 @@ async fn destinations_receive_results_as_events() {
     assert_eq!(data["status"], 200);
     assert_eq!(data["response"], format!("handled {id}"));
 }
+
+/// The value of a plain (unlabelled) metric.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[tokio::test]
+async fn clients_that_hang_up_mid_request_leave_nothing_stuck() {
+    let node = Node::fresh("ev-hangup", &[]);
+    node.deploy_ok("t", &fixture("testfn"), spec(json!({})))
+        .await;
+    // Many async invokes whose clients give up after a fraction of a
+    // millisecond: some are stored anyway, and those must still run.
+    let mut cancelled = 0;
+    for i in 0..300 {
+        let r = tokio::time::timeout(
+            Duration::from_micros(200 + (i % 7) * 150),
+            invoke_async(&node, "t", "{}"),
+        )
+        .await;
+        if r.is_err() {
+            cancelled += 1;
+        }
+    }
+    eprintln!("{cancelled} of 300 requests were cancelled by their client");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = node.metrics().await;
+        let (depth, accepted, ok) = (
+            metric(&m, "wisp_queue_depth"),
+            metric(&m, "wisp_queue_accepted_total"),
+            metric(&m, "wisp_queue_succeeded_total"),
+        );
+        if depth == 0.0 && accepted == ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue stuck: depth {depth}, accepted {accepted}, succeeded {ok}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Everything stored was run: nothing waits in the database for a restart.
+    let mut node = node;
+    assert!(node.stop().success());
+    let node = Node::start(&node.dir.clone(), &[]);
+    let m = node.metrics().await;
+    assert_eq!(
+        metric(&m, "wisp_queue_depth"),
+        0.0,
+        "deliveries were left behind"
+    );
+}
