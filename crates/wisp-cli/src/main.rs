@@ -10,6 +10,7 @@ mod paths;
 mod serve;
 
 use clap::{Parser, Subcommand};
+
 use std::path::PathBuf;
 
 #[derive(Parser)]

@@ -245,7 +245,10 @@ async fn topic_fan_out_keeps_delivering_around_a_failing_subscriber() {
         .await;
     let failing = spec(json!({"env": {"FAIL": "1"}, "max_attempts": 2, "backoff_ms": 50}));
     node.deploy_ok("c", &fixture("testfn"), failing).await;
-    for f in ["a", "b", "c"] {
+    // A slow subscriber: one at a time, 400 ms each (12 s for all events).
+    let slow = spec(json!({"env": {"SLEEP_MS": "400"}, "concurrency": 1}));
+    node.deploy_ok("slow", &fixture("testfn"), slow).await;
+    for f in ["a", "b", "c", "slow"] {
         let out = node.cli(&[
             "trigger",
             "add",
@@ -269,9 +272,11 @@ async fn topic_fan_out_keeps_delivering_around_a_failing_subscriber() {
         let r = publish(&node, "orders", &id, &format!(r#"{{"id":{i}}}"#)).await;
         assert_eq!(r.status(), 202);
         let v: Value = r.json().await.unwrap();
-        assert_eq!(v["deliveries"].as_array().unwrap().len(), 3);
+        assert_eq!(v["deliveries"].as_array().unwrap().len(), 4);
         ids.insert(id);
     }
+    // The fast subscribers get every event within seconds, while the slow
+    // one still works through its own queue (`activations` waits at most 5 s).
     for f in ["a", "b"] {
         let runs = node.activations(f, n).await;
         let got: HashSet<String> = runs
@@ -304,10 +309,15 @@ async fn topic_fan_out_keeps_delivering_around_a_failing_subscriber() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let slow_done = node.json("/v1/activations?function=slow&limit=1000").await;
+    assert!(
+        slow_done.as_array().unwrap().len() < n,
+        "the slow subscriber should still be busy"
+    );
     let out = node.cli(&["topic", "ls"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("orders") && text.contains("a, b, c"),
+        text.contains("orders") && text.contains("a, b, c, slow"),
         "{text}"
     );
     // A topic with subscribers cannot be deleted.

@@ -4,6 +4,7 @@
 
 use crate::ids::{DeliveryId, FunctionName, Namespace, TopicName, TriggerName};
 use base64::Engine as _;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -59,7 +60,7 @@ pub struct CloudEvent {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extensions: BTreeMap<String, String>,
     #[serde(skip)]
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 const KNOWN: [&str; 8] = [
@@ -110,7 +111,7 @@ impl CloudEvent {
             datacontenttype: None,
             dataschema: None,
             extensions: BTreeMap::new(),
-            data: Vec::new(),
+            data: Bytes::new(),
         }
     }
 
@@ -149,7 +150,7 @@ impl CloudEvent {
 
     /// Reads a binary-mode event: attributes in `ce-*` headers, the body is
     /// the data.
-    pub fn from_binary(headers: &http::HeaderMap, body: Vec<u8>) -> Result<Self, EventError> {
+    pub fn from_binary(headers: &http::HeaderMap, body: Bytes) -> Result<Self, EventError> {
         let get = |name: &'static str| -> Result<Option<String>, EventError> {
             match headers.get(format!("ce-{name}")) {
                 None => Ok(None),
@@ -239,7 +240,7 @@ impl CloudEvent {
                             name: "data_base64".into(),
                             why: e.to_string(),
                         })?;
-                    ev.data = bytes;
+                    ev.data = bytes.into();
                 }
                 "id" => ev.id = as_string(v)?,
                 "source" => ev.source = as_string(v)?,
@@ -267,13 +268,13 @@ impl CloudEvent {
                         .as_deref()
                         .is_some_and(|c| !c.contains("json")) =>
                 {
-                    s.into_bytes()
+                    Bytes::from(s.into_bytes())
                 }
                 other => {
                     if ev.datacontenttype.is_none() {
                         ev.datacontenttype = Some("application/json".into());
                     }
-                    other.to_string().into_bytes()
+                    Bytes::from(other.to_string().into_bytes())
                 }
             };
         }
@@ -311,7 +312,7 @@ impl CloudEvent {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn from_attributes_json(s: &str, data: Vec<u8>) -> Result<Self, EventError> {
+    pub fn from_attributes_json(s: &str, data: Bytes) -> Result<Self, EventError> {
         let mut ev: CloudEvent =
             serde_json::from_str(s).map_err(|e| EventError::Json(e.to_string()))?;
         ev.data = data;
@@ -474,7 +475,7 @@ mod tests {
         ev.subject = Some("order/7".into());
         ev.datacontenttype = Some("application/json".into());
         ev.extensions.insert("traceparent".into(), "00-ab".into());
-        ev.data = br#"{"id":7}"#.to_vec();
+        ev.data = Bytes::from_static(br#"{"id":7}"#);
         let mut headers = http::HeaderMap::new();
         for (k, v) in ev.binary_headers() {
             headers.insert(
@@ -492,13 +493,13 @@ mod tests {
         headers.insert("ce-specversion", "1.0".parse().unwrap());
         headers.insert("ce-id", "1".parse().unwrap());
         headers.insert("ce-source", "/x".parse().unwrap());
-        let e = CloudEvent::from_binary(&headers, vec![]).unwrap_err();
+        let e = CloudEvent::from_binary(&headers, Bytes::new()).unwrap_err();
         assert_eq!(e, EventError::Missing("type"));
         assert!(e.to_string().contains("ce-type"));
         headers.insert("ce-type", "t".parse().unwrap());
         headers.insert("ce-specversion", "0.3".parse().unwrap());
         assert!(matches!(
-            CloudEvent::from_binary(&headers, vec![]),
+            CloudEvent::from_binary(&headers, Bytes::new()),
             Err(EventError::SpecVersion(_))
         ));
     }
@@ -509,14 +510,14 @@ mod tests {
             br#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data":{"x":1},"comexampleext":"v"}"#,
         )
         .unwrap();
-        assert_eq!(ev.data, br#"{"x":1}"#);
+        assert_eq!(&ev.data[..], br#"{"x":1}"#);
         assert_eq!(ev.datacontenttype.as_deref(), Some("application/json"));
         assert_eq!(ev.extensions["comexampleext"], "v");
         let ev = CloudEvent::from_structured(
             br#"{"specversion":"1.0","id":"a","source":"/s","type":"t","data_base64":"aGk="}"#,
         )
         .unwrap();
-        assert_eq!(ev.data, b"hi");
+        assert_eq!(&ev.data[..], b"hi");
         assert!(matches!(
             CloudEvent::from_structured(b"{not json"),
             Err(EventError::Json(_))

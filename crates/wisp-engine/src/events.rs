@@ -388,7 +388,7 @@ impl Engine {
         req = req
             .header("ce-wispattempt", attempt.to_string())
             .header("ce-wispdelivery", d.id.as_str());
-        let body = http_body_util::Full::new(Bytes::from(d.event.data.clone())).map_err(
+        let body = http_body_util::Full::new(d.event.data.clone()).map_err(
             |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
         );
         let req = match req.body(body) {
@@ -549,7 +549,8 @@ impl Engine {
             "response": String::from_utf8_lossy(body),
         })
         .to_string()
-        .into_bytes();
+        .into_bytes()
+        .into();
         let result = match dest {
             Destination::Function(f) => {
                 self.enqueue_to_functions(
@@ -700,7 +701,7 @@ impl Engine {
         );
         ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
         ev.datacontenttype = content_type;
-        ev.data = data.to_vec();
+        ev.data = data;
         let key = self.idempotency(ns, format!("function:{name}"), idempotency_key);
         self.enqueue_to_functions(
             ns,

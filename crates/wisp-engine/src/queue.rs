@@ -12,6 +12,10 @@ use wisp_core::{EventStore, QueueOp, QueueOpResult, StoreError};
 /// Most operations applied in one transaction.
 const BATCH_MAX: usize = 8192;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// A batch at least this large means the queue is busy: linger next time.
+const LINGER_FROM: usize = 16;
+/// How long a busy writer waits for more work before it commits.
+const LINGER: Duration = Duration::from_millis(2);
 
 pub(crate) type OpResults = Vec<Result<QueueOpResult, StoreError>>;
 type Reply = tokio::sync::oneshot::Sender<Result<OpResults, String>>;
@@ -70,21 +74,31 @@ impl Writer {
 
 fn run(rx: Receiver<Msg>, store: Arc<dyn EventStore>) {
     let mut last_prune = Instant::now();
+    let mut last_batch = 0;
     loop {
         let Ok(first) = rx.recv() else { break };
         let mut msgs = vec![first];
         let mut n = 0;
+        // Under load (the last batch was not small), wait a little for more
+        // work: fewer, larger commits cost far less CPU (each one is an
+        // fsync). Sleep rather than wait on the channel, so that senders
+        // meanwhile find no waiting receiver to wake. Idle, commit at once
+        // so a lone event is not delayed.
+        if last_batch >= LINGER_FROM {
+            std::thread::sleep(LINGER);
+        }
         while n < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(m) => {
-                    if let Msg::Ops(ops, _) = &m {
-                        n += ops.len();
-                    }
-                    msgs.push(m);
-                }
-                Err(_) => break,
+            let Ok(m) = rx.try_recv() else { break };
+            if let Msg::Ops(ops, _) = &m {
+                n += ops.len();
+            }
+            let stop = matches!(m, Msg::Stop(_));
+            msgs.push(m);
+            if stop {
+                break;
             }
         }
+        last_batch = n + 1;
         let mut all = Vec::new();
         let mut replies = Vec::new();
         let mut stop = None;

@@ -7,7 +7,7 @@
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 use wisp_core::{Activation, ActivationStore};
 
@@ -110,6 +110,7 @@ fn lower_priority() {
 fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: RetentionSettings) {
     lower_priority();
     let mut last_prune = Instant::now();
+    let mut last_full = false;
     let mut batch: Vec<Activation> = Vec::with_capacity(BATCH_MAX);
     let mut stop: Option<std::sync::mpsc::Sender<()>> = None;
     loop {
@@ -119,13 +120,18 @@ fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: Retentio
             Ok(Msg::Stop(ack)) => stop = Some(ack),
             Err(_) => break,
         }
-        let deadline = Instant::now() + settings.batch_window;
+        // Let the window fill up by sleeping, not by waiting on the
+        // channel: a sender then finds no waiting receiver and does not
+        // have to wake this thread for every record.
+        // (Not when the last batch was full: then records are waiting.)
+        if stop.is_none() && !last_full {
+            std::thread::sleep(settings.batch_window);
+        }
         while stop.is_none() && batch.len() < BATCH_MAX {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.try_recv() {
                 Ok(Msg::Record(a)) => batch.push(*a),
                 Ok(Msg::Stop(ack)) => stop = Some(ack),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(_) => break,
             }
         }
         if stop.is_some() {
@@ -133,6 +139,7 @@ fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: Retentio
                 batch.push(*a);
             }
         }
+        last_full = batch.len() >= BATCH_MAX;
         if !batch.is_empty() {
             if let Err(e) = store.insert_activations(&batch) {
                 tracing::error!(error = %e, records = batch.len(), "writing activation records failed");

@@ -143,7 +143,7 @@ fn read_events(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent>, ApiE
         ));
     }
     Ok(vec![
-        CloudEvent::from_binary(headers, body.to_vec()).map_err(invalid_event)?,
+        CloudEvent::from_binary(headers, body).map_err(invalid_event)?,
     ])
 }
 

@@ -98,7 +98,8 @@ impl CronSchedule {
             "scheduled_time": time,
         })
         .to_string()
-        .into_bytes();
+        .into_bytes()
+        .into();
         ev
     }
 }
