@@ -66,6 +66,12 @@ enum TopicCommand {
     },
 }
 
+async fn delete(client: &ClientArgs, path: &str) -> anyhow::Result<()> {
+    let client = Client::from_args(client)?;
+    client.send(client.request(Method::DELETE, path)).await?;
+    Ok(())
+}
+
 fn new_event_id() -> String {
     let mut b = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -147,10 +153,7 @@ pub async fn topic(a: TopicArgs) -> anyhow::Result<()> {
             }
         }
         TopicCommand::Rm { topic, client } => {
-            let client = Client::from_args(&client)?;
-            client
-                .send(client.request(Method::DELETE, &format!("/v1/topics/{topic}")))
-                .await?;
+            delete(&client, &format!("/v1/topics/{topic}")).await?;
             println!("deleted topic {topic}");
         }
     }
@@ -281,10 +284,7 @@ pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
     match a.command {
         TriggerCommand::Ls { client } => list_triggers(&client).await,
         TriggerCommand::Rm { name, client } => {
-            let client = Client::from_args(&client)?;
-            client
-                .send(client.request(Method::DELETE, &format!("/v1/triggers/{name}")))
-                .await?;
+            delete(&client, &format!("/v1/triggers/{name}")).await?;
             println!("deleted trigger {name}");
             Ok(())
         }

@@ -62,6 +62,22 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// 413 when an event body is over `--max-payload`.
+fn check_payload(st: &AppState, body: &Bytes) -> Result<(), ApiError> {
+    let max = st.config.max_payload_bytes;
+    if body.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "event body of {} bytes exceeds the limit of {max} bytes (wisp serve --max-payload)",
+                body.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// 202 with the event and delivery ids.
 pub(crate) fn accepted(a: Accepted) -> Response {
     let mut resp = (StatusCode::ACCEPTED, Json(&a)).into_response();
@@ -84,17 +100,7 @@ pub(crate) async fn invoke_async(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if body.len() > st.config.max_payload_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "request body of {} bytes exceeds the limit of {} bytes (wisp serve --max-payload)",
-                body.len(),
-                st.config.max_payload_bytes
-            ),
-        ));
-    }
+    check_payload(st, &body)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -154,17 +160,7 @@ async fn publish(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let topic = topic_name(&topic)?;
-    if body.len() > st.config.max_payload_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "event of {} bytes exceeds the limit of {} bytes (wisp serve --max-payload)",
-                body.len(),
-                st.config.max_payload_bytes
-            ),
-        ));
-    }
+    check_payload(&st, &body)?;
     let batch = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
