@@ -339,6 +339,21 @@ pub struct DlqArgs {
     command: DlqCommand,
 }
 
+/// Which dead letters a replay or delete applies to.
+#[derive(clap::Args)]
+struct DlqSelection {
+    /// Delivery ids (from `wisp dlq ls`)
+    ids: Vec<String>,
+    /// Every dead letter (of --function when given)
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    /// With --all: only this function's
+    #[arg(long, short, requires = "all")]
+    function: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 #[derive(Subcommand)]
 enum DlqCommand {
     /// List dead letters (events that exhausted their attempts), newest first
@@ -357,18 +372,39 @@ enum DlqCommand {
         client: ClientArgs,
     },
     /// Put dead letters back into the queue with a fresh attempt count
-    Replay {
-        /// Delivery ids (from `wisp dlq ls`)
-        ids: Vec<String>,
-        /// Replay every dead letter (of --function when given)
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-        /// With --all: only this function's
-        #[arg(long, short, requires = "all")]
-        function: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Replay(DlqSelection),
+    /// Delete dead letters for good
+    #[command(alias = "delete")]
+    Rm(DlqSelection),
+}
+
+/// `POST /v1/dlq/{action}` with the given ids, or all (of a function).
+async fn dlq_action(action: &str, sel: DlqSelection) -> anyhow::Result<Value> {
+    let DlqSelection {
+        ids,
+        all,
+        function,
+        client,
+    } = sel;
+    if ids.is_empty() && !all {
+        bail!("give delivery ids to {action} (see `wisp dlq ls`), or --all");
+    }
+    let client = Client::from_args(&client)?;
+    let body = if all {
+        json!({"all": true, "function": function})
+    } else {
+        json!({"ids": ids})
+    };
+    client
+        .send(
+            client
+                .request(Method::POST, &format!("/v1/dlq/{action}"))
+                .json(&body),
+        )
+        .await?
+        .json()
+        .await
+        .map_err(Into::into)
 }
 
 pub async fn dlq(a: DlqArgs) -> anyhow::Result<()> {
@@ -404,28 +440,14 @@ pub async fn dlq(a: DlqArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        DlqCommand::Replay {
-            ids,
-            all,
-            function,
-            client,
-        } => {
-            if ids.is_empty() && !all {
-                bail!("give delivery ids to replay (see `wisp dlq ls`), or --all");
-            }
-            let client = Client::from_args(&client)?;
-            let body = if all {
-                json!({"all": true, "function": function})
-            } else {
-                json!({"ids": ids})
-            };
-            let v: Value = client
-                .send(client.request(Method::POST, "/v1/dlq/replay").json(&body))
-                .await?
-                .json()
-                .await?;
+        DlqCommand::Replay(sel) => {
+            let v = dlq_action("replay", sel).await?;
             let n = v["replayed"].as_array().map_or(0, Vec::len);
             println!("replayed {n} dead letter(s)");
+        }
+        DlqCommand::Rm(sel) => {
+            let v = dlq_action("delete", sel).await?;
+            println!("deleted {} dead letter(s)", v["deleted"]);
         }
     }
     Ok(())

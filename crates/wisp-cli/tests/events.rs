@@ -320,6 +320,18 @@ async fn topic_fan_out_keeps_delivering_around_a_failing_subscriber() {
         text.contains("orders") && text.contains("a, b, c, slow"),
         "{text}"
     );
+    // Dead letters can be deleted for good.
+    let out = node.cli(&["dlq", "rm", "--all", "--function", "c"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("deleted {n} dead letter(s)")
+    );
+    assert!(node.json("/v1/dlq").await.as_array().unwrap().is_empty());
     // A topic with subscribers cannot be deleted.
     let r = node
         .api(Method::DELETE, "/v1/topics/orders")
@@ -868,4 +880,31 @@ async fn clients_that_hang_up_mid_request_leave_nothing_stuck() {
         0.0,
         "deliveries were left behind"
     );
+}
+
+#[tokio::test]
+async fn events_that_outwait_their_max_age_in_the_queue_are_not_run() {
+    let node = Node::fresh("ev-age", &[]);
+    let s = spec(json!({"env": {"SLEEP_MS": "1500"}, "concurrency": 1, "max_event_age_ms": 1000}));
+    node.deploy_ok("slow", &fixture("testfn"), s).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let v: Value = invoke_async(&node, "slow", "{}")
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(v["event_id"].as_str().unwrap().to_string());
+    }
+    // The first runs at once; the second waits 1.5 s for the slot, longer
+    // than its 1 s maximum age, and goes to the DLQ without running.
+    wait_event(&node, &ids[0], 10, |v| status_of(v) == "succeeded").await;
+    let st = wait_event(&node, &ids[1], 10, |v| status_of(v) == "dead_letter").await;
+    let d = &st["deliveries"][0];
+    assert_eq!(d["attempts"], 0, "{st:#}");
+    assert!(
+        d["last_error"].as_str().unwrap().contains("max_event_age"),
+        "{st:#}"
+    );
+    assert!(d["activations"].as_array().unwrap().is_empty());
 }

@@ -182,6 +182,14 @@ pub trait EventStore: Send + Sync + 'static {
         function: Option<&FunctionName>,
         now_ms: i64,
     ) -> Result<Vec<Delivery>, StoreError>;
+    /// Deletes dead letters for good (`ids` empty: all of them, of
+    /// `function` when given); returns how many.
+    fn delete_dead_letters(
+        &self,
+        ns: &Namespace,
+        ids: &[DeliveryId],
+        function: Option<&FunctionName>,
+    ) -> Result<u64, StoreError>;
     /// A queued delivery or dead letter by id.
     fn find_delivery(&self, id: &DeliveryId) -> Result<Option<(Delivery, bool)>, StoreError>;
     /// Deliveries (queued or dead) of a CloudEvent id.

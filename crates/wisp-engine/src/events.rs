@@ -377,6 +377,19 @@ impl Engine {
 
     /// One attempt of a delivery, then ack, retry or dead-letter.
     async fn run_delivery(self, entry: Arc<Entry>, permit: OwnedSemaphorePermit, mut d: Delivery) {
+        let max_age = entry.record.spec.max_event_age_ms;
+        if now_ms() - d.created_ms > max_age as i64 {
+            // Waited in the queue past its age (a long backlog): not run,
+            // as Lambda discards events older than the maximum age.
+            drop(permit);
+            let attempts = d.attempts;
+            let why = format!(
+                "not run: the event waited longer than max_event_age ({} s) in the queue",
+                max_age / 1000
+            );
+            self.dead_letter(d, attempts, why);
+            return;
+        }
         let attempt = d.attempts + 1;
         let mut req = http::Request::builder()
             .method(http::Method::POST)
@@ -780,6 +793,30 @@ impl Engine {
         let store = self.events().store.clone();
         let ns = ns.clone();
         Ok(blocking(move || store.dead_letters(&ns, function.as_ref(), limit)).await??)
+    }
+
+    /// Deletes dead letters for good (all of them when `ids` is empty, of
+    /// `function` when given); returns how many.
+    pub async fn delete_dead_letters(
+        &self,
+        ns: &Namespace,
+        ids: Vec<DeliveryId>,
+        function: Option<FunctionName>,
+    ) -> Result<u64, EngineError> {
+        let store = self.events().store.clone();
+        let ns2 = ns.clone();
+        let want = ids.clone();
+        let n =
+            blocking(move || store.delete_dead_letters(&ns2, &want, function.as_ref())).await??;
+        if n == 0 && !ids.is_empty() {
+            return Err(EngineError::EventNotFound(
+                ids.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        Ok(n)
     }
 
     /// Moves dead letters back into the queue (all of them when `ids` is

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/triggers/{name}", get(get_trigger).delete(delete_trigger))
         .route("/dlq", get(list_dlq))
         .route("/dlq/replay", post(replay))
+        .route("/dlq/delete", post(delete_dead_letters))
         .route("/dlq/{id}/replay", post(replay_one))
         .route("/events/{id}", get(event_status))
 }
@@ -315,11 +316,14 @@ struct ReplayRequest {
     function: Option<String>,
 }
 
-async fn replay(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: ReplayRequest = json_body(&body)?;
+/// The ids and function of a replay or delete request.
+type Selection = (Vec<DeliveryId>, Option<FunctionName>);
+
+fn selection(body: &Bytes) -> Result<Selection, ApiError> {
+    let req: ReplayRequest = json_body(body)?;
     if req.ids.is_empty() != req.all {
         return Err(ApiError::bad_request(
-            "invalid_replay",
+            "invalid_selection",
             "give either \"ids\": [...] or \"all\": true (optionally with \"function\")",
         ));
     }
@@ -330,6 +334,23 @@ async fn replay(State(st): State<AppState>, body: Bytes) -> Result<Response, Api
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let function = req.function.as_deref().map(function_name).transpose()?;
+    Ok((ids, function))
+}
+
+async fn delete_dead_letters(
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (ids, function) = selection(&body)?;
+    let n = st
+        .engine
+        .delete_dead_letters(&Namespace::default(), ids, function)
+        .await?;
+    Ok(Json(serde_json::json!({"deleted": n})).into_response())
+}
+
+async fn replay(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let (ids, function) = selection(&body)?;
     let replayed = st
         .engine
         .replay(&Namespace::default(), ids, function)

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_fn ON dead_letters (namespace, function, failed_ms);
+CREATE INDEX IF NOT EXISTS dead_letters_event ON dead_letters (json_extract(attributes, '$.id'));
 CREATE TABLE IF NOT EXISTS idempotency (
     namespace TEXT NOT NULL,
     scope TEXT NOT NULL,
@@ -169,6 +170,16 @@ impl SqliteEvents {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The id parameter for each statement run: `None` (all) when no ids are
+/// given.
+fn selected(ids: &[DeliveryId]) -> Vec<Option<&str>> {
+    if ids.is_empty() {
+        vec![None]
+    } else {
+        ids.iter().map(|i| Some(i.as_str())).collect()
     }
 }
 
@@ -371,12 +382,7 @@ impl EventStore for SqliteEvents {
                      WHERE namespace = ?1 AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR function = ?3)"
                 ))
                 .map_err(db)?;
-            let targets: Vec<Option<&str>> = if ids.is_empty() {
-                vec![None]
-            } else {
-                ids.iter().map(|i| Some(i.as_str())).collect()
-            };
-            for id in targets {
+            for id in selected(ids) {
                 let found = stmt
                     .query_map(
                         params![ns.as_str(), id, function.map(|f| f.as_str())],
@@ -405,6 +411,32 @@ impl EventStore for SqliteEvents {
         }
         tx.commit().map_err(db)?;
         Ok(out)
+    }
+
+    fn delete_dead_letters(
+        &self,
+        ns: &Namespace,
+        ids: &[DeliveryId],
+        function: Option<&FunctionName>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM dead_letters
+                     WHERE namespace = ?1 AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR function = ?3)",
+                )
+                .map_err(db)?;
+            for id in selected(ids) {
+                n += stmt
+                    .execute(params![ns.as_str(), id, function.map(|f| f.as_str())])
+                    .map_err(db)? as u64;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(n)
     }
 
     fn find_delivery(&self, id: &DeliveryId) -> Result<Option<(Delivery, bool)>, StoreError> {
@@ -666,6 +698,23 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        // Dead again, then deleted for good.
+        s.apply(&[QueueOp::DeadLetter {
+            id: a.id.clone(),
+            attempts: 1,
+            error: "x".into(),
+            failed_ms: 9,
+        }])
+        .unwrap();
+        let other = FunctionName::new("other").unwrap();
+        let ns = Namespace::default();
+        assert_eq!(s.delete_dead_letters(&ns, &[], Some(&other)).unwrap(), 0);
+        assert_eq!(
+            s.delete_dead_letters(&ns, std::slice::from_ref(&a.id), None)
+                .unwrap(),
+            1
+        );
+        assert!(s.dead_letters(&ns, None, 10).unwrap().is_empty());
     }
 
     #[test]
