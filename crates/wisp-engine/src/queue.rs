@@ -15,7 +15,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A batch at least this large means the queue is busy: linger next time.
 const LINGER_FROM: usize = 16;
 /// How long a busy writer waits for more work before it commits.
-const LINGER: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_micros(300);
 
 pub(crate) type OpResults = Vec<Result<QueueOpResult, StoreError>>;
 type Reply = tokio::sync::oneshot::Sender<Result<OpResults, String>>;
