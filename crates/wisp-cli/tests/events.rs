@@ -908,3 +908,38 @@ async fn events_that_outwait_their_max_age_in_the_queue_are_not_run() {
     );
     assert!(d["activations"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn sigterm_finishes_running_events_and_keeps_waiting_ones_for_the_restart() {
+    let dir = support::temp_dir("ev-term");
+    let mut node = Node::start(&dir, &[]);
+    let s = spec(json!({"env": {"SLEEP_MS": "700"}, "concurrency": 1}));
+    node.deploy_ok("slow", &fixture("testfn"), s).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let v: Value = invoke_async(&node, "slow", "{}")
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(v["event_id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The running one finishes; the waiting ones are not started.
+    let t = Instant::now();
+    assert!(node.stop().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    let node = Node::start(&dir, &[]);
+    for id in &ids {
+        wait_event(&node, id, 15, |v| status_of(v) == "succeeded").await;
+    }
+    // Each ran exactly once: the one running at SIGTERM was acknowledged.
+    for id in &ids {
+        let runs = node.json(&format!("/v1/activations?event={id}")).await;
+        assert_eq!(runs.as_array().unwrap().len(), 1, "{id}: {runs:#}");
+    }
+}

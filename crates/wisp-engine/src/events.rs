@@ -364,6 +364,11 @@ impl Engine {
                     let Ok(permit) = entry.slots.clone().acquire_owned().await else {
                         return;
                     };
+                    if self.events().stopping.load(Ordering::Acquire) {
+                        // Shutting down: leave it stored; it runs after
+                        // the restart.
+                        return;
+                    }
                     let engine = self.clone();
                     tokio::spawn(async move { engine.run_delivery(entry, permit, d).await });
                 }
