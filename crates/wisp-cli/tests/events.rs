@@ -21,6 +21,16 @@ fn spec(extra: Value) -> Value {
     s
 }
 
+/// Asserts an error answer: its status, its code, and that its message
+/// names `needle`.
+async fn expect_error(r: reqwest::Response, status: u16, code: &str, needle: &str) {
+    assert_eq!(r.status(), status);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+}
+
 /// Polls `GET /v1/events/{id}` until `done` holds (or fails after `secs`).
 async fn wait_event(node: &Node, id: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -655,13 +665,7 @@ async fn bad_event_input_is_rejected_naming_the_problem() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "invalid_event");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("ce-type"),
-        "{v}"
-    );
+    expect_error(r, 400, "invalid_event", "ce-type").await;
     // Structured mode that is not JSON, and one with a bad specversion.
     for (body, needle) in [
         ("{not json", "not valid JSON"),
@@ -690,25 +694,13 @@ async fn bad_event_input_is_rejected_naming_the_problem() {
     }
     // Unknown topic.
     let r = publish(&node, "nope", "1", "{}").await;
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "unknown_topic");
-    assert!(v["error"]["message"].as_str().unwrap().contains("\"nope\""));
+    expect_error(r, 400, "unknown_topic", "\"nope\"").await;
     // Bad cron expression and bad time zone.
     let add = |body: Value| node.api(Method::POST, "/v1/triggers").json(&body).send();
     let r = add(json!({"name": "c", "function": "t", "kind": "cron", "schedule": "0 3 * * *"}))
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "invalid_schedule");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("six fields"),
-        "{v}"
-    );
+    expect_error(r, 400, "invalid_schedule", "six fields").await;
     let r = add(json!({"name": "c", "function": "t", "kind": "cron", "schedule": "0 0 99 * * *"}))
         .await
         .unwrap();
@@ -717,15 +709,7 @@ async fn bad_event_input_is_rejected_naming_the_problem() {
                        "schedule": "* * * * * *", "timezone": "Mars/Olympus"}))
     .await
     .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "invalid_timezone");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Mars/Olympus")
-    );
+    expect_error(r, 400, "invalid_timezone", "Mars/Olympus").await;
     // Unknown kind or field, unknown function.
     let r = add(json!({"name": "c", "function": "t", "kind": "sql"}))
         .await
