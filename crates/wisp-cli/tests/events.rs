@@ -68,6 +68,18 @@ async fn invoke_async(node: &Node, name: &str, body: &str) -> reqwest::Response 
     .unwrap()
 }
 
+/// Queues `n` async invocations of `name`; returns their event ids.
+async fn queue(node: &Node, name: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let r = invoke_async(node, name, "{}").await;
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["event_id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
 /// Publishes one event in binary mode; returns the response.
 async fn publish(node: &Node, topic: &str, id: &str, data: &str) -> reqwest::Response {
     node.api(Method::POST, &format!("/v1/topics/{topic}/events"))
@@ -871,15 +883,7 @@ async fn events_that_outwait_their_max_age_in_the_queue_are_not_run() {
     let node = Node::fresh("ev-age", &[]);
     let s = spec(json!({"env": {"SLEEP_MS": "1500"}, "concurrency": 1, "max_event_age_ms": 1000}));
     node.deploy_ok("slow", &fixture("testfn"), s).await;
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let v: Value = invoke_async(&node, "slow", "{}")
-            .await
-            .json()
-            .await
-            .unwrap();
-        ids.push(v["event_id"].as_str().unwrap().to_string());
-    }
+    let ids = queue(&node, "slow", 2).await;
     // The first runs at once; the second waits 1.5 s for the slot, longer
     // than its 1 s maximum age, and goes to the DLQ without running.
     wait_event(&node, &ids[0], 10, |v| status_of(v) == "succeeded").await;
@@ -899,15 +903,7 @@ async fn sigterm_finishes_running_events_and_keeps_waiting_ones_for_the_restart(
     let mut node = Node::start(&dir, &[]);
     let s = spec(json!({"env": {"SLEEP_MS": "700"}, "concurrency": 1}));
     node.deploy_ok("slow", &fixture("testfn"), s).await;
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        let v: Value = invoke_async(&node, "slow", "{}")
-            .await
-            .json()
-            .await
-            .unwrap();
-        ids.push(v["event_id"].as_str().unwrap().to_string());
-    }
+    let ids = queue(&node, "slow", 5).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The running one finishes; the waiting ones are not started.
     let t = Instant::now();
