@@ -113,6 +113,16 @@ pub(crate) struct Entry {
     metrics: Arc<FunctionMetrics>,
 }
 
+/// What `finish` needs to know about a run besides its report.
+struct Finished {
+    id: ActivationId,
+    trigger: &'static str,
+    start_ms: i64,
+    cold: bool,
+    load_time: Duration,
+    event: Option<EventRef>,
+}
+
 /// How a run ended, for callers that wait on it (queue workers).
 #[derive(Debug, Clone)]
 pub(crate) struct RunSummary {
@@ -407,101 +417,146 @@ impl Engine {
                 }
             },
         };
-        self.run(entry, permit, req, trigger, start_ms, None, None)
-            .await
+        self.run(entry, permit, req, trigger, start_ms).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn run<B>(
+    /// Loads the function when cold and counts the run as started.
+    async fn begin(&self, entry: &Entry) -> Result<(Arc<Prepared>, bool, Duration), EngineError> {
+        let load_started = Instant::now();
+        let (prepared, cold) = self.prepared(entry).await?;
+        let load_time = if cold {
+            load_started.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        entry.running.fetch_add(1, Ordering::AcqRel);
+        entry.metrics.started();
+        Ok((prepared, cold, load_time))
+    }
+
+    /// Meters and records a finished run; returns how it ended.
+    fn finish(&self, entry: &Entry, done: Finished, report: RunReport) -> RunSummary {
+        let run_time = report.run_time + done.load_time;
+        let event = done.event;
+        // An event handler signals failure with any non-2xx status.
+        let (outcome, error) = if event.is_some()
+            && report.outcome == Outcome::Success
+            && !(200..300).contains(&report.status)
+        {
+            (
+                Outcome::Error,
+                Some(format!("the function answered HTTP {}", report.status)),
+            )
+        } else if event.is_some() && report.error.is_none() && report.status >= 300 {
+            (
+                report.outcome,
+                Some(format!("the function answered HTTP {}", report.status)),
+            )
+        } else {
+            (report.outcome, report.error)
+        };
+        entry.metrics.finished(outcome, run_time, done.cold);
+        entry.running.fetch_sub(1, Ordering::AcqRel);
+        entry.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        let duration_us = run_time.as_micros() as u64;
+        let billed = billed_ms(duration_us);
+        let spec = &entry.record.spec;
+        self.inner.recorder.record(Activation {
+            id: done.id,
+            namespace: entry.record.namespace.clone(),
+            function: entry.record.name.clone(),
+            version: entry.record.version,
+            artifact: entry.record.artifact.clone(),
+            trigger: done.trigger.to_string(),
+            start_ms: done.start_ms,
+            duration_us,
+            billed_ms: billed,
+            memory_mb: spec.memory_mb,
+            gb_seconds: gb_seconds(spec.memory_mb, billed),
+            outcome,
+            cold: done.cold,
+            status: report.status,
+            logs: report.logs,
+            logs_truncated: report.logs_truncated,
+            error: error.clone(),
+            event,
+        });
+        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+        RunSummary {
+            outcome,
+            status: report.status,
+            error,
+        }
+    }
+
+    async fn run<B>(
         &self,
         entry: Arc<Entry>,
         permit: OwnedSemaphorePermit,
         req: http::Request<B>,
         trigger: &'static str,
         start_ms: i64,
-        event: Option<EventRef>,
-        done: Option<tokio::sync::oneshot::Sender<RunSummary>>,
     ) -> Result<InvokeResponse, EngineError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let load_started = Instant::now();
-        let (prepared, cold) = self.prepared(&entry).await?;
-        let load_time = if cold {
-            load_started.elapsed()
-        } else {
-            Duration::ZERO
-        };
+        let (prepared, cold, load_time) = self.begin(&entry).await?;
         let id = ActivationId::generate();
         let header = http::HeaderValue::from_str(id.as_str())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        entry.running.fetch_add(1, Ordering::AcqRel);
-        entry.metrics.started();
         let this = self.clone();
         let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
+        let done = Finished {
+            id,
+            trigger,
+            start_ms,
+            cold,
+            load_time,
+            event: None,
+        };
         let mut resp = prepared
             .start(req, timeout, move |report: RunReport| {
                 drop(permit);
-                let run_time = report.run_time + load_time;
-                // An event handler signals failure with any non-2xx status.
-                let (outcome, error) = if event.is_some()
-                    && report.outcome == Outcome::Success
-                    && !(200..300).contains(&report.status)
-                {
-                    (
-                        Outcome::Error,
-                        Some(format!("the function answered HTTP {}", report.status)),
-                    )
-                } else if event.is_some() && report.error.is_none() && report.status >= 300 {
-                    (
-                        report.outcome,
-                        Some(format!("the function answered HTTP {}", report.status)),
-                    )
-                } else {
-                    (report.outcome, report.error)
-                };
-                entry.metrics.finished(outcome, run_time, cold);
-                entry.running.fetch_sub(1, Ordering::AcqRel);
-                entry.last_used_ms.store(now_ms(), Ordering::Relaxed);
-                let duration_us = run_time.as_micros() as u64;
-                let billed = billed_ms(duration_us);
-                let spec = &entry.record.spec;
-                this.inner.recorder.record(Activation {
-                    id,
-                    namespace: entry.record.namespace.clone(),
-                    function: entry.record.name.clone(),
-                    version: entry.record.version,
-                    artifact: entry.record.artifact.clone(),
-                    trigger: trigger.to_string(),
-                    start_ms,
-                    duration_us,
-                    billed_ms: billed,
-                    memory_mb: spec.memory_mb,
-                    gb_seconds: gb_seconds(spec.memory_mb, billed),
-                    outcome,
-                    cold,
-                    status: report.status,
-                    logs: report.logs,
-                    logs_truncated: report.logs_truncated,
-                    error: error.clone(),
-                    event,
-                });
-                if let Some(done) = done {
-                    let _ = done.send(RunSummary {
-                        outcome,
-                        status: report.status,
-                        error,
-                    });
-                }
-                if this.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    this.inner.idle.notify_waiters();
-                }
+                this.finish(&entry, done, report);
             })
             .await;
         resp.headers_mut().insert("x-wisp-activation-id", header);
         Ok(resp)
+    }
+
+    /// Runs a queued delivery on the calling task (no hand-off to another
+    /// task) and keeps up to `keep` bytes of its response body.
+    pub(crate) async fn run_event<B>(
+        &self,
+        entry: Arc<Entry>,
+        permit: OwnedSemaphorePermit,
+        req: http::Request<B>,
+        trigger: &'static str,
+        event: EventRef,
+        keep: usize,
+    ) -> Result<(RunSummary, Vec<u8>), EngineError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let start_ms = now_ms();
+        let (prepared, cold, load_time) = self.begin(&entry).await?;
+        let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
+        let (report, body) = prepared.run_collect(req, timeout, keep).await;
+        drop(permit);
+        let done = Finished {
+            id: ActivationId::generate(),
+            trigger,
+            start_ms,
+            cold,
+            load_time,
+            event: Some(event),
+        };
+        Ok((self.finish(&entry, done, report), body))
     }
 
     fn record_throttle(&self, entry: &Entry, trigger: &'static str, start_ms: i64) {

@@ -419,48 +419,17 @@ impl Engine {
                 return;
             }
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let event = EventRef {
             delivery_id: d.id.clone(),
             event_id: d.event.id.clone(),
             attempt,
         };
         let spec = entry.record.spec.clone();
-        let started = self
-            .run(
-                entry,
-                permit,
-                req,
-                d.origin.as_str(),
-                now_ms(),
-                Some(event),
-                Some(tx),
-            )
+        let ran = self
+            .run_event(entry, permit, req, d.origin.as_str(), event, RESULT_KEEP)
             .await;
-        let (summary, body) = match started {
-            Ok(resp) => {
-                let mut body = resp.into_body();
-                let mut kept = Vec::new();
-                while let Some(frame) = body.frame().await {
-                    match frame {
-                        Ok(f) => {
-                            if let Ok(data) = f.into_data()
-                                && kept.len() < RESULT_KEEP
-                            {
-                                let room = RESULT_KEEP - kept.len();
-                                kept.extend_from_slice(&data[..data.len().min(room)]);
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let summary = rx.await.unwrap_or(RunSummary {
-                    outcome: Outcome::Error,
-                    status: 500,
-                    error: Some("the run ended without a report".into()),
-                });
-                (summary, kept)
-            }
+        let (summary, body) = match ran {
+            Ok(r) => r,
             Err(e) => (
                 RunSummary {
                     outcome: Outcome::Error,

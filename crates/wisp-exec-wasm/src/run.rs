@@ -131,6 +131,43 @@ impl Prepared {
         }
     }
 
+    /// Runs `req` on the calling task and keeps up to `keep` bytes of the
+    /// response body (the rest is read and dropped). For callers that do
+    /// not stream the response anywhere (queue workers): no extra task.
+    pub async fn run_collect<B>(
+        self: &Arc<Self>,
+        req: http::Request<B>,
+        timeout: Duration,
+        keep: usize,
+    ) -> (RunReport, Vec<u8>)
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        use http_body_util::BodyExt;
+        let (tx, rx) = oneshot::channel();
+        let responder: Responder = Arc::new(Mutex::new(Some(tx)));
+        let status = Arc::new(AtomicU16::new(0));
+        let run = self.run(req, timeout, responder, status);
+        let read = async move {
+            let mut kept = Vec::new();
+            if let Ok(resp) = rx.await {
+                let mut body = resp.into_body();
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else { break };
+                    if let Ok(data) = frame.into_data()
+                        && kept.len() < keep
+                    {
+                        let room = keep - kept.len();
+                        kept.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+            }
+            kept
+        };
+        tokio::join!(run, read)
+    }
+
     /// A new store (and, once instantiated, instance) for this function.
     fn new_instance(&self) -> Instance {
         let logs = LogCapture::new(self.log_cap);
