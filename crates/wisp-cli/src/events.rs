@@ -72,14 +72,6 @@ async fn delete(client: &ClientArgs, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn new_event_id() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 pub async fn topic(a: TopicArgs) -> anyhow::Result<()> {
     match a.command {
         TopicCommand::Publish {
@@ -99,7 +91,10 @@ pub async fn topic(a: TopicArgs) -> anyhow::Result<()> {
             let mut rb = client
                 .request(Method::POST, &format!("/v1/topics/{topic}/events"))
                 .header("ce-specversion", "1.0")
-                .header("ce-id", id.unwrap_or_else(new_event_id))
+                .header(
+                    "ce-id",
+                    id.unwrap_or_else(|| wisp_core::DeliveryId::generate().to_string()),
+                )
                 .header("ce-source", source)
                 .header("ce-type", ty)
                 .header(

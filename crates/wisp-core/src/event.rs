@@ -322,32 +322,8 @@ impl CloudEvent {
 
 /// RFC 3339 UTC timestamp with milliseconds for `ms` since the epoch.
 pub fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Where a queued delivery came from.
@@ -407,6 +383,29 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A new delivery of `event` to `function`, to run now.
+    pub fn new(
+        namespace: Namespace,
+        function: FunctionName,
+        origin: Origin,
+        via: Option<String>,
+        event: CloudEvent,
+    ) -> Self {
+        let now = crate::time::now_ms();
+        Self {
+            id: DeliveryId::generate(),
+            namespace,
+            function,
+            origin,
+            via,
+            event,
+            attempts: 0,
+            created_ms: now,
+            available_ms: now,
+            last_error: None,
+        }
+    }
+
     /// Bytes it holds in memory, for the queue's size bound.
     pub fn size(&self) -> usize {
         self.event.data.len() + self.event.id.len() + self.event.source.len() + 256

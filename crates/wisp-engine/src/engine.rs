@@ -440,19 +440,13 @@ impl Engine {
         let run_time = report.run_time + done.load_time;
         let event = done.event;
         // An event handler signals failure with any non-2xx status.
-        let (outcome, error) = if event.is_some()
-            && report.outcome == Outcome::Success
-            && !(200..300).contains(&report.status)
-        {
-            (
-                Outcome::Error,
-                Some(format!("the function answered HTTP {}", report.status)),
-            )
-        } else if event.is_some() && report.error.is_none() && report.status >= 300 {
-            (
-                report.outcome,
-                Some(format!("the function answered HTTP {}", report.status)),
-            )
+        let (outcome, error) = if event.is_some() && !(200..300).contains(&report.status) {
+            let outcome = match report.outcome {
+                Outcome::Success => Outcome::Error,
+                other => other,
+            };
+            let answered = || format!("the function answered HTTP {}", report.status);
+            (outcome, report.error.or_else(|| Some(answered())))
         } else {
             (report.outcome, report.error)
         };

@@ -215,6 +215,11 @@ pub struct TopicView {
     pub subscribers: Vec<FunctionName>,
 }
 
+fn not_in_dlq(ids: &[DeliveryId]) -> EngineError {
+    let ids: Vec<&str> = ids.iter().map(DeliveryId::as_str).collect();
+    EngineError::EventNotFound(ids.join(", "))
+}
+
 fn retry_delay_ms(backoff_ms: u64, attempt: u32) -> i64 {
     let base = backoff_ms.saturating_mul(1u64 << (attempt.saturating_sub(1)).min(20));
     let jitter = 0.8 + rand::random::<f64>() * 0.4;
@@ -252,11 +257,7 @@ impl Engine {
                 "resuming deliveries left in the queue"
             );
         }
-        self.events()
-            .hold(pending.len(), pending.iter().map(Delivery::size).sum());
-        for d in pending {
-            self.schedule(d);
-        }
+        self.hold_and_schedule(pending);
         let engine = self.clone();
         tokio::spawn(async move {
             loop {
@@ -307,6 +308,17 @@ impl Engine {
         match next {
             Some(t) => Duration::from_millis((t - now).max(1) as u64),
             None => Duration::from_secs(3600),
+        }
+    }
+
+    /// Takes in deliveries that are stored already (resumed after a
+    /// restart, replayed, cron ticks): counted whatever the queue's bounds,
+    /// then scheduled.
+    pub(crate) fn hold_and_schedule(&self, ds: Vec<Delivery>) {
+        self.events()
+            .hold(ds.len(), ds.iter().map(Delivery::size).sum());
+        for d in ds {
+            self.schedule(d);
         }
     }
 
@@ -567,21 +579,9 @@ impl Engine {
         idempotency: Option<IdempotencyKey>,
         force: bool,
     ) -> Result<Accepted, EngineError> {
-        let now = now_ms();
         let deliveries: Vec<Delivery> = targets
             .into_iter()
-            .map(|(function, via)| Delivery {
-                id: DeliveryId::generate(),
-                namespace: ns.clone(),
-                function,
-                origin,
-                via,
-                event: ev.clone(),
-                attempts: 0,
-                created_ms: now,
-                available_ms: now,
-                last_error: None,
-            })
+            .map(|(function, via)| Delivery::new(ns.clone(), function, origin, via, ev.clone()))
             .collect();
         let n = deliveries.len();
         let bytes: usize = deliveries.iter().map(Delivery::size).sum();
@@ -783,12 +783,7 @@ impl Engine {
         let n =
             blocking(move || store.delete_dead_letters(&ns2, &want, function.as_ref())).await??;
         if n == 0 && !ids.is_empty() {
-            return Err(EngineError::EventNotFound(
-                ids.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ));
+            return Err(not_in_dlq(&ids));
         }
         Ok(n)
     }
@@ -808,12 +803,7 @@ impl Engine {
             blocking(move || store.replay_dead_letters(&ns2, &want, function.as_ref(), now_ms()))
                 .await??;
         if back.is_empty() && !ids.is_empty() {
-            return Err(EngineError::EventNotFound(
-                ids.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ));
+            return Err(not_in_dlq(&ids));
         }
         let refs = back
             .iter()
@@ -822,11 +812,7 @@ impl Engine {
                 function: d.function.clone(),
             })
             .collect();
-        self.events()
-            .hold(back.len(), back.iter().map(Delivery::size).sum());
-        for d in back {
-            self.schedule(d);
-        }
+        self.hold_and_schedule(back);
         Ok(refs)
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wisp_core::event::{Delivery, Origin, Trigger, TriggerKind};
 use wisp_core::time::now_ms;
-use wisp_core::{DeliveryId, Namespace, QueueOp, QueueOpResult, TopicName, TriggerName};
+use wisp_core::{Namespace, QueueOp, QueueOpResult, TopicName, TriggerName};
 use wisp_triggers::CronSchedule;
 
 impl Engine {
@@ -265,20 +265,13 @@ impl Engine {
 
     async fn cron_fire(&self, t: &Trigger, schedule: &CronSchedule, tick_ms: i64, fire: bool) {
         let delivery = fire.then(|| {
-            let ev = schedule.tick_event(&t.namespace, &t.name, tick_ms);
-            let now = now_ms();
-            Box::new(Delivery {
-                id: DeliveryId::generate(),
-                namespace: t.namespace.clone(),
-                function: t.function.clone(),
-                origin: Origin::Cron,
-                via: Some(t.name.to_string()),
-                event: ev,
-                attempts: 0,
-                created_ms: now,
-                available_ms: now,
-                last_error: None,
-            })
+            Box::new(Delivery::new(
+                t.namespace.clone(),
+                t.function.clone(),
+                Origin::Cron,
+                Some(t.name.to_string()),
+                schedule.tick_event(&t.namespace, &t.name, tick_ms),
+            ))
         });
         let op = QueueOp::CronTick {
             namespace: t.namespace.clone(),
@@ -295,13 +288,12 @@ impl Engine {
                 Ok(mut r) => match r.pop() {
                     Some(Ok(QueueOpResult::CronTick(true))) => {
                         if let Some(d) = delivery {
-                            engine.events().hold(1, d.size());
                             engine
                                 .events()
                                 .counters
                                 .accepted
                                 .fetch_add(1, Ordering::Relaxed);
-                            engine.schedule(*d);
+                            engine.hold_and_schedule(vec![*d]);
                         }
                     }
                     Some(Ok(_)) => {

@@ -59,6 +59,22 @@ pub struct Prepared {
 
 type Responder = Arc<Mutex<Option<oneshot::Sender<http::Response<ResponseBody>>>>>;
 
+/// Where a run sends its response head, and the status it sent. Only the
+/// run holds the sender: if it ends without answering, the receiver sees
+/// the channel closed instead of waiting for ever.
+fn response_channel() -> (
+    Responder,
+    Arc<AtomicU16>,
+    oneshot::Receiver<http::Response<ResponseBody>>,
+) {
+    let (tx, rx) = oneshot::channel();
+    (
+        Arc::new(Mutex::new(Some(tx))),
+        Arc::new(AtomicU16::new(0)),
+        rx,
+    )
+}
+
 fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
     let mut r = http::Response::new(
         Full::new(Bytes::from(msg))
@@ -113,14 +129,10 @@ impl Prepared {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let (tx, rx) = oneshot::channel();
-        let responder: Responder = Arc::new(Mutex::new(Some(tx)));
-        let status = Arc::new(AtomicU16::new(0));
+        let (responder, status, rx) = response_channel();
         let this = self.clone();
-        let task_responder = responder.clone();
-        let task_status = status.clone();
         tokio::spawn(async move {
-            let report = this.run(req, timeout, task_responder, task_status).await;
+            let report = this.run(req, timeout, responder, status).await;
             on_done(report);
         });
         match rx.await {
@@ -145,9 +157,7 @@ impl Prepared {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         use http_body_util::BodyExt;
-        let (tx, rx) = oneshot::channel();
-        let responder: Responder = Arc::new(Mutex::new(Some(tx)));
-        let status = Arc::new(AtomicU16::new(0));
+        let (responder, status, rx) = response_channel();
         let run = self.run(req, timeout, responder, status);
         let read = async move {
             let mut kept = Vec::new();

@@ -491,7 +491,8 @@ impl EventStore for SqliteEvents {
             params![t.namespace.as_str(), t.name.as_str(), t.function.as_str(), kind, t.created_ms],
         )
         .map_err(db)?;
-        // A replaced cron trigger starts its schedule afresh.
+        // A trigger made under the name of a removed one starts its
+        // schedule afresh, whatever state was left behind.
         conn.execute(
             "DELETE FROM cron_state WHERE namespace = ?1 AND trigger = ?2",
             params![t.namespace.as_str(), t.name.as_str()],
