@@ -9,6 +9,7 @@ use reqwest::{Method, RequestBuilder, Response};
 pub struct Client {
     pub url: String,
     token: String,
+    namespace: Option<String>,
     http: reqwest::Client,
 }
 
@@ -38,14 +39,20 @@ impl Client {
         Ok(Self {
             url: url.trim_end_matches('/').to_string(),
             token,
+            namespace: a.namespace.clone(),
             http,
         })
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
+        let rb = self
+            .http
             .request(method, format!("{}{}", self.url, path))
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.token);
+        match &self.namespace {
+            Some(ns) => rb.header("x-wisp-namespace", ns),
+            None => rb,
+        }
     }
 
     /// Sends and fails with the server's error message on a non-2xx status.

@@ -52,6 +52,10 @@ pub struct DeployArgs {
     /// Send each async invocation that exhausted its attempts to function:NAME or topic:NAME
     #[arg(long, value_name = "function:NAME|topic:NAME")]
     on_failure: Option<String>,
+    /// A secret of the namespace the function sees as the environment
+    /// variable of the same name (repeatable; set it with `wisp secret set`)
+    #[arg(long = "secret", value_name = "NAME")]
+    secrets: Vec<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -106,6 +110,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "max_event_age_ms": a.max_event_age.as_millis() as u64,
         "on_success": a.on_success,
         "on_failure": a.on_failure,
+        "secrets": a.secrets,
     });
     let body = json!({"artifact": digest, "spec": spec});
     let resp = client
@@ -500,6 +505,10 @@ pub struct UsageArgs {
     /// Window to sum over (e.g. 15m, 1h, 30d) [default: all retained records]
     #[arg(long)]
     since: Option<String>,
+    /// Gateway traffic (requests on routes) grouped by route, API key or
+    /// function [default: every invocation of each function, all triggers]
+    #[arg(long, value_parser = ["route", "key", "function"])]
+    by: Option<String>,
     /// Print JSON
     #[arg(long)]
     json: bool,
@@ -509,13 +518,51 @@ pub struct UsageArgs {
 
 pub async fn usage(a: UsageArgs) -> anyhow::Result<()> {
     let client = Client::from_args(&a.client)?;
-    let path = match &a.since {
-        Some(s) => format!("/v1/usage?since={s}"),
-        None => "/v1/usage".to_string(),
-    };
-    let v = client.get_json(&path).await?;
+    let mut query = Vec::new();
+    if let Some(s) = &a.since {
+        query.push(format!("since={s}"));
+    }
+    if let Some(b) = &a.by {
+        query.push(format!("by={b}"));
+    }
+    let v = client
+        .get_json(&format!("/v1/usage?{}", query.join("&")))
+        .await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if let Some(by) = &a.by {
+        println!(
+            "{:<32} {:>9} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>10} {:>10} {:>12}",
+            by.to_uppercase(),
+            "REQUESTS",
+            "4XX",
+            "5XX",
+            "429",
+            "P50",
+            "P95",
+            "P99",
+            "BYTES-IN",
+            "BYTES-OUT",
+            "GB-SECONDS"
+        );
+        for u in v.as_array().cloned().unwrap_or_default() {
+            println!(
+                "{:<32} {:>9} {:>6} {:>6} {:>6} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>10} {:>10} {:>12.6}",
+                u["group"].as_str().unwrap_or(""),
+                u["requests"].to_string(),
+                u["errors_4xx"].to_string(),
+                u["errors_5xx"].to_string(),
+                u["throttled"].to_string(),
+                u["p50_ms"].as_f64().unwrap_or(0.0),
+                u["p95_ms"].as_f64().unwrap_or(0.0),
+                u["p99_ms"].as_f64().unwrap_or(0.0),
+                u["bytes_in"].to_string(),
+                u["bytes_out"].to_string(),
+                u["gb_seconds"].as_f64().unwrap_or(0.0),
+            );
+        }
         return Ok(());
     }
     println!(

@@ -8,6 +8,7 @@ mod commands;
 mod events;
 mod paths;
 mod serve;
+mod tenants;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,14 @@ pub struct ClientArgs {
     /// Management API token [default: the admin token in the data dir]
     #[arg(long, env = "WISP_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// Namespace (tenant) to act in [default: the token's own namespace, else `default`]
+    #[arg(
+        long = "ns",
+        env = "WISP_NAMESPACE",
+        global = true,
+        value_name = "NAMESPACE"
+    )]
+    pub namespace: Option<String>,
     #[command(flatten)]
     pub data: DataDirArg,
 }
@@ -82,6 +91,20 @@ enum Command {
     Triggers(events::TriggersArgs),
     /// Dead-letter queue: list and replay events that exhausted their attempts
     Dlq(events::DlqArgs),
+    /// Namespaces (tenants): create, list, delete
+    Ns(tenants::NsArgs),
+    /// Management tokens scoped to a namespace and a role
+    Token(tenants::TokenArgs),
+    /// Gateway routes: METHOD + path (+ host) → function, with auth, CORS and rate limits
+    Route(tenants::RouteArgs),
+    /// API keys for routes with --auth api-key (shown once at creation)
+    Apikey(tenants::ApiKeyArgs),
+    /// Secrets: encrypted at rest, seen by functions deployed with --secret NAME
+    Secret(tenants::SecretArgs),
+    /// Requests on gateway routes: time, route, key, status, latency, activation
+    AccessLog(tenants::AccessLogArgs),
+    /// Management actions in a namespace: who did what, when
+    Audit(tenants::AuditArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -124,6 +147,13 @@ fn main() -> std::process::ExitCode {
             Command::Trigger(a) => events::trigger(a).await,
             Command::Triggers(a) => events::triggers(a).await,
             Command::Dlq(a) => events::dlq(a).await,
+            Command::Ns(a) => tenants::ns(a).await,
+            Command::Token(a) => tenants::token(a).await,
+            Command::Route(a) => tenants::route(a).await,
+            Command::Apikey(a) => tenants::apikey(a).await,
+            Command::Secret(a) => tenants::secret(a).await,
+            Command::AccessLog(a) => tenants::access_log(a).await,
+            Command::Audit(a) => tenants::audit(a).await,
         }
     });
     match result {

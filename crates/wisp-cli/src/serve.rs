@@ -11,8 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use wisp_engine::{Engine, EngineSettings, QueueSettings, RetentionSettings};
 use wisp_exec_wasm::{EngineConfig, WasmEngine};
-use wisp_gateway::GatewayConfig;
-use wisp_store::{FileArtifacts, SqliteEvents, SqliteStore};
+use wisp_gateway::{AccessLogSettings, Gate, GatewayConfig};
+use wisp_store::{FileArtifacts, SecretKey, SqliteEvents, SqliteStore};
+
+/// The key that encrypts secrets at rest (mode 0600). Back it up with the
+/// data dir: secrets cannot be read without it.
+const SECRET_KEY_FILE: &str = "secret.key";
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -49,6 +53,12 @@ pub struct ServeArgs {
     /// Bytes of event data the queue holds at once (429 queue_full beyond)
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     queue_max_bytes: usize,
+    /// Keep at most this many access-log entries (requests on routes)
+    #[arg(long, default_value_t = 1_000_000)]
+    access_log_records: u64,
+    /// Drop access-log entries older than this
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    access_log_age: Duration,
     /// How long an Idempotency-Key is remembered
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     idempotency_window: Duration,
@@ -115,7 +125,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
     let token = admin_token(&dir)?;
-    let sqlite = Arc::new(SqliteStore::open(&dir.join("wisp.db")).context("opening the database")?);
+    let key = SecretKey::load_or_create(&dir.join(SECRET_KEY_FILE))
+        .context("loading the key that encrypts secrets")?;
+    let sqlite = Arc::new(
+        SqliteStore::open(&dir.join("wisp.db"))
+            .context("opening the database")?
+            .with_secret_key(key),
+    );
     let artifacts =
         Arc::new(FileArtifacts::open(dir.join("artifacts")).context("opening the artifact store")?);
     let mut ecfg = EngineConfig::new(dir.join("compiled"));
@@ -138,7 +154,26 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let events = Arc::new(
         SqliteEvents::open(&dir.join("events.db")).context("opening the event queue database")?,
     );
-    let engine = Engine::start(wasm, sqlite.clone(), artifacts, sqlite, events, settings).await?;
+    let engine = Engine::start(
+        wasm,
+        sqlite.clone(),
+        artifacts,
+        sqlite.clone(),
+        events,
+        sqlite.clone(),
+        settings,
+    )
+    .await?;
+    let gate = Gate::load(
+        sqlite.clone(),
+        sqlite,
+        token,
+        AccessLogSettings {
+            max_records: a.access_log_records,
+            max_age: a.access_log_age,
+        },
+    )
+    .context("loading routes, tokens and API keys")?;
 
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
@@ -153,7 +188,6 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     wisp_core::durable::write_atomic(&dir.join(URL_FILE), url.as_bytes())
         .with_context(|| format!("writing {}", dir.join(URL_FILE).display()))?;
     let gateway = GatewayConfig {
-        admin_token: token,
         max_payload_bytes: a.max_payload,
         max_artifact_bytes: a.max_artifact,
         public_url: url.clone(),
@@ -161,9 +195,17 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     println!("wisp listening on {url}");
     println!("data dir: {}", dir.display());
     let _ = std::io::stdout().flush();
-    wisp_gateway::serve(listener, engine.clone(), gateway, shutdown_signal()).await?;
+    wisp_gateway::serve(
+        listener,
+        engine.clone(),
+        gate.clone(),
+        gateway,
+        shutdown_signal(),
+    )
+    .await?;
     eprintln!("wisp: shutting down, waiting for running invocations");
     engine.shutdown(Duration::from_secs(16 * 60)).await;
+    gate.shutdown().await;
     eprintln!("wisp: stopped");
     Ok(())
 }

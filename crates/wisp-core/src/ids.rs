@@ -29,7 +29,7 @@ fn valid_name(s: &str) -> bool {
 macro_rules! name_type {
     ($(#[$m:meta])* $name:ident, $kind:literal) => {
         $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -105,7 +105,7 @@ impl Default for Namespace {
 }
 
 /// A content address: `sha256:` + 64 hex characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
@@ -157,7 +157,7 @@ impl fmt::Display for Digest {
 macro_rules! hex_id {
     ($(#[$m:meta])* $name:ident, $kind:literal) => {
         $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -252,3 +252,24 @@ mod tests {
         assert!(ActivationId::parse("xyz").is_err());
     }
 }
+
+/// Identifiers print as quoted strings in messages (`"hello"`), the way a
+/// user typed them, not as `FunctionName("hello")`.
+macro_rules! debug_as_str {
+    ($($t:ident),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.0.as_str(), f)
+            }
+        }
+    )*};
+}
+debug_as_str!(
+    Namespace,
+    FunctionName,
+    TriggerName,
+    TopicName,
+    Digest,
+    ActivationId,
+    DeliveryId
+);

@@ -7,8 +7,10 @@ pub mod activation;
 pub mod durable;
 pub mod event;
 pub mod ids;
+pub mod route;
 pub mod spec;
 pub mod store;
+pub mod tenancy;
 pub mod time;
 
 pub use activation::{Activation, Outcome, UsageRow};
@@ -18,8 +20,13 @@ pub use event::{
 pub use ids::{
     ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,
 };
+pub use route::{Cors, RouteAuth, RouteRecord, RouteSpec};
 pub use spec::{Destination, FunctionRecord, FunctionSpec, SpecError};
 pub use store::{
-    ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey, QueueOp,
-    QueueOpResult, Registry, StoreError,
+    AccessLogStore, ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey,
+    QueueOp, QueueOpResult, Registry, StoreError, TenantStore,
+};
+pub use tenancy::{
+    AccessEntry, AccessFilter, ApiKeyRecord, AuditEntry, GatewayUsage, Permission, Quota,
+    QuotaCount, Rate, Role, SecretInfo, TenancyError, TokenRecord, UsageBy,
 };

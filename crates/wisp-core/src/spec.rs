@@ -50,6 +50,11 @@ pub struct FunctionSpec {
     /// well as to the dead-letter queue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_failure: Option<Destination>,
+    /// Secrets of the namespace the function sees as environment variables
+    /// of the same name (`wisp secret set`). Resolved when the function is
+    /// loaded; the values are never part of the spec.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// Where an async result goes: another function's queue or a topic.
@@ -103,6 +108,7 @@ impl Default for FunctionSpec {
             max_event_age_ms: 6 * 60 * 60 * 1000,
             on_success: None,
             on_failure: None,
+            secrets: Vec::new(),
         }
     }
 }
@@ -126,6 +132,10 @@ pub enum SpecError {
     MaxEventAge(u64),
     #[error("env name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
     EnvName(String),
+    #[error("secret name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
+    SecretName(String),
+    #[error("{0:?} is both an env variable and a secret: keep one")]
+    SecretShadowsEnv(String),
     #[error(
         "allow_outbound entry {0:?} is invalid: use HOST or HOST:PORT (e.g. api.example.com:443)"
     )]
@@ -161,6 +171,14 @@ impl FunctionSpec {
                 && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
             if !ok {
                 return Err(SpecError::EnvName(k.clone()));
+            }
+        }
+        for k in &self.secrets {
+            if crate::tenancy::check_secret_name(k).is_err() {
+                return Err(SpecError::SecretName(k.clone()));
+            }
+            if self.env.contains_key(k) {
+                return Err(SpecError::SecretShadowsEnv(k.clone()));
             }
         }
         for h in &self.allow_outbound {

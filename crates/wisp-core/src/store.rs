@@ -10,7 +10,12 @@ use crate::event::{DeadLetter, Delivery, Trigger};
 use crate::ids::{
     ActivationId, DeliveryId, Digest, FunctionName, Namespace, TopicName, TriggerName,
 };
+use crate::route::RouteRecord;
 use crate::spec::{FunctionRecord, FunctionSpec};
+use crate::tenancy::{
+    AccessEntry, AccessFilter, ApiKeyRecord, AuditEntry, GatewayUsage, QuotaCount, SecretInfo,
+    TokenRecord, UsageBy,
+};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +30,14 @@ pub enum StoreError {
     ArtifactNotFound(Digest),
     #[error("activation {0} not found (it may have aged out of retention)")]
     ActivationNotFound(ActivationId),
+    #[error(
+        "secret {name:?} not found in namespace {namespace:?} (set it with `wisp secret set --ns {namespace} {name}`)"
+    )]
+    SecretNotFound { namespace: Namespace, name: String },
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("secrets are not available: {0}")]
+    Secrets(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -210,4 +223,74 @@ pub trait EventStore: Send + Sync + 'static {
     fn list_topics(&self) -> Result<Vec<(Namespace, TopicName)>, StoreError>;
     /// Forgets idempotency keys that expired before `now_ms`.
     fn prune_idempotency(&self, now_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// Namespaces, management tokens, routes, API keys with their quota
+/// counts, secrets and the audit log.
+pub trait TenantStore: Send + Sync + 'static {
+    /// Creates a namespace; false when it existed.
+    fn put_namespace(&self, ns: &Namespace, now_ms: i64) -> Result<bool, StoreError>;
+    fn delete_namespace(&self, ns: &Namespace) -> Result<bool, StoreError>;
+    /// Every namespace with its creation time (`default` included).
+    fn list_namespaces(&self) -> Result<Vec<(Namespace, i64)>, StoreError>;
+
+    fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
+    fn delete_token(&self, ns: &Namespace, id: &str) -> Result<bool, StoreError>;
+    fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Creates or replaces a route (by id).
+    fn put_route(&self, r: &RouteRecord) -> Result<(), StoreError>;
+    fn delete_route(&self, ns: &Namespace, id: &str) -> Result<bool, StoreError>;
+    fn list_routes(&self) -> Result<Vec<RouteRecord>, StoreError>;
+
+    /// Stores a new key; [`StoreError::Exists`] when the name is taken.
+    fn put_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError>;
+    fn delete_api_key(&self, ns: &Namespace, name: &str) -> Result<bool, StoreError>;
+    fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Saves keys' quota counts (by key id).
+    fn save_quota_counts(&self, counts: &[(String, QuotaCount)]) -> Result<(), StoreError>;
+    fn quota_counts(&self) -> Result<Vec<(String, QuotaCount)>, StoreError>;
+
+    /// Stores a secret encrypted at rest.
+    fn put_secret(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    fn delete_secret(&self, ns: &Namespace, name: &str) -> Result<bool, StoreError>;
+    fn list_secrets(&self, ns: &Namespace) -> Result<Vec<SecretInfo>, StoreError>;
+    /// The values of `names`, decrypted; fails naming the first missing one.
+    fn secret_values(
+        &self,
+        ns: &Namespace,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    fn insert_audit(&self, batch: &[AuditEntry]) -> Result<(), StoreError>;
+    /// Newest first.
+    fn list_audit(
+        &self,
+        ns: &Namespace,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// The gateway's access log, with retention.
+pub trait AccessLogStore: Send + Sync + 'static {
+    fn insert_access(&self, batch: &[AccessEntry]) -> Result<(), StoreError>;
+    /// Newest first.
+    fn list_access(&self, filter: &AccessFilter) -> Result<Vec<AccessEntry>, StoreError>;
+    /// Traffic of a namespace since `since_ms`, grouped.
+    fn gateway_usage(
+        &self,
+        ns: &Namespace,
+        by: UsageBy,
+        since_ms: i64,
+    ) -> Result<Vec<GatewayUsage>, StoreError>;
+    /// Deletes entries older than `min_time_ms` and beyond the newest
+    /// `max_count`; returns how many.
+    fn prune_access(&self, max_count: u64, min_time_ms: i64) -> Result<u64, StoreError>;
 }

@@ -14,8 +14,8 @@ use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
 use wisp_core::{
     Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest, EventStore,
-    FunctionName, FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, SpecError,
-    StoreError, TopicName, TriggerName, UsageRow,
+    FunctionName, FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, SecretInfo,
+    SpecError, StoreError, TenantStore, TopicName, TriggerName, UsageRow,
 };
 use wisp_exec_wasm::{DeployError, Prepared, ResponseBody, RunReport, WasmEngine};
 
@@ -139,6 +139,7 @@ pub(crate) struct Inner {
     registry: Arc<dyn Registry>,
     artifacts: Arc<dyn ArtifactStore>,
     pub(crate) activations: Arc<dyn ActivationStore>,
+    secrets: Arc<dyn TenantStore>,
     functions: RwLock<HashMap<Key, Arc<Entry>>>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -193,6 +194,7 @@ impl Engine {
         artifacts: Arc<dyn ArtifactStore>,
         activations: Arc<dyn ActivationStore>,
         event_store: Arc<dyn EventStore>,
+        secrets: Arc<dyn TenantStore>,
         settings: EngineSettings,
     ) -> Result<Self, EngineError> {
         let events = Events::new(event_store, settings.queue.clone())
@@ -213,6 +215,7 @@ impl Engine {
                 registry,
                 artifacts,
                 activations,
+                secrets,
                 functions: RwLock::new(HashMap::new()),
                 metrics,
                 recorder,
@@ -328,17 +331,23 @@ impl Engine {
         out
     }
 
-    /// Loads (or compiles) a function's component and links it.
+    /// Loads (or compiles) a function's component and links it, with the
+    /// values of its secrets added to its environment.
     async fn load(
         &self,
+        ns: &Namespace,
         artifact: &Digest,
         spec: &FunctionSpec,
     ) -> Result<Arc<Prepared>, EngineError> {
         let wasm = self.inner.wasm.clone();
         let artifacts = self.inner.artifacts.clone();
-        let (digest, spec) = (artifact.clone(), spec.clone());
+        let secrets = self.inner.secrets.clone();
+        let (digest, mut spec, ns) = (artifact.clone(), spec.clone(), ns.clone());
         let queued = Instant::now();
         let prepared = blocking(move || {
+            for (k, v) in secrets.secret_values(&ns, &spec.secrets)? {
+                spec.env.insert(k, v);
+            }
             let started = Instant::now();
             let component = wasm.component(&digest, || {
                 artifacts.get_artifact(&digest).map_err(EngineError::from)
@@ -376,9 +385,8 @@ impl Engine {
         {
             return Ok((p.clone(), true)); // loaded by a concurrent request: this one waited too
         }
-        let p = self
-            .load(&entry.record.artifact, &entry.record.spec)
-            .await?;
+        let r = &entry.record;
+        let p = self.load(&r.namespace, &r.artifact, &r.spec).await?;
         *entry.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
         Ok((p, true))
     }
@@ -600,7 +608,7 @@ impl Engine {
         spec: FunctionSpec,
     ) -> Result<FunctionRecord, EngineError> {
         spec.validate()?;
-        let prepared = self.load(&artifact, &spec).await?;
+        let prepared = self.load(ns, &artifact, &spec).await?;
         let registry = self.inner.registry.clone();
         let (n2, nm2) = (ns.clone(), name.clone());
         let record = blocking(move || registry.put_function(&n2, &nm2, &artifact, &spec)).await??;
@@ -674,6 +682,50 @@ impl Engine {
     ) -> Result<Vec<UsageRow>, EngineError> {
         let store = self.inner.activations.clone();
         Ok(blocking(move || store.usage(ns.as_ref(), since_ms)).await??)
+    }
+
+    /// Stores a secret (encrypted at rest) and reloads the functions of
+    /// the namespace that use it, so their next run sees the new value.
+    pub async fn put_secret(
+        &self,
+        ns: &Namespace,
+        name: &str,
+        value: String,
+    ) -> Result<(), EngineError> {
+        let store = self.inner.secrets.clone();
+        let (n, nm) = (ns.clone(), name.to_string());
+        blocking(move || store.put_secret(&n, &nm, &value, now_ms())).await??;
+        self.forget_prepared(ns, name);
+        Ok(())
+    }
+
+    pub async fn delete_secret(&self, ns: &Namespace, name: &str) -> Result<bool, EngineError> {
+        let store = self.inner.secrets.clone();
+        let (n, nm) = (ns.clone(), name.to_string());
+        let deleted = blocking(move || store.delete_secret(&n, &nm)).await??;
+        self.forget_prepared(ns, name);
+        Ok(deleted)
+    }
+
+    pub async fn list_secrets(&self, ns: &Namespace) -> Result<Vec<SecretInfo>, EngineError> {
+        let store = self.inner.secrets.clone();
+        let n = ns.clone();
+        Ok(blocking(move || store.list_secrets(&n)).await??)
+    }
+
+    /// Drops the loaded code of functions using the secret: the next run
+    /// loads them again with the secret's current value.
+    fn forget_prepared(&self, ns: &Namespace, secret: &str) {
+        let table = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for e in table.values() {
+            if e.record.namespace == *ns && e.record.spec.secrets.iter().any(|s| s == secret) {
+                *e.prepared.write().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
     }
 
     /// Waits for running invocations to finish (each is bounded by its own

@@ -4,10 +4,11 @@
 use crate::AppState;
 use crate::error::ApiError;
 use crate::invoke::{function_name, invoke_with_path};
+use crate::tenancy::Scope;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,32 +38,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/activations/{id}", get(get_activation))
         .route("/usage", get(usage))
         .merge(crate::events_api::routes())
-        .layer(middleware::from_fn_with_state(state, require_token))
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte
-/// from response times.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same(t.trim().as_bytes(), st.config.admin_token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid for this node")
-            .into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing bearer token: send `Authorization: Bearer <token>` (the admin token is in the data dir's admin-token file)",
-        )
-        .into_response(),
-    }
+        .merge(crate::tenants_api::routes())
+        .layer(middleware::from_fn_with_state(
+            state,
+            crate::tenancy::authorize,
+        ))
 }
 
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -110,26 +90,27 @@ struct FunctionView {
 }
 
 fn view(st: &AppState, record: FunctionRecord) -> FunctionView {
-    let url = format!(
-        "{}/fn/{}/",
-        st.config.public_url.trim_end_matches('/'),
-        record.name
-    );
+    let base = st.config.public_url.trim_end_matches('/');
+    let url = if record.namespace == Namespace::default() {
+        format!("{base}/fn/{}/", record.name)
+    } else {
+        format!("{base}/ns/{}/fn/{}/", record.namespace, record.name)
+    };
     FunctionView { record, url }
 }
 
-async fn list_functions(State(st): State<AppState>) -> Json<Vec<FunctionView>> {
-    let ns = Namespace::default();
-    let list = st.engine.list_functions(Some(&ns)).await;
+async fn list_functions(State(st): State<AppState>, scope: Scope) -> Json<Vec<FunctionView>> {
+    let list = st.engine.list_functions(Some(&scope.ns)).await;
     Json(list.into_iter().map(|r| view(&st, r)).collect())
 }
 
 async fn get_function(
     State(st): State<AppState>,
+    scope: Scope,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionView>, ApiError> {
     let name = function_name(&name)?;
-    let r = st.engine.get_function(&Namespace::default(), &name).await?;
+    let r = st.engine.get_function(&scope.ns, &name).await?;
     Ok(Json(view(&st, r)))
 }
 
@@ -143,6 +124,7 @@ struct DeployRequest {
 
 async fn put_function(
     State(st): State<AppState>,
+    scope: Scope,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -150,8 +132,10 @@ async fn put_function(
     let req: DeployRequest = json_body(&body)?;
     let artifact = Digest::parse(&req.artifact)
         .map_err(|e| ApiError::bad_request("invalid_artifact", format!("artifact: {e}")))?;
-    let ns = Namespace::default();
-    let record = st.engine.deploy(&ns, &name, artifact, req.spec).await?;
+    let record = st
+        .engine
+        .deploy(&scope.ns, &name, artifact, req.spec)
+        .await?;
     let status = if record.version == 1 {
         StatusCode::CREATED
     } else {
@@ -162,12 +146,11 @@ async fn put_function(
 
 async fn delete_function(
     State(st): State<AppState>,
+    scope: Scope,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = function_name(&name)?;
-    st.engine
-        .delete_function(&Namespace::default(), &name)
-        .await?;
+    st.engine.delete_function(&scope.ns, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -188,6 +171,7 @@ fn wants_async(req: &Request) -> bool {
 
 async fn invoke(
     State(st): State<AppState>,
+    scope: Scope,
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -204,22 +188,23 @@ async fn invoke(
                     format!("reading the request body failed (limit {limit} bytes): {e}"),
                 )
             })?;
-        return crate::events_api::invoke_async(&st, &name, &parts.headers, body).await;
+        return crate::events_api::invoke_async(&st, &scope.ns, &name, &parts.headers, body).await;
     }
-    invoke_with_path(&st, &Namespace::default(), &name, "", req, "api").await
+    invoke_with_path(&st, &scope.ns, &name, "", req, "api").await
 }
 
 async fn invoke_path(
     State(st): State<AppState>,
+    scope: Scope,
     Path((name, rest)): Path<(String, String)>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let name: FunctionName = function_name(&name)?;
-    invoke_with_path(&st, &Namespace::default(), &name, &rest, req, "api").await
+    invoke_with_path(&st, &scope.ns, &name, &rest, req, "api").await
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` (or anything humantime accepts).
-fn parse_since(s: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_since(s: &str) -> Result<i64, ApiError> {
     let d: Duration = humantime::parse_duration(s).map_err(|e| {
         ApiError::bad_request(
             "invalid_since",
@@ -241,12 +226,13 @@ struct ActivationQuery {
 
 async fn list_activations(
     State(st): State<AppState>,
+    scope: Scope,
     Query(q): Query<ActivationQuery>,
 ) -> Result<Response, ApiError> {
     let function = q.function.as_deref().map(function_name).transpose()?;
     let since_ms = q.since.as_deref().map(parse_since).transpose()?;
     let filter = ActivationFilter {
-        namespace: Some(Namespace::default()),
+        namespace: Some(scope.ns.clone()),
         function,
         since_ms,
         limit: q.limit.unwrap_or(50).min(10_000),
@@ -259,12 +245,13 @@ async fn list_activations(
 
 async fn get_activation(
     State(st): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id =
         ActivationId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     let a = st.engine.get_activation(id).await?;
-    if a.namespace != Namespace::default() {
+    if a.namespace != scope.ns {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "activation_not_found",
@@ -278,10 +265,14 @@ async fn get_activation(
 #[serde(deny_unknown_fields)]
 struct UsageQuery {
     since: Option<String>,
+    /// `route`, `key` or `function`: gateway traffic grouped so; without
+    /// it, every invocation of each function (all triggers).
+    by: Option<String>,
 }
 
 async fn usage(
     State(st): State<AppState>,
+    scope: Scope,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, ApiError> {
     let since_ms = q
@@ -290,9 +281,9 @@ async fn usage(
         .map(parse_since)
         .transpose()?
         .unwrap_or(0);
-    let rows = st
-        .engine
-        .usage(Some(Namespace::default()), since_ms)
-        .await?;
+    if let Some(by) = &q.by {
+        return crate::tenants_api::gateway_usage(&st, &scope.ns, by, since_ms).await;
+    }
+    let rows = st.engine.usage(Some(scope.ns.clone()), since_ms).await?;
     Ok(Json(rows).into_response())
 }

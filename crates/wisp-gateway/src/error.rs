@@ -46,6 +46,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        EngineError::Store(e).into()
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let msg = e.to_string();
@@ -86,6 +92,10 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Store(StoreError::ActivationNotFound(_)) => {
                 Self::new(StatusCode::NOT_FOUND, "activation_not_found", msg)
+            }
+            // A function refers to a secret that does not exist.
+            EngineError::Store(StoreError::SecretNotFound { .. }) => {
+                Self::bad_request("secret_not_found", msg)
             }
             EngineError::Store(StoreError::FunctionNotFound { .. }) => {
                 Self::new(StatusCode::NOT_FOUND, "function_not_found", msg)

@@ -6,6 +6,7 @@ use crate::AppState;
 use crate::api::json_body;
 use crate::error::ApiError;
 use crate::invoke::function_name;
+use crate::tenancy::Scope;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -97,6 +98,7 @@ pub(crate) fn accepted(a: Accepted) -> Response {
 /// `X-Amz-Invocation-Type: Event`): store, answer 202, run soon.
 pub(crate) async fn invoke_async(
     st: &AppState,
+    ns: &Namespace,
     name: &FunctionName,
     headers: &HeaderMap,
     body: Bytes,
@@ -109,7 +111,7 @@ pub(crate) async fn invoke_async(
     let key = idempotency_key(headers)?;
     let a = st
         .engine
-        .invoke_async(&Namespace::default(), name, body, content_type, key)
+        .invoke_async(ns, name, body, content_type, key)
         .await?;
     Ok(accepted(a))
 }
@@ -156,6 +158,7 @@ fn read_events(headers: &HeaderMap, body: Bytes) -> Result<Vec<CloudEvent>, ApiE
 
 async fn publish(
     State(st): State<AppState>,
+    scope: Scope,
     Path(topic): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -168,7 +171,7 @@ async fn publish(
         .is_some_and(|c| c.to_ascii_lowercase().starts_with(BATCH_CONTENT_TYPE));
     let events = read_events(&headers, body)?;
     let key = idempotency_key(&headers)?;
-    let ns = Namespace::default();
+    let ns = scope.ns.clone();
     if !batch {
         let ev = events
             .into_iter()
@@ -186,19 +189,17 @@ async fn publish(
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }
 
-async fn list_topics(State(st): State<AppState>) -> Response {
-    Json(st.engine.list_topics(&Namespace::default())).into_response()
+async fn list_topics(State(st): State<AppState>, scope: Scope) -> Response {
+    Json(st.engine.list_topics(&scope.ns.clone())).into_response()
 }
 
 async fn create_topic(
     State(st): State<AppState>,
+    scope: Scope,
     Path(topic): Path<String>,
 ) -> Result<Response, ApiError> {
     let topic = topic_name(&topic)?;
-    let created = st
-        .engine
-        .create_topic(&Namespace::default(), &topic)
-        .await?;
+    let created = st.engine.create_topic(&scope.ns.clone(), &topic).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -209,10 +210,11 @@ async fn create_topic(
 
 async fn delete_topic(
     State(st): State<AppState>,
+    scope: Scope,
     Path(topic): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let topic = topic_name(&topic)?;
-    match st.engine.delete_topic(&Namespace::default(), &topic).await {
+    match st.engine.delete_topic(&scope.ns.clone(), &topic).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e @ wisp_engine::EngineError::TopicNotFound { .. }) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -225,7 +227,11 @@ async fn delete_topic(
 
 /// `{"name", "function", "kind": "cron"|"topic", ...kind's fields}`; an
 /// unknown field is an error naming it.
-async fn add_trigger(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn add_trigger(
+    State(st): State<AppState>,
+    scope: Scope,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let mut v: serde_json::Map<String, serde_json::Value> = json_body(&body)?;
     let mut take = |field: &str| match v.remove(field) {
         Some(serde_json::Value::String(s)) => Ok(s),
@@ -238,7 +244,7 @@ async fn add_trigger(State(st): State<AppState>, body: Bytes) -> Result<Response
     let kind: TriggerKind = serde_json::from_value(serde_json::Value::Object(v))
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))?;
     let t = Trigger {
-        namespace: Namespace::default(),
+        namespace: scope.ns.clone(),
         name: trigger_name(&name)?,
         function: function_name(&function)?,
         kind,
@@ -248,16 +254,17 @@ async fn add_trigger(State(st): State<AppState>, body: Bytes) -> Result<Response
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-async fn list_triggers(State(st): State<AppState>) -> Response {
-    Json(st.engine.list_triggers(&Namespace::default())).into_response()
+async fn list_triggers(State(st): State<AppState>, scope: Scope) -> Response {
+    Json(st.engine.list_triggers(&scope.ns.clone())).into_response()
 }
 
 async fn get_trigger(
     State(st): State<AppState>,
+    scope: Scope,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let name = trigger_name(&name)?;
-    let ns = Namespace::default();
+    let ns = scope.ns.clone();
     st.engine
         .list_triggers(&ns)
         .into_iter()
@@ -274,12 +281,11 @@ async fn get_trigger(
 
 async fn delete_trigger(
     State(st): State<AppState>,
+    scope: Scope,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = trigger_name(&name)?;
-    st.engine
-        .delete_trigger(&Namespace::default(), &name)
-        .await?;
+    st.engine.delete_trigger(&scope.ns.clone(), &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -292,13 +298,14 @@ struct DlqQuery {
 
 async fn list_dlq(
     State(st): State<AppState>,
+    scope: Scope,
     Query(q): Query<DlqQuery>,
 ) -> Result<Response, ApiError> {
     let function = q.function.as_deref().map(function_name).transpose()?;
     let list = st
         .engine
         .dead_letters(
-            &Namespace::default(),
+            &scope.ns.clone(),
             function,
             q.limit.unwrap_or(100).min(10_000),
         )
@@ -339,42 +346,43 @@ fn selection(body: &Bytes) -> Result<Selection, ApiError> {
 
 async fn delete_dead_letters(
     State(st): State<AppState>,
+    scope: Scope,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (ids, function) = selection(&body)?;
     let n = st
         .engine
-        .delete_dead_letters(&Namespace::default(), ids, function)
+        .delete_dead_letters(&scope.ns.clone(), ids, function)
         .await?;
     Ok(Json(serde_json::json!({"deleted": n})).into_response())
 }
 
-async fn replay(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn replay(
+    State(st): State<AppState>,
+    scope: Scope,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let (ids, function) = selection(&body)?;
-    let replayed = st
-        .engine
-        .replay(&Namespace::default(), ids, function)
-        .await?;
+    let replayed = st.engine.replay(&scope.ns.clone(), ids, function).await?;
     Ok(Json(serde_json::json!({"replayed": replayed})).into_response())
 }
 
 async fn replay_one(
     State(st): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id =
         DeliveryId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let replayed = st
-        .engine
-        .replay(&Namespace::default(), vec![id], None)
-        .await?;
+    let replayed = st.engine.replay(&scope.ns.clone(), vec![id], None).await?;
     Ok(Json(serde_json::json!({"replayed": replayed})).into_response())
 }
 
 async fn event_status(
     State(st): State<AppState>,
+    scope: Scope,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let s = st.engine.event_status(&Namespace::default(), &id).await?;
+    let s = st.engine.event_status(&scope.ns.clone(), &id).await?;
     Ok(Json(s).into_response())
 }

@@ -84,7 +84,6 @@ pub(crate) async fn invoke_with_path(
     trigger: &'static str,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let body = limit_body(body, &parts.headers, st.config.max_payload_bytes)?;
     let pq = match parts.uri.query() {
         Some(q) => format!("/{rest}?{q}"),
         None => format!("/{rest}"),
@@ -92,6 +91,19 @@ pub(crate) async fn invoke_with_path(
     parts.uri = pq.parse().map_err(|e| {
         ApiError::bad_request("invalid_path", format!("invalid request path {pq:?}: {e}"))
     })?;
+    call(st, ns, name, Request::from_parts(parts, body), trigger).await
+}
+
+/// Invokes the function with the request as it is (size-limited body).
+pub(crate) async fn call(
+    st: &AppState,
+    ns: &Namespace,
+    name: &FunctionName,
+    req: Request,
+    trigger: &'static str,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let body = limit_body(body, &parts.headers, st.config.max_payload_bytes)?;
     if !parts.headers.contains_key(header::HOST) {
         parts
             .headers
@@ -105,4 +117,33 @@ pub(crate) async fn invoke_with_path(
 async fn forward(st: AppState, name: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
     let name = function_name(name)?;
     invoke_with_path(&st, &Namespace::default(), &name, rest, req, "http").await
+}
+
+fn namespace(ns: &str) -> Result<Namespace, ApiError> {
+    Namespace::new(ns).map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))
+}
+
+/// `/ns/{ns}/fn/{name}/…`: a function of any namespace.
+pub async fn ns_fn_root(
+    State(st): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let run = async {
+        let (ns, name) = (namespace(&ns)?, function_name(&name)?);
+        invoke_with_path(&st, &ns, &name, "", req, "http").await
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn ns_fn_path(
+    State(st): State<AppState>,
+    Path((ns, name, rest)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let run = async {
+        let (ns, name) = (namespace(&ns)?, function_name(&name)?);
+        invoke_with_path(&st, &ns, &name, &rest, req, "http").await
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }

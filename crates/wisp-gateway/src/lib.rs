@@ -1,14 +1,26 @@
-//! The HTTP front of a node: function routes (`/fn/{name}/…`), the
-//! management API (`/v1/…`, bearer token), `/healthz` and `/metrics`.
-//! It turns requests into invocations and hands them to the engine; it holds
-//! no business logic of its own.
+//! The HTTP front of a node: user routes (host + method + path → function,
+//! with API keys, rate limits, quotas and CORS), direct function URLs
+//! (`/fn/{name}/…`, `/ns/{ns}/fn/{name}/…`), the management API (`/v1/…`,
+//! bearer tokens scoped to a namespace and a role), `/healthz` and
+//! `/metrics`. It turns requests into invocations and hands them to the
+//! engine.
 
+mod access;
 mod api;
 mod error;
 mod events_api;
+mod front;
+mod gate;
 mod invoke;
+mod limits;
+mod routes;
+mod tenancy;
+mod tenants_api;
 
+pub use access::AccessLogSettings;
 pub use error::ApiError;
+pub use gate::Gate;
+pub use tenancy::NAMESPACE_HEADER;
 
 use axum::Router;
 use axum::routing::{any, get};
@@ -18,8 +30,6 @@ use wisp_engine::Engine;
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// The management API's bearer token.
-    pub admin_token: String,
     /// Largest invocation payload accepted (413 beyond).
     pub max_payload_bytes: usize,
     /// Largest artifact upload accepted (413 beyond).
@@ -31,13 +41,15 @@ pub struct GatewayConfig {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub engine: Engine,
+    pub gate: Arc<Gate>,
     pub config: Arc<GatewayConfig>,
 }
 
 /// Builds the node's HTTP router.
-pub fn router(engine: Engine, config: GatewayConfig) -> Router {
+pub fn router(engine: Engine, gate: Arc<Gate>, config: GatewayConfig) -> Router {
     let state = AppState {
         engine,
+        gate,
         config: Arc::new(config),
     };
     Router::new()
@@ -46,7 +58,11 @@ pub fn router(engine: Engine, config: GatewayConfig) -> Router {
         .route("/fn/{name}", any(invoke::fn_root))
         .route("/fn/{name}/", any(invoke::fn_root))
         .route("/fn/{name}/{*rest}", any(invoke::fn_path))
+        .route("/ns/{ns}/fn/{name}", any(invoke::ns_fn_root))
+        .route("/ns/{ns}/fn/{name}/", any(invoke::ns_fn_root))
+        .route("/ns/{ns}/fn/{name}/{*rest}", any(invoke::ns_fn_path))
         .nest("/v1", api::routes(state.clone()))
+        .fallback(front::serve_route)
         .with_state(state)
 }
 
@@ -55,6 +71,7 @@ pub fn router(engine: Engine, config: GatewayConfig) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Engine,
+    gate: Arc<Gate>,
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -64,7 +81,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(engine, config))
+    axum::serve(listener, router(engine, gate, config))
         .with_graceful_shutdown(shutdown)
         .await
 }

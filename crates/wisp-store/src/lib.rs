@@ -5,10 +5,13 @@
 
 mod artifacts;
 mod events;
+mod secrets;
 mod sqlite;
+mod tenants;
 
 pub use artifacts::FileArtifacts;
 pub use events::SqliteEvents;
+pub use secrets::SecretKey;
 pub use sqlite::SqliteStore;
 
 use std::path::Path;

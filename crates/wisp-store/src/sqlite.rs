@@ -13,6 +13,7 @@ use wisp_core::{
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    pub(crate) secret_key: Option<crate::secrets::SecretKey>,
 }
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
@@ -96,12 +97,20 @@ impl SqliteStore {
             conn.execute_batch(ACTIVATION_EVENT_COLUMNS).map_err(db)?;
         }
         conn.execute_batch(ACTIVATION_EVENT_INDEXES).map_err(db)?;
+        conn.execute_batch(crate::tenants::SCHEMA).map_err(db)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            secret_key: None,
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    /// Encrypts secrets with `key` (without one, secrets cannot be stored).
+    pub fn with_secret_key(mut self, key: crate::secrets::SecretKey) -> Self {
+        self.secret_key = Some(key);
+        self
+    }
+
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection usable: SQLite
         // rolls back an unfinished transaction on the next statement.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -323,7 +332,7 @@ fn activation_from_row(
     }))
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

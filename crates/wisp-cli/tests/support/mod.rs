@@ -82,12 +82,23 @@ pub struct Node {
 
 impl Node {
     pub fn start(dir: &Path, extra: &[&str]) -> Node {
+        Self::spawn(dir, extra, Stdio::inherit(), &[])
+    }
+
+    /// Starts a node whose log (stderr) goes to `log`, with extra env vars.
+    pub fn start_logged(dir: &Path, extra: &[&str], log: &Path, env: &[(&str, &str)]) -> Node {
+        let f = std::fs::File::create(log).expect("creating the node's log file");
+        Self::spawn(dir, extra, Stdio::from(f), env)
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(WISP)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting wisp serve");
         let stdout = child.stdout.take().unwrap();
@@ -197,6 +208,22 @@ impl Node {
         r.json().await.unwrap()
     }
 
+    /// `GET path` in namespace `ns` with the admin token; must succeed.
+    pub async fn json_ns(&self, ns: &str, path: &str) -> serde_json::Value {
+        let r = self
+            .api(reqwest::Method::GET, path)
+            .header("x-wisp-namespace", ns)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "GET {path} in {ns}: {}",
+            r.status()
+        );
+        r.json().await.unwrap()
+    }
+
     /// Waits until the activation log holds at least `n` records matching
     /// `function` (records are written in batches).
     pub async fn activations(&self, function: &str, n: usize) -> Vec<serde_json::Value> {
@@ -219,8 +246,27 @@ impl Node {
             .env("WISP_DATA_DIR", &self.dir)
             .env_remove("WISP_URL")
             .env_remove("WISP_TOKEN")
+            .env_remove("WISP_NAMESPACE")
             .output()
             .expect("running wisp")
+    }
+
+    /// Runs a client command with `stdin` as its standard input.
+    pub fn cli_stdin(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(WISP)
+            .args(args)
+            .env("WISP_DATA_DIR", &self.dir)
+            .env_remove("WISP_URL")
+            .env_remove("WISP_TOKEN")
+            .env_remove("WISP_NAMESPACE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running wisp");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().expect("running wisp")
     }
 
     pub fn signal(&mut self, sig: i32) {

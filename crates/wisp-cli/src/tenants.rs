@@ -1,0 +1,647 @@
+//! Client commands for tenancy and the gateway: namespaces, tokens, routes,
+//! API keys, secrets, the access log and the audit log.
+
+use crate::ClientArgs;
+use crate::client::Client;
+use crate::commands::ts;
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn delete(client: &ClientArgs, path: &str) -> anyhow::Result<()> {
+    let client = Client::from_args(client)?;
+    client.send(client.request(Method::DELETE, path)).await?;
+    Ok(())
+}
+
+async fn post(client: &Client, path: &str, body: Value) -> anyhow::Result<Value> {
+    let resp = client
+        .send(client.request(Method::POST, path).json(&body))
+        .await?;
+    Ok(resp.json().await?)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+// ---- namespaces ----
+
+#[derive(clap::Args)]
+pub struct NsArgs {
+    #[command(subcommand)]
+    command: NsCommand,
+}
+
+#[derive(Subcommand)]
+enum NsCommand {
+    /// Create a namespace (needs the node's admin token)
+    Create {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List namespaces (a scoped token sees its own)
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete an empty namespace with its tokens, API keys and secrets
+    #[command(alias = "delete")]
+    Rm {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn ns(a: NsArgs) -> anyhow::Result<()> {
+    match a.command {
+        NsCommand::Create { name, client } => {
+            let c = Client::from_args(&client)?;
+            let v = post(&c, "/v1/namespaces", json!({"name": name})).await?;
+            if v["created"].as_bool() == Some(true) {
+                println!("created namespace {name}");
+            } else {
+                println!("namespace {name} already exists");
+            }
+        }
+        NsCommand::Ls { client } => {
+            let c = Client::from_args(&client)?;
+            let v = c.get_json("/v1/namespaces").await?;
+            for n in v.as_array().cloned().unwrap_or_default() {
+                println!("{}", s(&n["name"]));
+            }
+        }
+        NsCommand::Rm { name, client } => {
+            delete(&client, &format!("/v1/namespaces/{name}")).await?;
+            println!("deleted namespace {name}");
+        }
+    }
+    Ok(())
+}
+
+// ---- tokens ----
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a namespace; it is printed once (store it now)
+    Create {
+        /// admin (everything in the namespace), deployer (functions, routes,
+        /// triggers, topics), invoker (invoke and publish only), reader (read-only)
+        #[arg(long, value_parser = ["admin", "deployer", "invoker", "reader"])]
+        role: String,
+        /// A name to recognise it by in `wisp token ls` and the audit log
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a namespace's tokens (ids and roles; never the tokens)
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a token by id
+    #[command(alias = "rm", alias = "delete")]
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn token(a: TokenArgs) -> anyhow::Result<()> {
+    match a.command {
+        TokenCommand::Create { role, name, client } => {
+            let c = Client::from_args(&client)?;
+            let v = post(&c, "/v1/tokens", json!({"role": role, "name": name})).await?;
+            println!("{}", s(&v["token"]));
+            eprintln!(
+                "created {role} token {} for namespace {}; it is shown only now (use it with --token or WISP_TOKEN)",
+                s(&v["id"]),
+                s(&v["namespace"])
+            );
+        }
+        TokenCommand::Ls { client } => {
+            let c = Client::from_args(&client)?;
+            let v = c.get_json("/v1/tokens").await?;
+            println!("{:<14} {:<10} {:<20} CREATED", "ID", "ROLE", "NAME");
+            for t in v.as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:<14} {:<10} {:<20} {}",
+                    s(&t["id"]),
+                    s(&t["role"]),
+                    t["name"].as_str().unwrap_or("-"),
+                    ts(t["created_ms"].as_i64().unwrap_or(0))
+                );
+            }
+        }
+        TokenCommand::Revoke { id, client } => {
+            delete(&client, &format!("/v1/tokens/{id}")).await?;
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
+}
+
+// ---- routes ----
+
+#[derive(clap::Args)]
+pub struct RouteArgs {
+    #[command(subcommand)]
+    command: RouteCommand,
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Route requests to a function: `wisp route add GET /items/{id} --function items`
+    Add {
+        /// HTTP method (GET, POST, …) or ANY
+        method: String,
+        /// Path template: /items/{id} (one segment), /files/{*rest} (the rest)
+        path: String,
+        /// The function that answers
+        #[arg(long)]
+        function: String,
+        /// Only for requests to this host (a custom domain), e.g. api.shop.example
+        #[arg(long)]
+        host: Option<String>,
+        /// none, or api-key (callers send a key from `wisp apikey create` in x-api-key)
+        #[arg(long, default_value = "none", value_parser = ["none", "api-key"])]
+        auth: String,
+        /// Origins browsers may call from, comma-separated (https://shop.example), or *
+        #[arg(long, value_name = "ORIGINS")]
+        cors: Option<String>,
+        /// Let browsers send cookies/credentials (with --cors listing origins)
+        #[arg(long, requires = "cors")]
+        cors_credentials: bool,
+        /// Requests per second/minute/hour for the whole route, e.g. 50/s
+        #[arg(long)]
+        rate: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List routes
+    #[command(alias = "list")]
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a route: `wisp route rm GET /items/{id} [--host H]`, or by id
+    #[command(alias = "delete")]
+    Rm {
+        /// Method, or the route's id
+        method_or_id: String,
+        path: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn route(a: RouteArgs) -> anyhow::Result<()> {
+    match a.command {
+        RouteCommand::Add {
+            method,
+            path,
+            function,
+            host,
+            auth,
+            cors,
+            cors_credentials,
+            rate,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let cors = cors.map(|o| {
+                json!({
+                    "origins": o.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
+                    "credentials": cors_credentials,
+                })
+            });
+            let body = json!({
+                "method": method,
+                "path": path,
+                "host": host,
+                "function": function,
+                "auth": auth,
+                "cors": cors,
+                "rate": rate,
+            });
+            let v = post(&c, "/v1/routes", body).await?;
+            println!(
+                "added route {} {}{} -> {} (id {})",
+                v["method"].as_str().unwrap_or("ANY"),
+                v["host"].as_str().unwrap_or(""),
+                s(&v["path"]),
+                s(&v["function"]),
+                s(&v["id"])
+            );
+        }
+        RouteCommand::Ls { json, client } => {
+            let c = Client::from_args(&client)?;
+            let v = c.get_json("/v1/routes").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<17} {:<7} {:<20} {:<28} {:<16} {:<8} {:<8} CORS",
+                "ID", "METHOD", "HOST", "PATH", "FUNCTION", "AUTH", "RATE"
+            );
+            for r in v.as_array().cloned().unwrap_or_default() {
+                let cors = r["cors"]["origins"]
+                    .as_array()
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<17} {:<7} {:<20} {:<28} {:<16} {:<8} {:<8} {}",
+                    s(&r["id"]),
+                    r["method"].as_str().unwrap_or("ANY"),
+                    r["host"].as_str().unwrap_or("*"),
+                    s(&r["path"]),
+                    s(&r["function"]),
+                    s(&r["auth"]),
+                    r["rate"].as_str().unwrap_or("-"),
+                    cors
+                );
+            }
+        }
+        RouteCommand::Rm {
+            method_or_id,
+            path,
+            host,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let id = match path {
+                None => method_or_id,
+                Some(path) => {
+                    let method = method_or_id.to_ascii_uppercase();
+                    let v = c.get_json("/v1/routes").await?;
+                    let found = v
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|r| {
+                            r["method"].as_str().unwrap_or("ANY") == method
+                                && r["path"].as_str() == Some(path.as_str())
+                                && r["host"].as_str() == host.as_deref()
+                        });
+                    match found {
+                        Some(r) => s(&r["id"]).to_string(),
+                        None => bail!(
+                            "no route {method} {}{path} in this namespace (wisp route ls lists routes)",
+                            host.as_deref().unwrap_or("")
+                        ),
+                    }
+                }
+            };
+            c.send(c.request(Method::DELETE, &format!("/v1/routes/{id}")))
+                .await?;
+            println!("deleted route {id}");
+        }
+    }
+    Ok(())
+}
+
+// ---- API keys ----
+
+#[derive(clap::Args)]
+pub struct ApiKeyArgs {
+    #[command(subcommand)]
+    command: ApiKeyCommand,
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; it is printed once (store it now)
+    Create {
+        /// Name shown in usage and the access log (unique in the namespace)
+        #[arg(long)]
+        name: String,
+        /// Requests per second/minute/hour for this key, e.g. 100/s
+        #[arg(long)]
+        rate: Option<String>,
+        /// Requests per hour, day or month (UTC), e.g. 100000/day
+        #[arg(long)]
+        quota: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List keys with their limits and quota use (never the keys)
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a key by name: requests with it get 403 at once
+    #[command(alias = "rm", alias = "delete")]
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn apikey(a: ApiKeyArgs) -> anyhow::Result<()> {
+    match a.command {
+        ApiKeyCommand::Create {
+            name,
+            rate,
+            quota,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let v = post(
+                &c,
+                "/v1/apikeys",
+                json!({"name": name, "rate": rate, "quota": quota}),
+            )
+            .await?;
+            println!("{}", s(&v["key"]));
+            eprintln!(
+                "created API key {name:?} in namespace {}; it is shown only now (callers send it as x-api-key)",
+                s(&v["namespace"])
+            );
+        }
+        ApiKeyCommand::Ls { client } => {
+            let c = Client::from_args(&client)?;
+            let v = c.get_json("/v1/apikeys").await?;
+            println!(
+                "{:<24} {:<10} {:<16} {:>10} CREATED",
+                "NAME", "RATE", "QUOTA", "USED"
+            );
+            for k in v.as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:<24} {:<10} {:<16} {:>10} {}",
+                    s(&k["name"]),
+                    k["rate"].as_str().unwrap_or("-"),
+                    k["quota"].as_str().unwrap_or("-"),
+                    k["quota_used"]
+                        .as_u64()
+                        .map(|u| u.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    ts(k["created_ms"].as_i64().unwrap_or(0))
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { name, client } => {
+            delete(&client, &format!("/v1/apikeys/{name}")).await?;
+            println!("revoked API key {name}");
+        }
+    }
+    Ok(())
+}
+
+// ---- secrets ----
+
+#[derive(clap::Args)]
+pub struct SecretArgs {
+    #[command(subcommand)]
+    command: SecretCommand,
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret; the value is read from stdin (a prompt on a terminal),
+    /// so it stays out of shell history
+    Set {
+        /// Name, like an environment variable: STRIPE_KEY
+        name: String,
+        /// Read the value from this file instead of stdin
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List secrets (names and update times; values are never shown)
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a secret's metadata (never its value)
+    Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a secret
+    #[command(alias = "delete")]
+    Rm {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn read_secret(from_file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    use std::io::{IsTerminal, Read};
+    let mut value = match from_file {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("value (end with Enter): ");
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line
+            } else {
+                let mut v = String::new();
+                std::io::stdin().read_to_string(&mut v)?;
+                v
+            }
+        }
+    };
+    // One trailing newline is how files and prompts end, not part of the value.
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.is_empty() {
+        bail!(
+            "the secret's value is empty: pipe it in (`printf %s VALUE | wisp secret set NAME`) or use --from-file"
+        );
+    }
+    Ok(value)
+}
+
+pub async fn secret(a: SecretArgs) -> anyhow::Result<()> {
+    match a.command {
+        SecretCommand::Set {
+            name,
+            from_file,
+            client,
+        } => {
+            let value = read_secret(from_file.as_deref())?;
+            let c = Client::from_args(&client)?;
+            c.send(
+                c.request(Method::PUT, &format!("/v1/secrets/{name}"))
+                    .json(&json!({"value": value})),
+            )
+            .await?;
+            println!("set secret {name}");
+        }
+        SecretCommand::Ls { client } => {
+            let c = Client::from_args(&client)?;
+            let v = c.get_json("/v1/secrets").await?;
+            println!("{:<32} UPDATED", "NAME");
+            for x in v.as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:<32} {}",
+                    s(&x["name"]),
+                    ts(x["updated_ms"].as_i64().unwrap_or(0))
+                );
+            }
+        }
+        SecretCommand::Get { name, client } => {
+            let c = Client::from_args(&client)?;
+            let v = c.get_json(&format!("/v1/secrets/{name}")).await?;
+            println!(
+                "{} (namespace {}) updated {}; the value is never shown",
+                s(&v["name"]),
+                s(&v["namespace"]),
+                ts(v["updated_ms"].as_i64().unwrap_or(0))
+            );
+        }
+        SecretCommand::Rm { name, client } => {
+            delete(&client, &format!("/v1/secrets/{name}")).await?;
+            println!("deleted secret {name}");
+        }
+    }
+    Ok(())
+}
+
+// ---- access and audit logs ----
+
+#[derive(clap::Args)]
+pub struct AccessLogArgs {
+    /// Only this route: its path template (/items/{id}) or label (GET /items/{id})
+    #[arg(long)]
+    route: Option<String>,
+    /// Only requests with this API key (by name)
+    #[arg(long)]
+    key: Option<String>,
+    /// Only this status (404) or class (4xx, 5xx)
+    #[arg(long)]
+    status: Option<String>,
+    /// Only entries newer than this (e.g. 15m, 1h)
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many, newest first
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn access_log(a: AccessLogArgs) -> anyhow::Result<()> {
+    let c = Client::from_args(&a.client)?;
+    let mut q: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
+    for (k, v) in [
+        ("route", &a.route),
+        ("key", &a.key),
+        ("status", &a.status),
+        ("since", &a.since),
+    ] {
+        if let Some(v) = v {
+            q.push((k, v.clone()));
+        }
+    }
+    let v: Value = c
+        .send(c.request(Method::GET, "/v1/access-log").query(&q))
+        .await?
+        .json()
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<28} {:<28} {:<14} {:>6} {:>10} ACTIVATION",
+        "TIME", "ROUTE", "PATH", "KEY", "STATUS", "LATENCY"
+    );
+    for e in v.as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<24} {:<28} {:<28} {:<14} {:>6} {:>8.2}ms {}",
+            ts(e["time_ms"].as_i64().unwrap_or(0)),
+            s(&e["route"]),
+            s(&e["path"]),
+            e["key"].as_str().unwrap_or("-"),
+            e["status"].to_string(),
+            e["latency_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            e["activation_id"].as_str().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// Only entries newer than this (e.g. 15m, 1h)
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many, newest first
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
+    let c = Client::from_args(&a.client)?;
+    let mut q: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
+    if let Some(s) = &a.since {
+        q.push(("since", s.clone()));
+    }
+    let v: Value = c
+        .send(c.request(Method::GET, "/v1/audit").query(&q))
+        .await?
+        .json()
+        .await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<24} {:<32} {:>6} ACTION", "TIME", "WHO", "STATUS");
+    for e in v.as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<24} {:<32} {:>6} {}",
+            ts(e["time_ms"].as_i64().unwrap_or(0)),
+            s(&e["actor"]),
+            e["status"].to_string(),
+            s(&e["action"]),
+        );
+    }
+    Ok(())
+}

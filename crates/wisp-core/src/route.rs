@@ -1,0 +1,258 @@
+//! Gateway routes: method + path template + optional host → function, with
+//! per-route auth, CORS and rate limit.
+
+use crate::ids::{FunctionName, Namespace};
+use crate::tenancy::{Rate, TenancyError};
+use serde::{Deserialize, Serialize};
+
+/// How callers of a route prove who they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteAuth {
+    /// Anyone may call it.
+    #[default]
+    None,
+    /// An `x-api-key` header with a key of the route's namespace.
+    ApiKey,
+}
+
+impl RouteAuth {
+    pub fn parse(s: &str) -> Result<Self, TenancyError> {
+        match s {
+            "none" | "public" => Ok(Self::None),
+            "api-key" | "apikey" => Ok(Self::ApiKey),
+            _ => Err(TenancyError::Invalid(format!(
+                "auth {s:?} is not one of none, api-key"
+            ))),
+        }
+    }
+}
+
+/// Cross-origin settings of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Origins allowed to call (`https://shop.example`), or `*`.
+    pub origins: Vec<String>,
+    /// Request headers a browser may send; empty: whatever it asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Whether cookies and credentials may be sent (not with `*`).
+    #[serde(default)]
+    pub credentials: bool,
+    /// How long a browser may cache a preflight answer, in seconds.
+    #[serde(default = "default_max_age")]
+    pub max_age_s: u32,
+}
+
+fn default_max_age() -> u32 {
+    600
+}
+
+impl Cors {
+    /// Whether `origin` may call the route.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == "*" || o == origin)
+    }
+}
+
+/// A route as the user asks for it and as it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Upper-case method (`GET`), or `None` for any method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path template: `/items/{id}`, `/files/{*rest}`.
+    pub path: String,
+    /// Host (custom domain) the route answers on; `None`: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub function: FunctionName,
+    #[serde(default)]
+    pub auth: RouteAuth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Requests per period for the whole route (all callers together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+}
+
+/// Path prefixes the node itself serves; routes cannot take them.
+pub const RESERVED_PREFIXES: &[&str] = &[
+    "/v1",
+    "/fn",
+    "/ns",
+    "/healthz",
+    "/metrics",
+    "/2015-03-31",
+    "/ui",
+];
+
+impl RouteSpec {
+    /// Checks and normalizes the spec (upper-case method, lower-case host).
+    pub fn normalize(&mut self) -> Result<(), TenancyError> {
+        let bad = |m: String| Err(TenancyError::Invalid(m));
+        if let Some(m) = &mut self.method {
+            m.make_ascii_uppercase();
+            if m == "ANY" || m == "*" {
+                self.method = None;
+            } else if m.is_empty() || !m.bytes().all(|c| c.is_ascii_uppercase()) {
+                return bad(format!(
+                    "method {m:?} is not an HTTP method like GET or POST"
+                ));
+            }
+        }
+        if let Some(h) = &mut self.host {
+            h.make_ascii_lowercase();
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+            if !ok {
+                return bad(format!(
+                    "host {h:?} is not a domain name like api.shop.example (no scheme, no port)"
+                ));
+            }
+        }
+        let p = &self.path;
+        if !p.starts_with('/') {
+            return bad(format!("path {p:?} must start with '/'"));
+        }
+        for r in RESERVED_PREFIXES {
+            if p == r || p.starts_with(&format!("{r}/")) {
+                return bad(format!(
+                    "path {p:?} is under {r}, which Wisp itself serves; pick another prefix"
+                ));
+            }
+        }
+        let segments: Vec<&str> = p[1..].split('/').collect();
+        for (i, seg) in segments.iter().enumerate() {
+            if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let (catch_all, name) = match inner.strip_prefix('*') {
+                    Some(n) => (true, n),
+                    None => (false, inner),
+                };
+                let ok_name = !name.is_empty()
+                    && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+                if !ok_name {
+                    return bad(format!(
+                        "path {p:?}: parameter {seg:?} needs a name of letters, digits and '_'"
+                    ));
+                }
+                if catch_all && i + 1 != segments.len() {
+                    return bad(format!(
+                        "path {p:?}: the catch-all {seg:?} must be the last segment"
+                    ));
+                }
+            } else if seg.contains(['{', '}', '?', '#', '*']) {
+                return bad(format!(
+                    "path {p:?}: segment {seg:?} may not contain '{{', '}}', '*', '?' or '#' (parameters are whole segments like {{id}})"
+                ));
+            }
+        }
+        if let Some(c) = &self.cors {
+            if c.origins.is_empty() {
+                return bad("cors: give at least one origin, or * for any".to_string());
+            }
+            for o in &c.origins {
+                let rest = o
+                    .strip_prefix("https://")
+                    .or_else(|| o.strip_prefix("http://"));
+                let ok = o == "*" || rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', ' ']));
+                if !ok {
+                    return bad(format!(
+                        "cors origin {o:?} must be scheme://host[:port] (no path), or *"
+                    ));
+                }
+            }
+            if c.credentials && c.origins.iter().any(|o| o == "*") {
+                return bad(
+                    "cors: credentials cannot be allowed for any origin (*); list the origins"
+                        .to_string(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The id of a route: stable for the same host, method and path.
+    pub fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let key = format!(
+            "{}|{}|{}",
+            self.host.as_deref().unwrap_or(""),
+            self.method.as_deref().unwrap_or("ANY"),
+            self.path
+        );
+        hex::encode(&Sha256::digest(key.as_bytes())[..8])
+    }
+
+    /// `GET api.shop.example/items/{id}` — how the route is shown.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {}{}",
+            self.method.as_deref().unwrap_or("ANY"),
+            self.host.as_deref().unwrap_or(""),
+            self.path
+        )
+    }
+}
+
+/// A stored route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRecord {
+    pub id: String,
+    pub namespace: Namespace,
+    #[serde(flatten)]
+    pub spec: RouteSpec,
+    pub created_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(method: &str, path: &str) -> RouteSpec {
+        RouteSpec {
+            method: Some(method.into()),
+            path: path.into(),
+            host: None,
+            function: FunctionName::new("f").unwrap(),
+            auth: RouteAuth::None,
+            cors: None,
+            rate: None,
+        }
+    }
+
+    #[test]
+    fn paths_are_checked() {
+        assert!(spec("get", "/items/{id}").normalize().is_ok());
+        assert!(spec("GET", "/files/{*rest}").normalize().is_ok());
+        assert!(spec("GET", "items").normalize().is_err());
+        assert!(spec("GET", "/v1/functions").normalize().is_err());
+        assert!(spec("GET", "/fn").normalize().is_err());
+        assert!(spec("GET", "/a/{*rest}/b").normalize().is_err());
+        assert!(spec("GET", "/a/x{id}").normalize().is_err());
+        assert!(spec("GE T", "/a").normalize().is_err());
+        let mut s = spec("any", "/a");
+        s.normalize().unwrap();
+        assert_eq!(s.method, None);
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        let mut s = spec("GET", "/a");
+        s.cors = Some(Cors {
+            origins: vec!["https://shop.example".into()],
+            headers: vec![],
+            credentials: false,
+            max_age_s: 600,
+        });
+        assert!(s.normalize().is_ok());
+        s.cors.as_mut().unwrap().origins = vec!["shop.example".into()];
+        assert!(s.normalize().is_err());
+        s.cors.as_mut().unwrap().origins = vec!["https://shop.example/path".into()];
+        assert!(s.normalize().is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! The gateway's live state: tenancy (namespaces, tokens), the route table,
+//! API keys with their limiters and quotas, and the access/audit log
+//! writer. Changes go to the store first, then replace the in-memory view.
+
+use crate::access::{AccessLog, AccessLogSettings};
+use crate::error::ApiError;
+use crate::limits::{QuotaCounter, RateLimiter};
+use crate::routes::{Conflict, LiveRoute, RouteTable};
+use crate::tenancy::{Tenancy, random_hex, sha256_hex};
+use axum::http::StatusCode;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use wisp_core::time::now_ms;
+use wisp_core::{
+    AccessLogStore, ApiKeyRecord, Namespace, Quota, Rate, Role, RouteRecord, RouteSpec, StoreError,
+    TenantStore, TokenRecord,
+};
+
+/// An API key with its live limiter and quota count.
+pub struct LiveKey {
+    pub record: ApiKeyRecord,
+    pub limiter: Option<RateLimiter>,
+    pub quota: Option<QuotaCounter>,
+}
+
+type Keys = Arc<RwLock<HashMap<String, Arc<LiveKey>>>>;
+
+pub struct Gate {
+    pub tenancy: Tenancy,
+    pub store: Arc<dyn TenantStore>,
+    pub access_store: Arc<dyn AccessLogStore>,
+    pub access: Arc<AccessLog>,
+    routes: RwLock<Arc<RouteTable>>,
+    /// SHA-256 of the key → key.
+    keys: Keys,
+    /// Serializes route changes (build, store, swap).
+    changing: tokio::sync::Mutex<()>,
+}
+
+fn store_err(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Exists(what) => ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("{what} already exists: pick another name or remove it first"),
+        ),
+        StoreError::SecretNotFound { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "secret_not_found", e.to_string())
+        }
+        e => {
+            tracing::error!(error = %e, "store error");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(store_err)
+}
+
+fn live_route(record: RouteRecord) -> Arc<LiveRoute> {
+    Arc::new(LiveRoute {
+        label: record.spec.label(),
+        limiter: record.spec.rate.map(RateLimiter::new),
+        record,
+    })
+}
+
+/// What creating a key returns: the record and, once, the key itself.
+pub struct NewSecret<T> {
+    pub record: T,
+    pub secret: String,
+}
+
+impl Gate {
+    pub fn load(
+        store: Arc<dyn TenantStore>,
+        access_store: Arc<dyn AccessLogStore>,
+        admin_token: String,
+        settings: AccessLogSettings,
+    ) -> Result<Arc<Self>, StoreError> {
+        let tenancy = Tenancy::load(store.as_ref(), admin_token)?;
+        let routes: Vec<_> = store.list_routes()?.into_iter().map(live_route).collect();
+        let table = match RouteTable::build(routes.clone()) {
+            Ok(t) => t,
+            Err((_, bad)) => {
+                // Stored routes were checked when added; if they clash now,
+                // serve all but the clashing ones rather than none.
+                tracing::error!(route = %bad.label, "stored route conflicts with another; skipped");
+                let rest = routes
+                    .into_iter()
+                    .filter(|r| !Arc::ptr_eq(r, &bad))
+                    .collect();
+                RouteTable::build(rest).unwrap_or_default()
+            }
+        };
+        let counts: HashMap<String, _> = store.quota_counts()?.into_iter().collect();
+        let keys: HashMap<String, Arc<LiveKey>> = store
+            .list_api_keys()?
+            .into_iter()
+            .map(|k| {
+                let live = LiveKey {
+                    limiter: k.rate.map(RateLimiter::new),
+                    quota: k
+                        .quota
+                        .map(|q| QuotaCounter::new(q, counts.get(&k.id).copied())),
+                    record: k,
+                };
+                (live.record.hash.clone(), Arc::new(live))
+            })
+            .collect();
+        let keys: Keys = Arc::new(RwLock::new(keys));
+        let (k2, s2) = (keys.clone(), store.clone());
+        let access = AccessLog::start(
+            access_store.clone(),
+            store.clone(),
+            settings,
+            Box::new(move || save_quotas(&k2, s2.as_ref())),
+        )
+        .map_err(|e| StoreError::Db(format!("starting the access log writer: {e}")))?;
+        Ok(Arc::new(Self {
+            tenancy,
+            store,
+            access_store,
+            access,
+            routes: RwLock::new(Arc::new(table)),
+            keys,
+            changing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn key(&self, given: &str) -> Option<Arc<LiveKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sha256_hex(given))
+            .cloned()
+    }
+
+    // ---- namespaces and tokens ----
+
+    pub async fn create_namespace(&self, ns: &Namespace) -> Result<bool, ApiError> {
+        let (store, n) = (self.store.clone(), ns.clone());
+        let created = blocking(move || store.put_namespace(&n, now_ms())).await?;
+        self.tenancy.set_namespace(ns, true);
+        Ok(created)
+    }
+
+    pub async fn delete_namespace(&self, ns: &Namespace) -> Result<bool, ApiError> {
+        let (store, n) = (self.store.clone(), ns.clone());
+        let deleted = blocking(move || store.delete_namespace(&n)).await?;
+        self.tenancy.set_namespace(ns, false);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, k| k.record.namespace != *ns);
+        Ok(deleted)
+    }
+
+    pub async fn create_token(
+        &self,
+        ns: &Namespace,
+        role: Role,
+        name: Option<String>,
+    ) -> Result<NewSecret<TokenRecord>, ApiError> {
+        let id = random_hex(6)?;
+        let secret = format!("wisp_{id}_{}", random_hex(20)?);
+        let record = TokenRecord {
+            id,
+            namespace: ns.clone(),
+            role,
+            name,
+            created_ms: now_ms(),
+            hash: sha256_hex(&secret),
+        };
+        let (store, r) = (self.store.clone(), record.clone());
+        blocking(move || store.put_token(&r)).await?;
+        self.tenancy.add_token(record.clone());
+        Ok(NewSecret { record, secret })
+    }
+
+    pub async fn delete_token(&self, ns: &Namespace, id: &str) -> Result<bool, ApiError> {
+        let (store, n, i) = (self.store.clone(), ns.clone(), id.to_string());
+        let deleted = blocking(move || store.delete_token(&n, &i)).await?;
+        self.tenancy.remove_token(ns, id);
+        Ok(deleted)
+    }
+
+    pub async fn list_tokens(&self, ns: &Namespace) -> Result<Vec<TokenRecord>, ApiError> {
+        let store = self.store.clone();
+        let all = blocking(move || store.list_tokens()).await?;
+        Ok(all.into_iter().filter(|t| t.namespace == *ns).collect())
+    }
+
+    // ---- routes ----
+
+    pub async fn add_route(
+        &self,
+        ns: &Namespace,
+        mut spec: RouteSpec,
+    ) -> Result<RouteRecord, ApiError> {
+        spec.normalize()
+            .map_err(|e| ApiError::bad_request("invalid_route", e.to_string()))?;
+        let _guard = self.changing.lock().await;
+        let record = RouteRecord {
+            id: spec.id(),
+            namespace: ns.clone(),
+            spec,
+            created_ms: now_ms(),
+        };
+        let current = self.routes();
+        let mut routes = current.routes.clone();
+        let new = live_route(record.clone());
+        routes.push(new.clone());
+        let table = RouteTable::build(routes).map_err(|(c, _)| match c {
+            Conflict::Same(other) => ApiError::new(
+                StatusCode::CONFLICT,
+                "route_exists",
+                format!(
+                    "route {} already exists as {other}: remove it first with `wisp route rm`",
+                    new.label
+                ),
+            ),
+            Conflict::Path { with, reason } => ApiError::new(
+                StatusCode::CONFLICT,
+                "route_conflict",
+                format!(
+                    "route {} conflicts with the existing path {with:?} ({reason}); use the same parameter names at the same place, or another path",
+                    new.label
+                ),
+            ),
+        })?;
+        let (store, r) = (self.store.clone(), record.clone());
+        blocking(move || store.put_route(&r)).await?;
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        Ok(record)
+    }
+
+    pub async fn delete_route(&self, ns: &Namespace, id: &str) -> Result<bool, ApiError> {
+        let _guard = self.changing.lock().await;
+        let current = self.routes();
+        if !current
+            .routes
+            .iter()
+            .any(|r| r.record.id == id && r.record.namespace == *ns)
+        {
+            return Ok(false);
+        }
+        let (store, n, i) = (self.store.clone(), ns.clone(), id.to_string());
+        blocking(move || store.delete_route(&n, &i)).await?;
+        let rest: Vec<_> = current
+            .routes
+            .iter()
+            .filter(|r| !(r.record.id == id && r.record.namespace == *ns))
+            .cloned()
+            .collect();
+        // Removing a route cannot create a conflict.
+        let table = RouteTable::build(rest).unwrap_or_default();
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        Ok(true)
+    }
+
+    pub fn list_routes(&self, ns: &Namespace) -> Vec<RouteRecord> {
+        self.routes()
+            .routes
+            .iter()
+            .filter(|r| r.record.namespace == *ns)
+            .map(|r| r.record.clone())
+            .collect()
+    }
+
+    // ---- API keys ----
+
+    pub async fn create_key(
+        &self,
+        ns: &Namespace,
+        name: String,
+        rate: Option<Rate>,
+        quota: Option<Quota>,
+    ) -> Result<NewSecret<ApiKeyRecord>, ApiError> {
+        wisp_core::tenancy::check_key_name(&name)
+            .map_err(|e| ApiError::bad_request("invalid_name", format!("API key {e}")))?;
+        let id = random_hex(6)?;
+        let secret = format!("wk_{id}_{}", random_hex(20)?);
+        let record = ApiKeyRecord {
+            id,
+            namespace: ns.clone(),
+            name,
+            rate,
+            quota,
+            created_ms: now_ms(),
+            hash: sha256_hex(&secret),
+        };
+        let (store, r) = (self.store.clone(), record.clone());
+        blocking(move || store.put_api_key(&r)).await?;
+        let live = LiveKey {
+            limiter: rate.map(RateLimiter::new),
+            quota: quota.map(|q| QuotaCounter::new(q, None)),
+            record: record.clone(),
+        };
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.hash.clone(), Arc::new(live));
+        Ok(NewSecret { record, secret })
+    }
+
+    pub async fn delete_key(&self, ns: &Namespace, name: &str) -> Result<bool, ApiError> {
+        let (store, n, nm) = (self.store.clone(), ns.clone(), name.to_string());
+        let deleted = blocking(move || store.delete_api_key(&n, &nm)).await?;
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, k| !(k.record.namespace == *ns && k.record.name == name));
+        Ok(deleted)
+    }
+
+    /// Keys of a namespace with their quota use in the current period.
+    pub fn list_keys(&self, ns: &Namespace) -> Vec<(ApiKeyRecord, Option<u64>)> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = keys
+            .values()
+            .filter(|k| k.record.namespace == *ns)
+            .map(|k| (k.record.clone(), k.quota.as_ref().map(|q| q.used())))
+            .collect();
+        v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        v
+    }
+
+    /// Writes pending access-log entries and quota counts; stops the writer.
+    pub async fn shutdown(&self) {
+        self.access.flush_and_stop().await;
+    }
+}
+
+fn save_quotas(keys: &Keys, store: &dyn TenantStore) {
+    let changed: Vec<_> = keys
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter_map(|k| {
+            let q = k.quota.as_ref()?;
+            Some((k.record.id.clone(), q.unsaved()?))
+        })
+        .collect();
+    if !changed.is_empty()
+        && let Err(e) = store.save_quota_counts(&changed)
+    {
+        tracing::error!(error = %e, "saving quota counts failed");
+    }
+}

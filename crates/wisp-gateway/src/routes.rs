@@ -1,0 +1,252 @@
+//! The route table: host + method + path template → route, looked up in a
+//! radix tree (`matchit`) per host, so lookup cost grows with the path's
+//! length, not with the number of routes. Static segments win over
+//! parameters, parameters over catch-alls; a route for one method wins over
+//! one for any method. The table is rebuilt on every change (routes are
+//! few changes, many lookups) and swapped in whole.
+
+use crate::limits::RateLimiter;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wisp_core::RouteRecord;
+
+/// A route with its live state (its rate limiter).
+pub struct LiveRoute {
+    pub record: RouteRecord,
+    pub label: String,
+    pub limiter: Option<RateLimiter>,
+}
+
+struct PathEntry {
+    /// (method or None for any, route)
+    methods: Vec<(Option<String>, Arc<LiveRoute>)>,
+}
+
+#[derive(Default)]
+struct HostTable {
+    router: matchit::Router<usize>,
+    paths: Vec<PathEntry>,
+    by_template: HashMap<String, usize>,
+}
+
+/// What a lookup found.
+pub enum Lookup<'a> {
+    Found {
+        route: &'a Arc<LiveRoute>,
+        params: Vec<(&'a str, &'a str)>,
+    },
+    /// The path matches routes, none for this method.
+    MethodNotAllowed(Vec<String>),
+    NotFound,
+}
+
+#[derive(Default)]
+pub struct RouteTable {
+    any_host: HostTable,
+    by_host: HashMap<String, HostTable>,
+    pub routes: Vec<Arc<LiveRoute>>,
+}
+
+/// Why a route cannot be added.
+#[derive(Debug)]
+pub enum Conflict {
+    /// The same host, method and path exist (in this or another namespace).
+    Same(String),
+    /// The path clashes with another route's path (e.g. `/a/{x}` and `/a/{y}`).
+    Path { with: String, reason: String },
+}
+
+impl HostTable {
+    fn insert(&mut self, route: Arc<LiveRoute>) -> Result<(), Conflict> {
+        let spec = &route.record.spec;
+        if let Some(&i) = self.by_template.get(&spec.path) {
+            let entry = &mut self.paths[i];
+            if let Some((_, other)) = entry.methods.iter().find(|(m, _)| *m == spec.method) {
+                return Err(Conflict::Same(format!(
+                    "{} (namespace {:?}, function {:?})",
+                    other.label, other.record.namespace, other.record.spec.function
+                )));
+            }
+            entry.methods.push((spec.method.clone(), route));
+            return Ok(());
+        }
+        let i = self.paths.len();
+        if let Err(e) = self.router.insert(spec.path.clone(), i) {
+            let with = match &e {
+                matchit::InsertError::Conflict { with } => with.clone(),
+                _ => String::new(),
+            };
+            return Err(Conflict::Path {
+                with,
+                reason: e.to_string(),
+            });
+        }
+        self.by_template.insert(spec.path.clone(), i);
+        self.paths.push(PathEntry {
+            methods: vec![(spec.method.clone(), route)],
+        });
+        Ok(())
+    }
+
+    fn lookup<'a>(&'a self, method: &str, path: &'a str) -> Lookup<'a> {
+        let Ok(m) = self.router.at(path) else {
+            return Lookup::NotFound;
+        };
+        let entry = &self.paths[*m.value];
+        let exact = entry
+            .methods
+            .iter()
+            .find(|(em, _)| em.as_deref() == Some(method))
+            .or_else(|| entry.methods.iter().find(|(em, _)| em.is_none()));
+        match exact {
+            Some((_, route)) => Lookup::Found {
+                route,
+                params: m.params.iter().collect(),
+            },
+            None => Lookup::MethodNotAllowed(
+                entry
+                    .methods
+                    .iter()
+                    .filter_map(|(m, _)| m.clone())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Routes at the path (any method), for CORS preflights.
+    fn at<'a>(&'a self, path: &'a str) -> Option<&'a [(Option<String>, Arc<LiveRoute>)]> {
+        let m = self.router.at(path).ok()?;
+        Some(&self.paths[*m.value].methods)
+    }
+}
+
+impl RouteTable {
+    /// Builds a table; fails on the first conflict.
+    pub fn build(routes: Vec<Arc<LiveRoute>>) -> Result<Self, (Conflict, Arc<LiveRoute>)> {
+        let mut t = RouteTable::default();
+        for r in &routes {
+            let table = match &r.record.spec.host {
+                Some(h) => t.by_host.entry(h.clone()).or_default(),
+                None => &mut t.any_host,
+            };
+            table.insert(r.clone()).map_err(|c| (c, r.clone()))?;
+        }
+        t.routes = routes;
+        Ok(t)
+    }
+
+    /// `host` without its port, lower-case.
+    pub fn lookup<'a>(&'a self, host: Option<&str>, method: &str, path: &'a str) -> Lookup<'a> {
+        if let Some(h) = host.and_then(|h| self.by_host.get(h)) {
+            match h.lookup(method, path) {
+                Lookup::NotFound => {}
+                found => return found,
+            }
+        }
+        self.any_host.lookup(method, path)
+    }
+
+    /// Routes matching the path on this host, any method.
+    pub fn at<'a>(
+        &'a self,
+        host: Option<&str>,
+        path: &'a str,
+    ) -> &'a [(Option<String>, Arc<LiveRoute>)] {
+        if let Some(found) = host
+            .and_then(|h| self.by_host.get(h))
+            .and_then(|h| h.at(path))
+        {
+            return found;
+        }
+        self.any_host.at(path).unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wisp_core::{FunctionName, Namespace, RouteAuth, RouteSpec};
+
+    fn live(method: Option<&str>, path: &str, host: Option<&str>, f: &str) -> Arc<LiveRoute> {
+        let spec = RouteSpec {
+            method: method.map(str::to_string),
+            path: path.into(),
+            host: host.map(str::to_string),
+            function: FunctionName::new(f).unwrap(),
+            auth: RouteAuth::None,
+            cors: None,
+            rate: None,
+        };
+        Arc::new(LiveRoute {
+            label: spec.label(),
+            record: RouteRecord {
+                id: spec.id(),
+                namespace: Namespace::default(),
+                spec,
+                created_ms: 0,
+            },
+            limiter: None,
+        })
+    }
+
+    fn found(t: &RouteTable, host: Option<&str>, m: &str, p: &str) -> String {
+        match t.lookup(host, m, p) {
+            Lookup::Found { route, params } => {
+                let ps: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{} {}", route.record.spec.function, ps.join(","))
+            }
+            Lookup::MethodNotAllowed(ms) => format!("405 {}", ms.join(",")),
+            Lookup::NotFound => "404".into(),
+        }
+    }
+
+    #[test]
+    fn most_specific_wins() {
+        let t = RouteTable::build(vec![
+            live(Some("GET"), "/items/{id}", None, "item"),
+            live(Some("GET"), "/items/new", None, "newform"),
+            live(None, "/items/{id}", None, "anyitem"),
+            live(Some("GET"), "/files/{*rest}", None, "files"),
+            live(
+                Some("GET"),
+                "/items/{id}",
+                Some("api.shop.example"),
+                "shopitem",
+            ),
+            live(Some("POST"), "/orders", None, "orders"),
+        ])
+        .ok()
+        .unwrap();
+        assert_eq!(found(&t, None, "GET", "/items/42"), "item id=42");
+        assert_eq!(found(&t, None, "GET", "/items/new"), "newform ");
+        assert_eq!(found(&t, None, "DELETE", "/items/42"), "anyitem id=42");
+        assert_eq!(
+            found(&t, None, "GET", "/files/a/b.txt"),
+            "files rest=a/b.txt"
+        );
+        assert_eq!(
+            found(&t, Some("api.shop.example"), "GET", "/items/7"),
+            "shopitem id=7"
+        );
+        assert_eq!(
+            found(&t, Some("api.shop.example"), "POST", "/orders"),
+            "orders "
+        );
+        assert_eq!(found(&t, None, "GET", "/orders"), "405 POST");
+        assert_eq!(found(&t, None, "GET", "/nothing"), "404");
+    }
+
+    #[test]
+    fn conflicts_are_rejected() {
+        let same = RouteTable::build(vec![
+            live(Some("GET"), "/a/{id}", None, "x"),
+            live(Some("GET"), "/a/{id}", None, "y"),
+        ]);
+        assert!(matches!(same, Err((Conflict::Same(_), _))));
+        let clash = RouteTable::build(vec![
+            live(Some("GET"), "/a/{id}", None, "x"),
+            live(Some("POST"), "/a/{name}", None, "y"),
+        ]);
+        assert!(matches!(clash, Err((Conflict::Path { .. }, _))));
+    }
+}
