@@ -10,3 +10,7 @@ python3 "$BENCH_DIR/coldstart.py" "$WISP" "$HELLO_WASM" "$RESULTS/coldstart.json
 cat "$RESULTS/coldstart.json"
 echo "== durable async invocations (events)"
 python3 "$BENCH_DIR/events.py" "$WISP" "$HELLO_WASM" "$RESULTS/events.json"
+echo "== gateway: API key + rate limits + CORS vs a plain route"
+"$BENCH_DIR/gateway.sh"
+echo "== route lookup: 10 vs 10,000 routes"
+cargo bench --manifest-path "$REPO/Cargo.toml" -p wisp-gateway --bench routes -- "$RESULTS/routes.json"

@@ -162,35 +162,55 @@ pub struct RouteArgs {
     command: RouteCommand,
 }
 
+#[derive(clap::Args)]
+struct RouteAdd {
+    /// HTTP method (GET, POST, …) or ANY
+    method: String,
+    /// Path template: /items/{id} (one segment), /files/{*rest} (the rest)
+    path: String,
+    /// The function that answers
+    #[arg(long)]
+    function: String,
+    /// Only for requests to this host (a custom domain), e.g. api.shop.example
+    #[arg(long)]
+    host: Option<String>,
+    /// none; api-key (callers send a key from `wisp apikey create` in
+    /// x-api-key); or jwt (callers send `Authorization: Bearer <JWT>`,
+    /// checked with the --jwt-* keys)
+    #[arg(long, default_value = "none", value_parser = ["none", "api-key", "jwt"])]
+    auth: String,
+    /// With --auth jwt: the required `iss` claim
+    #[arg(long, value_name = "ISSUER")]
+    jwt_issuer: Option<String>,
+    /// With --auth jwt: a value the `aud` claim must hold
+    #[arg(long, value_name = "AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// With --auth jwt: verify HS256 tokens with the value of this secret (`wisp secret set`)
+    #[arg(long, value_name = "SECRET")]
+    jwt_hs256_secret: Option<String>,
+    /// With --auth jwt: verify RS256 tokens with this PEM public key (repeatable)
+    #[arg(long, value_name = "FILE")]
+    jwt_rs256_key: Vec<std::path::PathBuf>,
+    /// With --auth jwt: verify ES256 tokens with this PEM public key (repeatable)
+    #[arg(long, value_name = "FILE")]
+    jwt_es256_key: Vec<std::path::PathBuf>,
+    /// Origins browsers may call from, comma-separated (https://shop.example), or *
+    #[arg(long, value_name = "ORIGINS")]
+    cors: Option<String>,
+    /// Let browsers send cookies/credentials (with --cors listing origins)
+    #[arg(long, requires = "cors")]
+    cors_credentials: bool,
+    /// Requests per second/minute/hour for the whole route, e.g. 50/s
+    #[arg(long)]
+    rate: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 #[derive(Subcommand)]
 enum RouteCommand {
     /// Route requests to a function: `wisp route add GET /items/{id} --function items`
-    Add {
-        /// HTTP method (GET, POST, …) or ANY
-        method: String,
-        /// Path template: /items/{id} (one segment), /files/{*rest} (the rest)
-        path: String,
-        /// The function that answers
-        #[arg(long)]
-        function: String,
-        /// Only for requests to this host (a custom domain), e.g. api.shop.example
-        #[arg(long)]
-        host: Option<String>,
-        /// none, or api-key (callers send a key from `wisp apikey create` in x-api-key)
-        #[arg(long, default_value = "none", value_parser = ["none", "api-key"])]
-        auth: String,
-        /// Origins browsers may call from, comma-separated (https://shop.example), or *
-        #[arg(long, value_name = "ORIGINS")]
-        cors: Option<String>,
-        /// Let browsers send cookies/credentials (with --cors listing origins)
-        #[arg(long, requires = "cors")]
-        cors_credentials: bool,
-        /// Requests per second/minute/hour for the whole route, e.g. 50/s
-        #[arg(long)]
-        rate: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Add(Box<RouteAdd>),
     /// List routes
     #[command(alias = "list")]
     Ls {
@@ -215,18 +235,42 @@ enum RouteCommand {
 
 pub async fn route(a: RouteArgs) -> anyhow::Result<()> {
     match a.command {
-        RouteCommand::Add {
-            method,
-            path,
-            function,
-            host,
-            auth,
-            cors,
-            cors_credentials,
-            rate,
-            client,
-        } => {
+        RouteCommand::Add(add) => {
+            let RouteAdd {
+                method,
+                path,
+                function,
+                host,
+                auth,
+                jwt_issuer,
+                jwt_audience,
+                jwt_hs256_secret,
+                jwt_rs256_key,
+                jwt_es256_key,
+                cors,
+                cors_credentials,
+                rate,
+                client,
+            } = *add;
             let c = Client::from_args(&client)?;
+            let mut keys = Vec::new();
+            if let Some(secret) = jwt_hs256_secret {
+                keys.push(json!({"alg": "HS256", "secret": secret}));
+            }
+            for (alg, files) in [("RS256", &jwt_rs256_key), ("ES256", &jwt_es256_key)] {
+                for f in files {
+                    let pem = std::fs::read_to_string(f)
+                        .with_context(|| format!("reading the {alg} key {}", f.display()))?;
+                    keys.push(json!({"alg": alg, "pem": pem}));
+                }
+            }
+            let jwt = if auth == "jwt" {
+                Some(json!({"issuer": jwt_issuer, "audience": jwt_audience, "keys": keys}))
+            } else if !keys.is_empty() || jwt_issuer.is_some() || jwt_audience.is_some() {
+                bail!("--jwt-* options need --auth jwt");
+            } else {
+                None
+            };
             let cors = cors.map(|o| {
                 json!({
                     "origins": o.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
@@ -239,6 +283,7 @@ pub async fn route(a: RouteArgs) -> anyhow::Result<()> {
                 "host": host,
                 "function": function,
                 "auth": auth,
+                "jwt": jwt,
                 "cors": cors,
                 "rate": rate,
             });

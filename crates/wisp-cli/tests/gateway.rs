@@ -1110,6 +1110,27 @@ async fn secrets_reach_functions_and_nowhere_else() {
         .await
         .unwrap();
     assert_eq!(seen, value, "the function sees the value");
+    // A function that prints its secret: the activation log masks it.
+    let r = node
+        .get("/ns/shop/fn/pay/printenv/STRIPE_KEY")
+        .send()
+        .await
+        .unwrap();
+    let act = r.headers()["x-wisp-activation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.text().await.unwrap(), "printed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = node
+        .json_ns("shop", &format!("/v1/activations/{act}"))
+        .await;
+    assert!(
+        a["logs"].as_str().unwrap().contains("STRIPE_KEY=***"),
+        "{a}"
+    );
+    let logs_cli = out(&node.cli(&["logs", "--ns", "shop", "pay"]));
+    assert!(logs_cli.contains("STRIPE_KEY=***"), "{logs_cli}");
     // A function of another namespace cannot reference it.
     create_ns(&node, "other").await;
     let r = deploy_in(&node, "other", "pay", json!({"secrets": ["STRIPE_KEY"]})).await;
@@ -1131,7 +1152,7 @@ async fn secrets_reach_functions_and_nowhere_else() {
         .unwrap();
     assert_eq!(seen, "sk_live_rotated_77");
 
-    let mut shown = String::new();
+    let mut shown = logs_cli.clone();
     for args in [
         &["secret", "ls", "--ns", "shop"][..],
         &["secret", "get", "--ns", "shop", "STRIPE_KEY"],
@@ -1185,4 +1206,153 @@ async fn secrets_reach_functions_and_nowhere_else() {
         files.iter().any(|(w, b)| *w == "node log" && !b.is_empty()),
         "the node logged nothing at debug level"
     );
+}
+
+/// Makes keys and tokens with PyJWT (and `cryptography`), as an identity
+/// provider would: prints the public keys' paths and the tokens as JSON.
+const JWT_SCRIPT: &str = r#"
+import json, sys, time, jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa, ec
+out_dir, hs_old, hs_new = sys.argv[1], sys.argv[2], sys.argv[3]
+rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+ec_key = ec.generate_private_key(ec.SECP256R1())
+def pub(k, name):
+    path = f"{out_dir}/{name}.pem"
+    with open(path, "wb") as f:
+        f.write(k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+now = int(time.time())
+ok = {"iss": "https://id.example", "aud": "shop", "sub": "user-7", "exp": now + 600}
+def claims(**kw):
+    c = dict(ok); c.update(kw); return c
+print(json.dumps({
+    "rs_pem": pub(rsa_key, "rs"), "es_pem": pub(ec_key, "es"),
+    "rs_good": jwt.encode(ok, rsa_key, algorithm="RS256"),
+    "es_good": jwt.encode(claims(aud=["other", "shop"]), ec_key, algorithm="ES256"),
+    "hs_good": jwt.encode(ok, hs_old, algorithm="HS256"),
+    "hs_new": jwt.encode(ok, hs_new, algorithm="HS256"),
+    "expired": jwt.encode(claims(exp=now - 3600), rsa_key, algorithm="RS256"),
+    "wrong_aud": jwt.encode(claims(aud="admin"), rsa_key, algorithm="RS256"),
+    "wrong_iss": jwt.encode(claims(iss="https://evil.example"), rsa_key, algorithm="RS256"),
+    "forged": jwt.encode(ok, other_rsa, algorithm="RS256"),
+    "alg_none": jwt.encode(ok, None, algorithm="none"),
+    "no_exp": jwt.encode({"iss": "https://id.example", "aud": "shop"}, rsa_key, algorithm="RS256"),
+}))
+"#;
+
+#[tokio::test]
+async fn jwt_routes_verify_hs256_rs256_es256_and_their_claims() {
+    let node = Node::fresh("jwt", &[]);
+    node.deploy_ok("items", &fixture("testfn"), SPEC()).await;
+    let python = std::env::var("WISP_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(&python)
+        .args(["-c", JWT_SCRIPT])
+        .arg(&node.dir)
+        .args([
+            "hs-old-shared-key-0123456789",
+            "hs-new-shared-key-9876543210",
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running {python}: {e} (scripts/test makes a venv with PyJWT and sets WISP_PYTHON)"
+            )
+        });
+    assert!(
+        o.status.success(),
+        "the PyJWT script failed (scripts/test installs pyjwt[crypto] into its venv and sets WISP_PYTHON): {}",
+        out(&o)
+    );
+    let t: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = node.cli_stdin(
+        &["secret", "set", "JWT_HS"],
+        b"hs-old-shared-key-0123456789",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+
+    let missing = node.cli(&[
+        "route",
+        "add",
+        "GET",
+        "/echo/x",
+        "--function",
+        "items",
+        "--auth",
+        "jwt",
+        "--jwt-hs256-secret",
+        "NOPE",
+    ]);
+    assert!(!missing.status.success());
+    assert!(out(&missing).contains("NOPE"), "{}", out(&missing));
+    let o = node.cli(&[
+        "route",
+        "add",
+        "GET",
+        "/echo/me",
+        "--function",
+        "items",
+        "--auth",
+        "jwt",
+        "--jwt-issuer",
+        "https://id.example",
+        "--jwt-audience",
+        "shop",
+        "--jwt-hs256-secret",
+        "JWT_HS",
+        "--jwt-rs256-key",
+        t["rs_pem"].as_str().unwrap(),
+        "--jwt-es256-key",
+        t["es_pem"].as_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let call = |token: Option<&str>| {
+        let mut rb = node.get("/echo/me");
+        if let Some(tk) = token {
+            rb = rb.bearer_auth(tk);
+        }
+        rb.send()
+    };
+    for good in ["rs_good", "es_good", "hs_good"] {
+        let r = call(t[good].as_str()).await.unwrap();
+        assert_eq!(r.status(), 200, "{good}");
+        let v: Value = r.json().await.unwrap();
+        let claims: Value =
+            serde_json::from_str(v["headers"]["x-wisp-jwt-claims"].as_str().unwrap()).unwrap();
+        assert_eq!(claims["sub"], "user-7", "{good}");
+    }
+    expect_error(call(None).await.unwrap(), 401, "missing_token", "Bearer").await;
+    for (bad, why) in [
+        ("expired", "expired"),
+        ("wrong_aud", "audience"),
+        ("wrong_iss", "issuer"),
+        ("forged", "signature"),
+        ("alg_none", "\"none\""),
+        ("no_exp", "exp"),
+        ("hs_new", "signature"),
+    ] {
+        expect_error(
+            call(t[bad].as_str()).await.unwrap(),
+            401,
+            "invalid_token",
+            why,
+        )
+        .await;
+    }
+    // Rotating the shared secret takes effect at once.
+    let o = node.cli_stdin(
+        &["secret", "set", "JWT_HS"],
+        b"hs-new-shared-key-9876543210",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(call(t["hs_new"].as_str()).await.unwrap().status(), 200);
+    expect_error(
+        call(t["hs_good"].as_str()).await.unwrap(),
+        401,
+        "invalid_token",
+        "signature",
+    )
+    .await;
+    assert_eq!(call(t["rs_good"].as_str()).await.unwrap().status(), 200);
 }

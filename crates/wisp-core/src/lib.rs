@@ -20,7 +20,7 @@ pub use event::{
 pub use ids::{
     ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,
 };
-pub use route::{Cors, RouteAuth, RouteRecord, RouteSpec};
+pub use route::{Cors, JwtAuth, JwtKey, RouteAuth, RouteRecord, RouteSpec};
 pub use spec::{Destination, FunctionRecord, FunctionSpec, SpecError};
 pub use store::{
     AccessLogStore, ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey,

@@ -14,6 +14,9 @@ pub enum RouteAuth {
     None,
     /// An `x-api-key` header with a key of the route's namespace.
     ApiKey,
+    /// An `Authorization: Bearer <JWT>` header, verified with the route's
+    /// `jwt` settings.
+    Jwt,
 }
 
 impl RouteAuth {
@@ -21,11 +24,47 @@ impl RouteAuth {
         match s {
             "none" | "public" => Ok(Self::None),
             "api-key" | "apikey" => Ok(Self::ApiKey),
+            "jwt" => Ok(Self::Jwt),
             _ => Err(TenancyError::Invalid(format!(
-                "auth {s:?} is not one of none, api-key"
+                "auth {s:?} is not one of none, api-key, jwt"
             ))),
         }
     }
+}
+
+/// JWT validation settings of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    /// Required `iss` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// A value the `aud` claim must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Keys a token may be signed with (any one verifies).
+    pub keys: Vec<JwtKey>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u32,
+}
+
+fn default_leeway() -> u32 {
+    60
+}
+
+/// A key to verify JWT signatures with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "alg", deny_unknown_fields)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum JwtKey {
+    /// HMAC-SHA256 with the value of a namespace secret (by name), so the
+    /// shared key is encrypted at rest like every secret.
+    HS256 { secret: String },
+    /// RSA PKCS#1 v1.5 with SHA-256: a PEM public key (SubjectPublicKeyInfo).
+    RS256 { pem: String },
+    /// ECDSA P-256 with SHA-256: a PEM public key (SubjectPublicKeyInfo).
+    ES256 { pem: String },
 }
 
 /// Cross-origin settings of a route.
@@ -71,6 +110,9 @@ pub struct RouteSpec {
     pub function: FunctionName,
     #[serde(default)]
     pub auth: RouteAuth,
+    /// With `auth = jwt`: how tokens are verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtAuth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
     /// Requests per period for the whole route (all callers together).
@@ -151,6 +193,27 @@ impl RouteSpec {
                 ));
             }
         }
+        match (&self.auth, &self.jwt) {
+            (RouteAuth::Jwt, None) => {
+                return bad("auth jwt needs jwt settings with at least one key".to_string());
+            }
+            (RouteAuth::Jwt, Some(j)) if j.keys.is_empty() => {
+                return bad(
+                    "jwt: give at least one key (HS256 secret, RS256 or ES256 PEM)".to_string(),
+                );
+            }
+            (RouteAuth::Jwt, Some(j)) => {
+                for k in &j.keys {
+                    if let JwtKey::HS256 { secret } = k {
+                        crate::tenancy::check_secret_name(secret)?;
+                    }
+                }
+            }
+            (_, Some(_)) => {
+                return bad("jwt settings are given but auth is not jwt".to_string());
+            }
+            _ => {}
+        }
         if let Some(c) = &self.cors {
             if c.origins.is_empty() {
                 return bad("cors: give at least one origin, or * for any".to_string());
@@ -220,6 +283,7 @@ mod tests {
             host: None,
             function: FunctionName::new("f").unwrap(),
             auth: RouteAuth::None,
+            jwt: None,
             cors: None,
             rate: None,
         }

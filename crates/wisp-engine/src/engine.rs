@@ -111,6 +111,8 @@ pub(crate) struct Entry {
     last_used_ms: AtomicI64,
     running: AtomicUsize,
     metrics: Arc<FunctionMetrics>,
+    /// Values of the function's secrets as last loaded: masked in its logs.
+    secret_values: RwLock<Arc<[String]>>,
 }
 
 /// What `finish` needs to know about a run besides its report.
@@ -255,6 +257,7 @@ impl Engine {
             last_used_ms: AtomicI64::new(now_ms()),
             running: AtomicUsize::new(0),
             metrics,
+            secret_values: RwLock::new(Arc::from(Vec::new())),
             record,
         });
         self.inner
@@ -338,14 +341,16 @@ impl Engine {
         ns: &Namespace,
         artifact: &Digest,
         spec: &FunctionSpec,
-    ) -> Result<Arc<Prepared>, EngineError> {
+    ) -> Result<(Arc<Prepared>, Vec<String>), EngineError> {
         let wasm = self.inner.wasm.clone();
         let artifacts = self.inner.artifacts.clone();
         let secrets = self.inner.secrets.clone();
         let (digest, mut spec, ns) = (artifact.clone(), spec.clone(), ns.clone());
         let queued = Instant::now();
-        let prepared = blocking(move || {
+        let (prepared, values) = blocking(move || {
+            let mut values = Vec::new();
             for (k, v) in secrets.secret_values(&ns, &spec.secrets)? {
+                values.push(v.clone());
                 spec.env.insert(k, v);
             }
             let started = Instant::now();
@@ -361,10 +366,10 @@ impl Engine {
                 link_us = loaded.elapsed().as_micros() as u64,
                 "function loaded"
             );
-            Ok::<_, EngineError>(prepared)
+            Ok::<_, EngineError>((prepared, values))
         })
         .await??;
-        Ok(Arc::new(prepared))
+        Ok((Arc::new(prepared), values))
     }
 
     async fn prepared(&self, entry: &Entry) -> Result<(Arc<Prepared>, bool), EngineError> {
@@ -386,7 +391,11 @@ impl Engine {
             return Ok((p.clone(), true)); // loaded by a concurrent request: this one waited too
         }
         let r = &entry.record;
-        let p = self.load(&r.namespace, &r.artifact, &r.spec).await?;
+        let (p, values) = self.load(&r.namespace, &r.artifact, &r.spec).await?;
+        *entry
+            .secret_values
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = values.into();
         *entry.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
         Ok((p, true))
     }
@@ -458,6 +467,18 @@ impl Engine {
         } else {
             (report.outcome, report.error)
         };
+        let (mut logs, mut error) = (report.logs, error);
+        let secrets = entry
+            .secret_values
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for v in secrets.iter().filter(|v| !v.is_empty()) {
+            if logs.contains(v.as_str()) {
+                logs = logs.replace(v.as_str(), "***");
+            }
+            error = error.map(|e| e.replace(v.as_str(), "***"));
+        }
         entry.metrics.finished(outcome, run_time, done.cold);
         entry.running.fetch_sub(1, Ordering::AcqRel);
         entry.last_used_ms.store(now_ms(), Ordering::Relaxed);
@@ -479,7 +500,7 @@ impl Engine {
             outcome,
             cold: done.cold,
             status: report.status,
-            logs: report.logs,
+            logs,
             logs_truncated: report.logs_truncated,
             error: error.clone(),
             event,
@@ -608,11 +629,14 @@ impl Engine {
         spec: FunctionSpec,
     ) -> Result<FunctionRecord, EngineError> {
         spec.validate()?;
-        let prepared = self.load(ns, &artifact, &spec).await?;
+        let (prepared, values) = self.load(ns, &artifact, &spec).await?;
         let registry = self.inner.registry.clone();
         let (n2, nm2) = (ns.clone(), name.clone());
         let record = blocking(move || registry.put_function(&n2, &nm2, &artifact, &spec)).await??;
         self.insert_entry(record.clone(), Some(prepared));
+        if let Ok(e) = self.entry(ns, name) {
+            *e.secret_values.write().unwrap_or_else(|p| p.into_inner()) = values.into();
+        }
         Ok(record)
     }
 

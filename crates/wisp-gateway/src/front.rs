@@ -326,7 +326,7 @@ pub async fn serve_route(State(st): State<AppState>, req: Request) -> Response {
         Lookup::NotFound => return not_found(&method, &path),
     };
     let (mut parts, body) = req.into_parts();
-    let origin = allowed_origin(&route, &parts.headers).map(|(c, o)| (c.clone(), o.clone()));
+    let origin = allowed_origin(&route, &parts.headers).map(|(_, o)| o.clone());
     let bytes_in = Arc::new(AtomicU64::new(0));
     let mut pending = Pending {
         st: st.clone(),
@@ -339,13 +339,62 @@ pub async fn serve_route(State(st): State<AppState>, req: Request) -> Response {
         bytes_in: bytes_in.clone(),
     };
     let with_cors = |mut resp: Response| {
-        if let Some((c, o)) = &origin {
+        if let (Some(o), Some(c)) = (&origin, &route.record.spec.cors) {
             cors_headers(resp.headers_mut(), c, o);
         }
         resp
     };
+    let mut claims = None;
     let key = match route.record.spec.auth {
         RouteAuth::None => None,
+        RouteAuth::Jwt => {
+            let verdict = match &route.jwt {
+                Some(Ok(v)) => {
+                    let bearer = parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "));
+                    match bearer {
+                        None => Err((
+                            StatusCode::UNAUTHORIZED,
+                            "missing_token",
+                            format!(
+                                "route {} needs a JWT in `Authorization: Bearer <token>`",
+                                route.label
+                            ),
+                        )),
+                        Some(t) => v
+                            .verify(t.trim(), now_ms() / 1000)
+                            .map_err(|e| (StatusCode::UNAUTHORIZED, "invalid_token", e)),
+                    }
+                }
+                Some(Err(e)) => Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "route_misconfigured",
+                    format!("route {} cannot verify tokens: {e}", route.label),
+                )),
+                None => Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "route_misconfigured",
+                    format!("route {} has auth jwt without jwt settings", route.label),
+                )),
+            };
+            match verdict {
+                Ok(c) => claims = Some(c),
+                Err((status, code, msg)) => {
+                    let mut resp = ApiError::new(status, code, msg).into_response();
+                    if status == StatusCode::UNAUTHORIZED {
+                        resp.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                        );
+                    }
+                    return with_cors(pending.refuse(resp));
+                }
+            }
+            None
+        }
         RouteAuth::ApiKey => {
             let given = parts
                 .headers
@@ -390,16 +439,22 @@ pub async fn serve_route(State(st): State<AppState>, req: Request) -> Response {
     };
     // The function gets the path parameters and the key's name, never the key.
     parts.headers.remove(API_KEY_HEADER);
-    if let Ok(v) = HeaderValue::from_str(&params) {
-        parts.headers.insert("x-wisp-path-params", v);
+    let params = match params {
+        None => HeaderValue::from_static("{}"),
+        Some(p) => HeaderValue::from_str(&p).unwrap_or(HeaderValue::from_static("{}")),
+    };
+    parts.headers.insert("x-wisp-path-params", params);
+    if let Some(v) = &route.label_header {
+        parts.headers.insert("x-wisp-route", v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&route.label) {
-        parts.headers.insert("x-wisp-route", v);
-    }
-    if let Some(k) = &key
-        && let Ok(v) = HeaderValue::from_str(&k.record.name)
-    {
+    if let Some(v) = key.as_ref().and_then(|k| k.name_header.clone()) {
         parts.headers.insert("x-wisp-api-key-name", v);
+    }
+    // The verified claims, so the function need not parse the token again.
+    if let Some(c) = &claims
+        && let Ok(v) = HeaderValue::from_str(&c.to_string())
+    {
+        parts.headers.insert("x-wisp-jwt-claims", v);
     }
     let counted = http_body_util::BodyExt::map_frame(body, move |f: Frame<Bytes>| {
         if let Some(d) = f.data_ref() {
@@ -441,10 +496,14 @@ fn not_found(method: &str, path: &str) -> Response {
     .into_response()
 }
 
-fn params_json(params: &[(&str, &str)]) -> String {
+/// The path parameters as a JSON object; `None` when there are none.
+fn params_json(params: &[(&str, &str)]) -> Option<String> {
+    if params.is_empty() {
+        return None;
+    }
     let map: serde_json::Map<String, serde_json::Value> = params
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
         .collect();
-    serde_json::Value::Object(map).to_string()
+    Some(serde_json::Value::Object(map).to_string())
 }

@@ -4,6 +4,7 @@
 
 use crate::access::{AccessLog, AccessLogSettings};
 use crate::error::ApiError;
+use crate::jwt::Verifier;
 use crate::limits::{QuotaCounter, RateLimiter};
 use crate::routes::{Conflict, LiveRoute, RouteTable};
 use crate::tenancy::{Tenancy, random_hex, sha256_hex};
@@ -12,13 +13,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use wisp_core::time::now_ms;
 use wisp_core::{
-    AccessLogStore, ApiKeyRecord, Namespace, Quota, Rate, Role, RouteRecord, RouteSpec, StoreError,
-    TenantStore, TokenRecord,
+    AccessLogStore, ApiKeyRecord, JwtKey, Namespace, Quota, Rate, Role, RouteRecord, RouteSpec,
+    StoreError, TenantStore, TokenRecord,
 };
 
 /// An API key with its live limiter and quota count.
 pub struct LiveKey {
     pub record: ApiKeyRecord,
+    /// The name as a header value, made once (`x-wisp-api-key-name`).
+    pub name_header: Option<http::HeaderValue>,
     pub limiter: Option<RateLimiter>,
     pub quota: Option<QuotaCounter>,
 }
@@ -63,11 +66,40 @@ async fn blocking<T: Send + 'static>(
         .map_err(store_err)
 }
 
-fn live_route(record: RouteRecord) -> Arc<LiveRoute> {
+/// Builds a route's live state; its JWT verifier reads the HS256 secret
+/// from the store (so call it off the request path).
+fn live_route(record: RouteRecord, store: &dyn TenantStore) -> Arc<LiveRoute> {
+    let jwt = record.spec.jwt.as_ref().map(|cfg| {
+        let hs256 = cfg.keys.iter().find_map(|k| match k {
+            JwtKey::HS256 { secret } => Some(secret.clone()),
+            _ => None,
+        });
+        let value = match hs256 {
+            None => None,
+            Some(name) => match store.secret_values(&record.namespace, std::slice::from_ref(&name))
+            {
+                Ok(mut v) => v.pop().map(|(_, v)| v),
+                Err(e) => return Err(e.to_string()),
+            },
+        };
+        Verifier::new(cfg, value.as_deref())
+    });
+    let label = record.spec.label();
     Arc::new(LiveRoute {
-        label: record.spec.label(),
+        label_header: http::HeaderValue::from_str(&label).ok(),
+        label,
         limiter: record.spec.rate.map(RateLimiter::new),
+        jwt,
         record,
+    })
+}
+
+/// Routes whose JWT keys use the secret `name`.
+fn uses_secret(r: &LiveRoute, name: &str) -> bool {
+    r.record.spec.jwt.as_ref().is_some_and(|j| {
+        j.keys
+            .iter()
+            .any(|k| matches!(k, JwtKey::HS256 { secret } if secret == name))
     })
 }
 
@@ -85,7 +117,11 @@ impl Gate {
         settings: AccessLogSettings,
     ) -> Result<Arc<Self>, StoreError> {
         let tenancy = Tenancy::load(store.as_ref(), admin_token)?;
-        let routes: Vec<_> = store.list_routes()?.into_iter().map(live_route).collect();
+        let routes: Vec<_> = store
+            .list_routes()?
+            .into_iter()
+            .map(|r| live_route(r, store.as_ref()))
+            .collect();
         let table = match RouteTable::build(routes.clone()) {
             Ok(t) => t,
             Err((_, bad)) => {
@@ -105,6 +141,7 @@ impl Gate {
             .into_iter()
             .map(|k| {
                 let live = LiveKey {
+                    name_header: http::HeaderValue::from_str(&k.name).ok(),
                     limiter: k.rate.map(RateLimiter::new),
                     quota: k
                         .quota
@@ -220,9 +257,13 @@ impl Gate {
             spec,
             created_ms: now_ms(),
         };
+        let (store, r) = (self.store.clone(), record.clone());
+        let new = blocking(move || Ok(live_route(r, store.as_ref()))).await?;
+        if let Some(Err(e)) = &new.jwt {
+            return Err(ApiError::bad_request("invalid_route", format!("jwt: {e}")));
+        }
         let current = self.routes();
         let mut routes = current.routes.clone();
-        let new = live_route(record.clone());
         routes.push(new.clone());
         let table = RouteTable::build(routes).map_err(|(c, _)| match c {
             Conflict::Same(other) => ApiError::new(
@@ -272,6 +313,42 @@ impl Gate {
         Ok(true)
     }
 
+    /// Rebuilds the JWT verifiers of routes that use a secret that changed.
+    pub async fn refresh_secret(&self, ns: &Namespace, name: &str) -> Result<(), ApiError> {
+        let _guard = self.changing.lock().await;
+        let current = self.routes();
+        if !current
+            .routes
+            .iter()
+            .any(|r| r.record.namespace == *ns && uses_secret(r, name))
+        {
+            return Ok(());
+        }
+        let (store, routes, n, nm) = (
+            self.store.clone(),
+            current.routes.clone(),
+            ns.clone(),
+            name.to_string(),
+        );
+        let rebuilt = blocking(move || {
+            Ok(routes
+                .into_iter()
+                .map(|r| {
+                    if r.record.namespace == n && uses_secret(&r, &nm) {
+                        live_route(r.record.clone(), store.as_ref())
+                    } else {
+                        r
+                    }
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        // The same routes as before: no new conflicts.
+        let table = RouteTable::build(rebuilt).unwrap_or_default();
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        Ok(())
+    }
+
     pub fn list_routes(&self, ns: &Namespace) -> Vec<RouteRecord> {
         self.routes()
             .routes
@@ -306,6 +383,7 @@ impl Gate {
         let (store, r) = (self.store.clone(), record.clone());
         blocking(move || store.put_api_key(&r)).await?;
         let live = LiveKey {
+            name_header: http::HeaderValue::from_str(&record.name).ok(),
             limiter: rate.map(RateLimiter::new),
             quota: quota.map(|q| QuotaCounter::new(q, None)),
             record: record.clone(),

@@ -12,8 +12,9 @@ mod events_api;
 mod front;
 mod gate;
 mod invoke;
-mod limits;
-mod routes;
+pub mod jwt;
+pub mod limits;
+pub mod routes;
 mod tenancy;
 mod tenants_api;
 

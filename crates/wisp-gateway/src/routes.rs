@@ -5,16 +5,22 @@
 //! one for any method. The table is rebuilt on every change (routes are
 //! few changes, many lookups) and swapped in whole.
 
+use crate::jwt::Verifier;
 use crate::limits::RateLimiter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wisp_core::RouteRecord;
 
-/// A route with its live state (its rate limiter).
+/// A route with its live state (its rate limiter, its JWT verifier).
 pub struct LiveRoute {
     pub record: RouteRecord,
     pub label: String,
+    /// `label` as a header value, made once (`x-wisp-route`).
+    pub label_header: Option<http::HeaderValue>,
     pub limiter: Option<RateLimiter>,
+    /// With `auth = jwt`: the verifier, or why it could not be built (a
+    /// missing secret): then the route refuses every request.
+    pub jwt: Option<Result<Verifier, String>>,
 }
 
 struct PathEntry {
@@ -93,11 +99,16 @@ impl HostTable {
             return Lookup::NotFound;
         };
         let entry = &self.paths[*m.value];
-        let exact = entry
-            .methods
-            .iter()
-            .find(|(em, _)| em.as_deref() == Some(method))
-            .or_else(|| entry.methods.iter().find(|(em, _)| em.is_none()));
+        let by_method = |m: &str| {
+            entry
+                .methods
+                .iter()
+                .find(|(em, _)| em.as_deref() == Some(m))
+        };
+        // HEAD is answered by the GET route when there is no HEAD route.
+        let exact = by_method(method)
+            .or_else(|| entry.methods.iter().find(|(em, _)| em.is_none()))
+            .or_else(|| (method == "HEAD").then(|| by_method("GET")).flatten());
         match exact {
             Some((_, route)) => Lookup::Found {
                 route,
@@ -174,11 +185,13 @@ mod tests {
             host: host.map(str::to_string),
             function: FunctionName::new(f).unwrap(),
             auth: RouteAuth::None,
+            jwt: None,
             cors: None,
             rate: None,
         };
         Arc::new(LiveRoute {
             label: spec.label(),
+            label_header: None,
             record: RouteRecord {
                 id: spec.id(),
                 namespace: Namespace::default(),
@@ -186,6 +199,7 @@ mod tests {
                 created_ms: 0,
             },
             limiter: None,
+            jwt: None,
         })
     }
 
@@ -233,6 +247,7 @@ mod tests {
             "orders "
         );
         assert_eq!(found(&t, None, "GET", "/orders"), "405 POST");
+        assert_eq!(found(&t, None, "HEAD", "/items/new"), "newform ");
         assert_eq!(found(&t, None, "GET", "/nothing"), "404");
     }
 

@@ -25,8 +25,6 @@ pub const NAMESPACE_HEADER: &str = "x-wisp-namespace";
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub ns: Namespace,
-    /// `admin` (the node's admin token) or `token:<id>`.
-    pub actor: String,
     /// The node's admin token: may create and delete namespaces.
     pub node_admin: bool,
 }
@@ -234,33 +232,35 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         )
         .into_response();
     }
-    if !role.allows(need) {
-        let method = req.method().clone();
-        return forbidden(format!(
-            "a {role} token may not {method} {path} (this request needs the {} permission; ask an admin of namespace {ns:?} for a token with another role)",
-            need.as_str()
-        ));
-    }
-    let scope = Scope {
-        ns,
-        actor,
-        node_admin: bound.is_none(),
-    };
     let audit = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && need != Permission::Invoke;
     let action = format!("{} {}", req.method(), path);
-    let (ns, actor) = (scope.ns.clone(), scope.actor.clone());
+    let record = |ns: Namespace, actor: String, status: StatusCode| {
+        if audit {
+            st.gate.access.audit(AuditEntry {
+                time_ms: now_ms(),
+                namespace: ns,
+                actor,
+                action: action.clone(),
+                status: status.as_u16(),
+            });
+        }
+    };
+    if !role.allows(need) {
+        let resp = forbidden(format!(
+            "a {role} token may not {action} (this request needs the {} permission; ask an admin of namespace {ns:?} for a token with another role)",
+            need.as_str()
+        ));
+        record(ns, actor, resp.status());
+        return resp;
+    }
+    let scope = Scope {
+        ns: ns.clone(),
+        node_admin: bound.is_none(),
+    };
     req.extensions_mut().insert(scope);
     let resp = next.run(req).await;
-    if audit {
-        st.gate.access.audit(AuditEntry {
-            time_ms: now_ms(),
-            namespace: ns,
-            actor,
-            action,
-            status: resp.status().as_u16(),
-        });
-    }
+    record(ns, actor, resp.status());
     resp
 }
 

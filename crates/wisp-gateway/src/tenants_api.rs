@@ -332,6 +332,7 @@ async fn put_secret(
         )
     })?;
     st.engine.put_secret(&scope.ns, &name, req.value).await?;
+    st.gate.refresh_secret(&scope.ns, &name).await?;
     Ok((
         StatusCode::OK,
         Json(json!({"namespace": scope.ns, "name": name, "updated_ms": now_ms()})),
@@ -374,7 +375,9 @@ async fn delete_secret(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     secret_name(&name)?;
-    if st.engine.delete_secret(&scope.ns, &name).await? {
+    let deleted = st.engine.delete_secret(&scope.ns, &name).await?;
+    st.gate.refresh_secret(&scope.ns, &name).await?;
+    if deleted {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(secret_not_found(&scope, &name))
