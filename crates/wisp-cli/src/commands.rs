@@ -56,6 +56,10 @@ pub struct DeployArgs {
     /// variable of the same name (repeatable; set it with `wisp secret set`)
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// Answer only through routes (`wisp route add`), not at the direct
+    /// URL /fn/NAME/ (which does no auth)
+    #[arg(long)]
+    no_direct_url: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -111,6 +115,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "on_success": a.on_success,
         "on_failure": a.on_failure,
         "secrets": a.secrets,
+        "direct_url": !a.no_direct_url,
     });
     let body = json!({"artifact": digest, "spec": spec});
     let resp = client

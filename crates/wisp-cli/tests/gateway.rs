@@ -398,6 +398,14 @@ async fn api_keys_are_shown_once_checked_and_revocable() {
         .unwrap();
     expect_error(r, 403, "invalid_api_key", "not valid").await;
 
+    // Deployed with --no-direct-url, the function answers only through its routes.
+    let o = node.cli(&["deploy", "items", support::fixtures().join("testfn.wasm").to_str().unwrap(), "--no-direct-url"]);
+    assert!(o.status.success(), "{}", out(&o));
+    expect_error(node.get("/fn/items/echo").send().await.unwrap(), 403, "direct_url_disabled", "routes").await;
+    expect_error(node.get("/ns/default/fn/items/echo").send().await.unwrap(), 403, "direct_url_disabled", "routes").await;
+    let r = node.get("/echo/k/1").header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
     let o = node.cli(&["apikey", "revoke", "mobile-app"]);
     assert!(o.status.success(), "{}", out(&o));
     let r = node

@@ -55,6 +55,10 @@ pub struct FunctionSpec {
     /// loaded; the values are never part of the spec.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Whether the function answers at its direct URL (`/fn/NAME/…`,
+    /// `/ns/NS/fn/NAME/…`), which does no auth. Off for functions that
+    /// must only be reached through routes with API keys or JWTs.
+    pub direct_url: bool,
 }
 
 /// Where an async result goes: another function's queue or a topic.
@@ -109,6 +113,7 @@ impl Default for FunctionSpec {
             on_success: None,
             on_failure: None,
             secrets: Vec::new(),
+            direct_url: true,
         }
     }
 }

@@ -640,6 +640,11 @@ impl Engine {
         Ok(record)
     }
 
+    /// Whether the function answers at its direct URL (`/fn/…`).
+    pub fn direct_url(&self, ns: &Namespace, name: &FunctionName) -> Result<bool, EngineError> {
+        Ok(self.entry(ns, name)?.record.spec.direct_url)
+    }
+
     pub async fn get_function(
         &self,
         ns: &Namespace,

@@ -116,7 +116,27 @@ pub(crate) async fn call(
 
 async fn forward(st: AppState, name: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
     let name = function_name(name)?;
-    invoke_with_path(&st, &Namespace::default(), &name, rest, req, "http").await
+    direct(&st, &Namespace::default(), &name, rest, req).await
+}
+
+/// A direct URL: only for functions that did not turn it off.
+async fn direct(
+    st: &AppState,
+    ns: &Namespace,
+    name: &FunctionName,
+    rest: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if !st.engine.direct_url(ns, name)? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "direct_url_disabled",
+            format!(
+                "function {name:?} is deployed with --no-direct-url: call it through its routes (wisp route ls)"
+            ),
+        ));
+    }
+    invoke_with_path(st, ns, name, rest, req, "http").await
 }
 
 fn namespace(ns: &str) -> Result<Namespace, ApiError> {
@@ -131,7 +151,7 @@ pub async fn ns_fn_root(
 ) -> Response {
     let run = async {
         let (ns, name) = (namespace(&ns)?, function_name(&name)?);
-        invoke_with_path(&st, &ns, &name, "", req, "http").await
+        direct(&st, &ns, &name, "", req).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -143,7 +163,7 @@ pub async fn ns_fn_path(
 ) -> Response {
     let run = async {
         let (ns, name) = (namespace(&ns)?, function_name(&name)?);
-        invoke_with_path(&st, &ns, &name, &rest, req, "http").await
+        direct(&st, &ns, &name, &rest, req).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
