@@ -399,11 +399,33 @@ async fn api_keys_are_shown_once_checked_and_revocable() {
     expect_error(r, 403, "invalid_api_key", "not valid").await;
 
     // Deployed with --no-direct-url, the function answers only through its routes.
-    let o = node.cli(&["deploy", "items", support::fixtures().join("testfn.wasm").to_str().unwrap(), "--no-direct-url"]);
+    let o = node.cli(&[
+        "deploy",
+        "items",
+        support::fixtures().join("testfn.wasm").to_str().unwrap(),
+        "--no-direct-url",
+    ]);
     assert!(o.status.success(), "{}", out(&o));
-    expect_error(node.get("/fn/items/echo").send().await.unwrap(), 403, "direct_url_disabled", "routes").await;
-    expect_error(node.get("/ns/default/fn/items/echo").send().await.unwrap(), 403, "direct_url_disabled", "routes").await;
-    let r = node.get("/echo/k/1").header("x-api-key", &key).send().await.unwrap();
+    expect_error(
+        node.get("/fn/items/echo").send().await.unwrap(),
+        403,
+        "direct_url_disabled",
+        "routes",
+    )
+    .await;
+    expect_error(
+        node.get("/ns/default/fn/items/echo").send().await.unwrap(),
+        403,
+        "direct_url_disabled",
+        "routes",
+    )
+    .await;
+    let r = node
+        .get("/echo/k/1")
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let o = node.cli(&["apikey", "revoke", "mobile-app"]);
@@ -1016,6 +1038,20 @@ async fn usage_access_log_and_audit_record_who_did_what() {
     assert_eq!(row(&by_key, "mobile")["requests"].as_u64(), Some(5));
     let by_fn: Value = node.json_ns("shop", "/v1/usage?by=function").await;
     assert_eq!(row(&by_fn, "items")["requests"].as_u64(), Some(8));
+
+    let metrics = node.metrics().await;
+    for line in [
+        r#"wisp_gateway_requests_total{namespace="shop",route="GET /status/{code}",class="5xx"} 2"#,
+        r#"wisp_gateway_requests_total{namespace="shop",route="GET /echo/u/{id}",class="2xx"} 5"#,
+        r#"wisp_gateway_requests_total{namespace="shop",route="GET /echo/u/{id}",class="4xx"} 1"#,
+        "wisp_gateway_routes 2",
+        "wisp_access_log_dropped_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in metrics:\n{metrics}"
+        );
+    }
 
     // The CLI, as in the issue.
     let o = node.cli(&["usage", "--ns", "shop", "--by", "route", "--since", "24h"]);

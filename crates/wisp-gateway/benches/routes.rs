@@ -33,6 +33,7 @@ fn route(method: Option<&str>, path: String, host: Option<String>) -> Arc<LiveRo
         },
         limiter: None,
         jwt: None,
+        answers: Default::default(),
     })
 }
 

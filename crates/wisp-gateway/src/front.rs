@@ -155,6 +155,7 @@ struct Pending {
 
 impl Pending {
     fn log(self, status: u16, bytes_out: u64, activation_id: Option<String>) {
+        self.route.count(status);
         let r = &self.route.record;
         self.st.gate.access.access(AccessEntry {
             time_ms: self.time_ms,

@@ -90,6 +90,7 @@ fn live_route(record: RouteRecord, store: &dyn TenantStore) -> Arc<LiveRoute> {
         label,
         limiter: record.spec.rate.map(RateLimiter::new),
         jwt,
+        answers: Default::default(),
         record,
     })
 }
@@ -415,6 +416,40 @@ impl Gate {
             .collect();
         v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         v
+    }
+
+    /// The gateway's Prometheus metrics.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering;
+        let _ = writeln!(
+            out,
+            "# HELP wisp_gateway_requests_total Requests on routes, by namespace, route and status class.\n# TYPE wisp_gateway_requests_total counter"
+        );
+        for r in &self.routes().routes {
+            for (i, n) in r.answers.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let route = r.label.replace('\\', "\\\\").replace('"', "\\\"");
+                    let _ = writeln!(
+                        out,
+                        "wisp_gateway_requests_total{{namespace=\"{}\",route=\"{route}\",class=\"{}xx\"}} {n}",
+                        r.record.namespace,
+                        i + 1
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP wisp_gateway_routes Routes configured.\n# TYPE wisp_gateway_routes gauge\nwisp_gateway_routes {}",
+            self.routes().routes.len()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP wisp_access_log_dropped_total Access and audit log entries dropped because the writer fell behind.\n# TYPE wisp_access_log_dropped_total counter\nwisp_access_log_dropped_total {}",
+            self.access.dropped.load(Ordering::Relaxed)
+        );
     }
 
     /// Writes pending access-log entries and quota counts; stops the writer.

@@ -10,7 +10,9 @@ use http_body_util::{BodyExt, Limited};
 use wisp_core::{FunctionName, Namespace};
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let mut r = st.engine.metrics_text().into_response();
+    let mut text = st.engine.metrics_text();
+    st.gate.render_metrics(&mut text);
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

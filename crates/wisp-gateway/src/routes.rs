@@ -21,6 +21,15 @@ pub struct LiveRoute {
     /// With `auth = jwt`: the verifier, or why it could not be built (a
     /// missing secret): then the route refuses every request.
     pub jwt: Option<Result<Verifier, String>>,
+    /// Answers by status class (1xx..5xx), for `/metrics`.
+    pub answers: [std::sync::atomic::AtomicU64; 5],
+}
+
+impl LiveRoute {
+    pub fn count(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.answers[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 struct PathEntry {
@@ -200,6 +209,7 @@ mod tests {
             },
             limiter: None,
             jwt: None,
+            answers: Default::default(),
         })
     }
 
