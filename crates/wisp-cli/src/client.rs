@@ -82,3 +82,11 @@ impl Client {
             .context("reading the node's JSON response")
     }
 }
+
+/// `DELETE path` on the node the arguments point at; fails with the node's
+/// message.
+pub async fn delete(args: &ClientArgs, path: &str) -> anyhow::Result<()> {
+    let client = Client::from_args(args)?;
+    client.send(client.request(Method::DELETE, path)).await?;
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! the status of an async invocation.
 
 use crate::ClientArgs;
-use crate::client::Client;
+use crate::client::{Client, delete};
 use crate::commands::{guess_content_type, read_data, ts};
 use anyhow::bail;
 use clap::Subcommand;
@@ -64,12 +64,6 @@ enum TopicCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-}
-
-async fn delete(client: &ClientArgs, path: &str) -> anyhow::Result<()> {
-    let client = Client::from_args(client)?;
-    client.send(client.request(Method::DELETE, path)).await?;
-    Ok(())
 }
 
 pub async fn topic(a: TopicArgs) -> anyhow::Result<()> {

@@ -2,18 +2,12 @@
 //! API keys, secrets, the access log and the audit log.
 
 use crate::ClientArgs;
-use crate::client::Client;
+use crate::client::{Client, delete};
 use crate::commands::ts;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-async fn delete(client: &ClientArgs, path: &str) -> anyhow::Result<()> {
-    let client = Client::from_args(client)?;
-    client.send(client.request(Method::DELETE, path)).await?;
-    Ok(())
-}
 
 async fn post(client: &Client, path: &str, body: Value) -> anyhow::Result<Value> {
     let resp = client

@@ -22,19 +22,13 @@ fn route(method: Option<&str>, path: String, host: Option<String>) -> Arc<LiveRo
         cors: None,
         rate: None,
     };
-    Arc::new(LiveRoute {
-        label: spec.label(),
-        label_header: None,
-        record: RouteRecord {
-            id: spec.id(),
-            namespace: Namespace::default(),
-            spec,
-            created_ms: 0,
-        },
-        limiter: None,
-        jwt: None,
-        answers: Default::default(),
-    })
+    let record = RouteRecord {
+        id: spec.id(),
+        namespace: Namespace::default(),
+        spec,
+        created_ms: 0,
+    };
+    LiveRoute::new(record, None)
 }
 
 /// A request: (host, method, path).

@@ -84,15 +84,7 @@ fn live_route(record: RouteRecord, store: &dyn TenantStore) -> Arc<LiveRoute> {
         };
         Verifier::new(cfg, value.as_deref())
     });
-    let label = record.spec.label();
-    Arc::new(LiveRoute {
-        label_header: http::HeaderValue::from_str(&label).ok(),
-        label,
-        limiter: record.spec.rate.map(RateLimiter::new),
-        jwt,
-        answers: Default::default(),
-        record,
-    })
+    LiveRoute::new(record, jwt)
 }
 
 /// Routes whose JWT keys use the secret `name`.

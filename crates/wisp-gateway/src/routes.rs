@@ -26,6 +26,19 @@ pub struct LiveRoute {
 }
 
 impl LiveRoute {
+    /// A route's live state; `jwt` is its verifier when it has `auth = jwt`.
+    pub fn new(record: RouteRecord, jwt: Option<Result<Verifier, String>>) -> Arc<Self> {
+        let label = record.spec.label();
+        Arc::new(Self {
+            label_header: http::HeaderValue::from_str(&label).ok(),
+            label,
+            limiter: record.spec.rate.map(RateLimiter::new),
+            jwt,
+            answers: Default::default(),
+            record,
+        })
+    }
+
     pub fn count(&self, status: u16) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.answers[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -198,19 +211,13 @@ mod tests {
             cors: None,
             rate: None,
         };
-        Arc::new(LiveRoute {
-            label: spec.label(),
-            label_header: None,
-            record: RouteRecord {
-                id: spec.id(),
-                namespace: Namespace::default(),
-                spec,
-                created_ms: 0,
-            },
-            limiter: None,
-            jwt: None,
-            answers: Default::default(),
-        })
+        let record = RouteRecord {
+            id: spec.id(),
+            namespace: Namespace::default(),
+            spec,
+            created_ms: 0,
+        };
+        LiveRoute::new(record, None)
     }
 
     fn found(t: &RouteTable, host: Option<&str>, m: &str, p: &str) -> String {
