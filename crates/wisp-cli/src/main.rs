@@ -101,6 +101,8 @@ enum Command {
     Apikey(tenants::ApiKeyArgs),
     /// Secrets: encrypted at rest, seen by functions deployed with --secret NAME
     Secret(tenants::SecretArgs),
+    /// AWS-style access keys for the Lambda Invoke API (boto3, the AWS CLI)
+    Accesskey(tenants::AccessKeyArgs),
     /// Requests on gateway routes: time, route, key, status, latency, activation
     AccessLog(tenants::AccessLogArgs),
     /// Management actions in a namespace: who did what, when
@@ -153,6 +155,7 @@ fn main() -> std::process::ExitCode {
             Command::Apikey(a) => tenants::apikey(a).await,
             Command::Secret(a) => tenants::secret(a).await,
             Command::AccessLog(a) => tenants::access_log(a).await,
+            Command::Accesskey(a) => tenants::accesskey(a).await,
             Command::Audit(a) => tenants::audit(a).await,
         }
     });

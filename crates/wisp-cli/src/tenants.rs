@@ -684,3 +684,75 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// ---- access keys (Lambda Invoke API) ----
+
+#[derive(clap::Args)]
+pub struct AccessKeyArgs {
+    #[command(subcommand)]
+    command: AccessKeyCommand,
+}
+
+#[derive(Subcommand)]
+enum AccessKeyCommand {
+    /// Create an AWS-style access key for the Lambda Invoke API (boto3, the
+    /// AWS CLI); the secret is printed once
+    Create {
+        /// What the key may do [default: invoker]
+        #[arg(long, default_value = "invoker", value_parser = ["admin", "deployer", "invoker", "reader"])]
+        role: String,
+        /// A name to recognise it by
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a namespace's access keys (ids and roles; never the secrets)
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke an access key by id
+    #[command(alias = "rm", alias = "delete")]
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn accesskey(a: AccessKeyArgs) -> anyhow::Result<()> {
+    match a.command {
+        AccessKeyCommand::Create { role, name, client } => {
+            let c = Client::from_args(&client)?;
+            let v = post(&c, "/v1/accesskeys", json!({"role": role, "name": name})).await?;
+            println!("aws_access_key_id = {}", s(&v["id"]));
+            println!("aws_secret_access_key = {}", s(&v["secret_access_key"]));
+            eprintln!(
+                "created {role} access key for namespace {}; the secret is shown only now. Use it with an AWS SDK or the AWS CLI and --endpoint-url {}",
+                s(&v["namespace"]),
+                c.url
+            );
+        }
+        AccessKeyCommand::Ls { client } => {
+            let c = Client::from_args(&client)?;
+            let v = c.get_json("/v1/accesskeys").await?;
+            println!("{:<22} {:<10} {:<20} CREATED", "ID", "ROLE", "NAME");
+            for k in v.as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{:<22} {:<10} {:<20} {}",
+                    s(&k["id"]),
+                    s(&k["role"]),
+                    k["name"].as_str().unwrap_or("-"),
+                    ts(k["created_ms"].as_i64().unwrap_or(0))
+                );
+            }
+        }
+        AccessKeyCommand::Revoke { id, client } => {
+            delete(&client, &format!("/v1/accesskeys/{id}")).await?;
+            println!("revoked access key {id}");
+        }
+    }
+    Ok(())
+}

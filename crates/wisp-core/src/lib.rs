@@ -27,6 +27,6 @@ pub use store::{
     QueueOp, QueueOpResult, Registry, StoreError, TenantStore,
 };
 pub use tenancy::{
-    AccessEntry, AccessFilter, ApiKeyRecord, AuditEntry, GatewayUsage, Permission, Quota,
-    QuotaCount, Rate, Role, SecretInfo, TenancyError, TokenRecord, UsageBy,
+    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage, Permission,
+    Quota, QuotaCount, Rate, Role, SecretInfo, TenancyError, TokenRecord, UsageBy,
 };

@@ -13,8 +13,8 @@ use crate::ids::{
 use crate::route::RouteRecord;
 use crate::spec::{FunctionRecord, FunctionSpec};
 use crate::tenancy::{
-    AccessEntry, AccessFilter, ApiKeyRecord, AuditEntry, GatewayUsage, QuotaCount, SecretInfo,
-    TokenRecord, UsageBy,
+    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage, QuotaCount,
+    SecretInfo, TokenRecord, UsageBy,
 };
 use std::path::PathBuf;
 
@@ -267,6 +267,12 @@ pub trait TenantStore: Send + Sync + 'static {
         ns: &Namespace,
         names: &[String],
     ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Stores an access key with its secret (encrypted at rest).
+    fn put_access_key(&self, k: &AccessKeyRecord, secret: &str) -> Result<(), StoreError>;
+    fn delete_access_key(&self, ns: &Namespace, id: &str) -> Result<bool, StoreError>;
+    /// Every access key with its secret, decrypted.
+    fn access_keys(&self) -> Result<Vec<(AccessKeyRecord, String)>, StoreError>;
 
     fn insert_audit(&self, batch: &[AuditEntry]) -> Result<(), StoreError>;
     /// Newest first.

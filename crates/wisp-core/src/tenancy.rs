@@ -298,6 +298,20 @@ pub struct ApiKeyRecord {
     pub hash: String,
 }
 
+/// An AWS-style access key for the Lambda Invoke API (Signature V4). The
+/// secret is needed to check signatures, so it is stored encrypted like a
+/// secret, not hashed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    /// `WISP` + 16 upper-case letters and digits, like an AWS key id.
+    pub id: String,
+    pub namespace: Namespace,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub created_ms: i64,
+}
+
 /// A key's quota count for one period, kept across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaCount {

@@ -123,6 +123,8 @@ struct Finished {
     cold: bool,
     load_time: Duration,
     event: Option<EventRef>,
+    /// Hand the (masked) logs back in the summary too.
+    keep_logs: bool,
 }
 
 /// How a run ended, for callers that wait on it (queue workers).
@@ -131,6 +133,22 @@ pub(crate) struct RunSummary {
     pub outcome: Outcome,
     pub status: u16,
     pub error: Option<String>,
+    /// The run's logs, when the caller asked to keep them.
+    pub logs: Option<String>,
+}
+
+/// A synchronous invocation whose response was read whole
+/// ([`Engine::invoke_collect`]).
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub activation_id: ActivationId,
+    pub outcome: Outcome,
+    pub status: u16,
+    pub error: Option<String>,
+    /// What the function printed (secrets masked).
+    pub logs: String,
+    pub body: Vec<u8>,
+    pub version: u32,
 }
 
 pub(crate) type Key = (Namespace, FunctionName);
@@ -415,26 +433,37 @@ impl Engine {
         let entry = self.entry(ns, name)?;
         let start_ms = now_ms();
         entry.last_used_ms.store(start_ms, Ordering::Relaxed);
-        let permit = match entry.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => match tokio::time::timeout(
-                self.inner.settings.queue_wait,
-                entry.slots.clone().acquire_owned(),
-            )
-            .await
-            {
-                Ok(Ok(p)) => p,
-                _ => {
-                    self.record_throttle(&entry, trigger, start_ms);
-                    return Err(EngineError::Throttled {
-                        name: name.clone(),
-                        limit: entry.record.spec.concurrency,
-                        retry_after_s: 1,
-                    });
-                }
-            },
-        };
+        let permit = self.admit(&entry, trigger, start_ms).await?;
         self.run(entry, permit, req, trigger, start_ms).await
+    }
+
+    /// A slot under the function's concurrency limit: at once, or after
+    /// waiting up to `queue_wait`; else the invocation is throttled.
+    async fn admit(
+        &self,
+        entry: &Arc<Entry>,
+        trigger: &'static str,
+        start_ms: i64,
+    ) -> Result<OwnedSemaphorePermit, EngineError> {
+        if let Ok(p) = entry.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        match tokio::time::timeout(
+            self.inner.settings.queue_wait,
+            entry.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                self.record_throttle(entry, trigger, start_ms);
+                Err(EngineError::Throttled {
+                    name: entry.record.name.clone(),
+                    limit: entry.record.spec.concurrency,
+                    retry_after_s: 1,
+                })
+            }
+        }
     }
 
     /// Loads the function when cold and counts the run as started.
@@ -479,6 +508,7 @@ impl Engine {
             }
             error = error.map(|e| e.replace(v.as_str(), "***"));
         }
+        let kept_logs = done.keep_logs.then(|| logs.clone());
         entry.metrics.finished(outcome, run_time, done.cold);
         entry.running.fetch_sub(1, Ordering::AcqRel);
         entry.last_used_ms.store(now_ms(), Ordering::Relaxed);
@@ -512,6 +542,7 @@ impl Engine {
             outcome,
             status: report.status,
             error,
+            logs: kept_logs,
         }
     }
 
@@ -540,6 +571,7 @@ impl Engine {
             cold,
             load_time,
             event: None,
+            keep_logs: false,
         };
         let mut resp = prepared
             .start(req, timeout, move |report: RunReport| {
@@ -578,8 +610,55 @@ impl Engine {
             cold,
             load_time,
             event: Some(event),
+            keep_logs: false,
         };
         Ok((self.finish(&entry, done, report), body))
+    }
+
+    /// Invokes a function like [`Engine::invoke`], reads up to `keep` bytes
+    /// of its response and returns them with how the run ended and its
+    /// logs (for the Lambda Invoke API, which answers with both).
+    pub async fn invoke_collect<B>(
+        &self,
+        ns: &Namespace,
+        name: &FunctionName,
+        req: http::Request<B>,
+        trigger: &'static str,
+        keep: usize,
+    ) -> Result<Collected, EngineError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let entry = self.entry(ns, name)?;
+        let start_ms = now_ms();
+        entry.last_used_ms.store(start_ms, Ordering::Relaxed);
+        let permit = self.admit(&entry, trigger, start_ms).await?;
+        let (prepared, cold, load_time) = self.begin(&entry).await?;
+        let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
+        let (report, body) = prepared.run_collect(req, timeout, keep).await;
+        drop(permit);
+        let id = ActivationId::generate();
+        let done = Finished {
+            id: id.clone(),
+            trigger,
+            start_ms,
+            cold,
+            load_time,
+            event: None,
+            keep_logs: true,
+        };
+        let version = entry.record.version;
+        let s = self.finish(&entry, done, report);
+        Ok(Collected {
+            activation_id: id,
+            outcome: s.outcome,
+            status: s.status,
+            error: s.error,
+            logs: s.logs.unwrap_or_default(),
+            body,
+            version,
+        })
     }
 
     fn record_throttle(&self, entry: &Entry, trigger: &'static str, start_ms: i64) {

@@ -447,6 +447,7 @@ impl Engine {
                     outcome: Outcome::Error,
                     status: 500,
                     error: Some(e.to_string()),
+                    logs: None,
                 },
                 Vec::new(),
             ),

@@ -12,7 +12,7 @@ mod queue;
 mod recorder;
 mod triggers;
 
-pub use engine::{Engine, EngineError, EngineSettings, InvokeResponse};
+pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse};
 pub use events::{
     Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,
 };

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use wisp_core::time::now_ms;
 use wisp_core::{
-    AccessLogStore, ApiKeyRecord, JwtKey, Namespace, Quota, Rate, Role, RouteRecord, RouteSpec,
-    StoreError, TenantStore, TokenRecord,
+    AccessKeyRecord, AccessLogStore, ApiKeyRecord, JwtKey, Namespace, Quota, Rate, Role,
+    RouteRecord, RouteSpec, StoreError, TenantStore, TokenRecord,
 };
 
 /// An API key with its live limiter and quota count.
@@ -38,6 +38,8 @@ pub struct Gate {
     keys: Keys,
     /// Serializes route changes (build, store, swap).
     changing: tokio::sync::Mutex<()>,
+    /// Access keys for the Lambda Invoke API: id → (record, secret).
+    access_keys: RwLock<HashMap<String, (AccessKeyRecord, String)>>,
 }
 
 fn store_err(e: StoreError) -> ApiError {
@@ -145,6 +147,11 @@ impl Gate {
             })
             .collect();
         let keys: Keys = Arc::new(RwLock::new(keys));
+        let access_keys = store
+            .access_keys()?
+            .into_iter()
+            .map(|(k, secret)| (k.id.clone(), (k, secret)))
+            .collect();
         let (k2, s2) = (keys.clone(), store.clone());
         let access = AccessLog::start(
             access_store.clone(),
@@ -161,6 +168,7 @@ impl Gate {
             routes: RwLock::new(Arc::new(table)),
             keys,
             changing: tokio::sync::Mutex::new(()),
+            access_keys: RwLock::new(access_keys),
         }))
     }
 
@@ -196,6 +204,10 @@ impl Gate {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, k| k.record.namespace != *ns);
+        self.access_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (k, _)| k.namespace != *ns);
         Ok(deleted)
     }
 
@@ -408,6 +420,79 @@ impl Gate {
             .collect();
         v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         v
+    }
+
+    // ---- access keys (Lambda Invoke API) ----
+
+    pub async fn create_access_key(
+        &self,
+        ns: &Namespace,
+        role: Role,
+        name: Option<String>,
+    ) -> Result<NewSecret<AccessKeyRecord>, ApiError> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let raw = random_hex(10)?;
+        let id: String = "WISP"
+            .chars()
+            .chain(
+                hex::decode(&raw)
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|b| [b >> 3, b & 0x07])
+                    .take(16)
+                    .map(|v| ALPHABET[v as usize % ALPHABET.len()] as char),
+            )
+            .collect();
+        let secret = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            hex::decode(random_hex(30)?).unwrap_or_default(),
+        );
+        let record = AccessKeyRecord {
+            id,
+            namespace: ns.clone(),
+            role,
+            name,
+            created_ms: now_ms(),
+        };
+        let (store, r, sec) = (self.store.clone(), record.clone(), secret.clone());
+        blocking(move || store.put_access_key(&r, &sec)).await?;
+        self.access_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(record.id.clone(), (record.clone(), secret.clone()));
+        Ok(NewSecret { record, secret })
+    }
+
+    pub async fn delete_access_key(&self, ns: &Namespace, id: &str) -> Result<bool, ApiError> {
+        let (store, n, i) = (self.store.clone(), ns.clone(), id.to_string());
+        let deleted = blocking(move || store.delete_access_key(&n, &i)).await?;
+        self.access_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (k, _)| !(k.namespace == *ns && k.id == id));
+        Ok(deleted)
+    }
+
+    pub fn list_access_keys(&self, ns: &Namespace) -> Vec<AccessKeyRecord> {
+        let mut v: Vec<_> = self
+            .access_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(k, _)| k.namespace == *ns)
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort_by_key(|k| k.created_ms);
+        v
+    }
+
+    /// An access key and its secret, by id.
+    pub fn access_key(&self, id: &str) -> Option<(AccessKeyRecord, String)> {
+        self.access_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// The gateway's Prometheus metrics.

@@ -13,8 +13,10 @@ mod front;
 mod gate;
 mod invoke;
 pub mod jwt;
+mod lambda_api;
 pub mod limits;
 pub mod routes;
+mod sigv4;
 mod tenancy;
 mod tenants_api;
 
@@ -24,7 +26,7 @@ pub use gate::Gate;
 pub use tenancy::NAMESPACE_HEADER;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use std::sync::Arc;
 use wisp_engine::Engine;
 
@@ -62,6 +64,10 @@ pub fn router(engine: Engine, gate: Arc<Gate>, config: GatewayConfig) -> Router 
         .route("/ns/{ns}/fn/{name}", any(invoke::ns_fn_root))
         .route("/ns/{ns}/fn/{name}/", any(invoke::ns_fn_root))
         .route("/ns/{ns}/fn/{name}/{*rest}", any(invoke::ns_fn_path))
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(lambda_api::invoke),
+        )
         .nest("/v1", api::routes(state.clone()))
         .fallback(front::serve_route)
         .with_state(state)

@@ -132,7 +132,7 @@ impl Tenancy {
 
     /// Who the bearer token belongs to: (actor, namespace it is bound to —
     /// none for the node's admin token —, role).
-    fn identify(&self, token: &str) -> Option<(String, Option<Namespace>, Role)> {
+    pub(crate) fn identify(&self, token: &str) -> Option<(String, Option<Namespace>, Role)> {
         if same(token.as_bytes(), self.admin_token.as_bytes()) {
             return Some(("admin".into(), None, Role::Admin));
         }
@@ -153,7 +153,7 @@ fn needed(method: &Method, path: &str) -> Permission {
     let first = seg.first().copied().unwrap_or("");
     let read = matches!(*method, Method::GET | Method::HEAD);
     match first {
-        "tokens" | "apikeys" | "audit" => Permission::Admin,
+        "tokens" | "apikeys" | "accesskeys" | "audit" => Permission::Admin,
         "secrets" if !read => Permission::Admin,
         "namespaces" if !read => Permission::Admin,
         "functions" if seg.get(2) == Some(&"invoke") => Permission::Invoke,

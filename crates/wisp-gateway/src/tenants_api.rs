@@ -34,6 +34,8 @@ pub fn routes() -> Router<AppState> {
             "/secrets/{name}",
             put(put_secret).get(get_secret).delete(delete_secret),
         )
+        .route("/accesskeys", get(list_access_keys).post(create_access_key))
+        .route("/accesskeys/{id}", delete(delete_access_key))
         .route("/audit", get(audit))
         .route("/access-log", get(access_log))
 }
@@ -179,6 +181,59 @@ async fn delete_token(
             "token_not_found",
             format!(
                 "token {id:?} not found in namespace {:?} (wisp token ls lists them)",
+                scope.ns
+            ),
+        ))
+    }
+}
+
+// ---- access keys (Lambda Invoke API, SigV4) ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessKeyRequest {
+    #[serde(default = "invoker")]
+    role: String,
+    name: Option<String>,
+}
+
+fn invoker() -> String {
+    "invoker".into()
+}
+
+async fn create_access_key(
+    State(st): State<AppState>,
+    scope: Scope,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: AccessKeyRequest = json_body(&body)?;
+    let role = Role::parse(&req.role).map_err(invalid("invalid_role"))?;
+    if let Some(n) = &req.name {
+        wisp_core::tenancy::check_key_name(n)
+            .map_err(|e| ApiError::bad_request("invalid_name", format!("access key {e}")))?;
+    }
+    let k = st.gate.create_access_key(&scope.ns, role, req.name).await?;
+    let mut v = serde_json::to_value(&k.record).unwrap_or_default();
+    v["secret_access_key"] = json!(k.secret);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn list_access_keys(State(st): State<AppState>, scope: Scope) -> Response {
+    Json(st.gate.list_access_keys(&scope.ns)).into_response()
+}
+
+async fn delete_access_key(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if st.gate.delete_access_key(&scope.ns, &id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found(
+            "accesskey_not_found",
+            format!(
+                "access key {id:?} not found in namespace {:?} (wisp accesskey ls lists them)",
                 scope.ns
             ),
         ))

@@ -6,8 +6,9 @@ use crate::sqlite::{SqliteStore, db, percentile};
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 use wisp_core::{
-    AccessEntry, AccessFilter, AccessLogStore, ApiKeyRecord, AuditEntry, GatewayUsage, Namespace,
-    QuotaCount, Role, RouteRecord, SecretInfo, StoreError, TenantStore, TokenRecord, UsageBy,
+    AccessEntry, AccessFilter, AccessKeyRecord, AccessLogStore, ApiKeyRecord, AuditEntry,
+    GatewayUsage, Namespace, QuotaCount, Role, RouteRecord, SecretInfo, StoreError, TenantStore,
+    TokenRecord, UsageBy,
 };
 
 pub(crate) const SCHEMA: &str = "
@@ -52,6 +53,15 @@ CREATE TABLE IF NOT EXISTS secrets (
     value BLOB NOT NULL,
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS access_keys (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    role TEXT NOT NULL,
+    name TEXT,
+    nonce BLOB NOT NULL,
+    secret BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit_log (
     time_ms INTEGER NOT NULL,
@@ -111,7 +121,7 @@ impl TenantStore for SqliteStore {
                 params![n.as_str()],
             )
             .map_err(db)?;
-        for table in ["tokens", "routes", "api_keys", "secrets"] {
+        for table in ["tokens", "routes", "api_keys", "secrets", "access_keys"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
                 params![n.as_str()],
@@ -442,6 +452,73 @@ impl TenantStore for SqliteStore {
             let value = String::from_utf8(plain)
                 .map_err(|_| StoreError::Corrupt(format!("secret {name:?} is not UTF-8")))?;
             out.push((name.clone(), value));
+        }
+        Ok(out)
+    }
+
+    fn put_access_key(&self, k: &AccessKeyRecord, secret: &str) -> Result<(), StoreError> {
+        let key = self.secret_key.as_ref().ok_or_else(|| {
+            StoreError::Secrets("no secret key is configured for this store".into())
+        })?;
+        let (nonce, sealed) = key.seal(&format!("accesskey/{}", k.id), secret.as_bytes())?;
+        self.conn()
+            .execute(
+                "INSERT INTO access_keys (id, namespace, role, name, nonce, secret, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![k.id, k.namespace.as_str(), k.role.as_str(), k.name, nonce, sealed, k.created_ms],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn delete_access_key(&self, n: &Namespace, id: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "DELETE FROM access_keys WHERE namespace = ?1 AND id = ?2",
+                params![n.as_str(), id],
+            )
+            .map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    fn access_keys(&self) -> Result<Vec<(AccessKeyRecord, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, namespace, role, name, nonce, secret, created_ms FROM access_keys ORDER BY namespace, created_ms")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, n, role, name, nonce, sealed, created_ms) = r.map_err(db)?;
+            let Some(key) = self.secret_key.as_ref() else {
+                return Err(StoreError::Secrets(
+                    "no secret key is configured for this store".into(),
+                ));
+            };
+            let secret = key.open(&format!("accesskey/{id}"), &nonce, &sealed)?;
+            let secret = String::from_utf8(secret).map_err(corrupt)?;
+            out.push((
+                AccessKeyRecord {
+                    id,
+                    namespace: ns(n)?,
+                    role: Role::parse(&role).map_err(corrupt)?,
+                    name,
+                    created_ms,
+                },
+                secret,
+            ));
         }
         Ok(out)
     }
