@@ -56,6 +56,18 @@ pub struct DeployArgs {
     /// variable of the same name (repeatable; set it with `wisp secret set`)
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// What runs the function: wasm (a wasi:http component) or process (a
+    /// .zip/.tar.gz bundle speaking the AWS Lambda Runtime API)
+    #[arg(long, default_value = "wasm", value_parser = ["wasm", "process"])]
+    runtime: String,
+    /// With --runtime process: the handler, passed as _HANDLER (e.g. app.handler)
+    #[arg(long)]
+    handler: Option<String>,
+    /// With --runtime process: the command that starts a runtime client
+    /// (the handler is appended), e.g. "python3 -m awslambdaric"; without
+    /// it the bundle's ./bootstrap runs
+    #[arg(long)]
+    command: Option<String>,
     /// Answer only through routes (`wisp route add`), not at the direct
     /// URL /fn/NAME/ (which does no auth)
     #[arg(long)]
@@ -81,7 +93,12 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         };
         env.insert(k.to_string(), Value::String(v.to_string()));
     }
-    let path = if a.path.is_dir() {
+    let path = if a.path.is_dir() && a.runtime == "process" {
+        bail!(
+            "{} is a directory: a process function is deployed from a .zip or .tar.gz bundle (e.g. `zip -r fn.zip .`)",
+            a.path.display()
+        );
+    } else if a.path.is_dir() {
         let dir = a.path.clone();
         tokio::task::spawn_blocking(move || crate::build::build_crate(&dir)).await??
     } else {
@@ -116,6 +133,9 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "on_failure": a.on_failure,
         "secrets": a.secrets,
         "direct_url": !a.no_direct_url,
+        "runtime": a.runtime,
+        "handler": a.handler,
+        "command": a.command,
     });
     let body = json!({"artifact": digest, "spec": spec});
     let resp = client

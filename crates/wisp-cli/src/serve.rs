@@ -59,6 +59,14 @@ pub struct ServeArgs {
     /// Drop access-log entries older than this
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     access_log_age: Duration,
+    /// How long a new process of a process function may take to ask for
+    /// its first invocation (on top of the invocation's deadline)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    init_timeout: Duration,
+    /// Run process functions without the sandbox (cgroup memory and pids
+    /// limits, own IPC/UTS namespaces; it needs root)
+    #[arg(long)]
+    no_process_sandbox: bool,
     /// How long an Idempotency-Key is remembered
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     idempotency_window: Duration,
@@ -149,6 +157,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             max_events: a.queue_max_events,
             max_bytes: a.queue_max_bytes,
             idempotency_window: a.idempotency_window,
+        },
+        process: wisp_exec_process::ProcessConfig {
+            code_root: dir.join("code"),
+            work_root: dir.join("work"),
+            init_timeout: a.init_timeout,
+            max_log_bytes: 64 * 1024,
+            sandbox: !a.no_process_sandbox,
         },
     };
     let events = Arc::new(

@@ -143,3 +143,17 @@ mod tests {
         );
     }
 }
+
+/// How one run ended, as an executor reports it.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    /// Status sent to the caller.
+    pub status: u16,
+    /// From the start of the run (instantiation, or handing the event to a
+    /// warm process) to the end of the handler.
+    pub run_time: std::time::Duration,
+    pub logs: String,
+    pub logs_truncated: bool,
+    pub error: Option<String>,
+}

@@ -21,7 +21,7 @@ pub use ids::{
     ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,
 };
 pub use route::{Cors, JwtAuth, JwtKey, RouteAuth, RouteRecord, RouteSpec};
-pub use spec::{Destination, FunctionRecord, FunctionSpec, SpecError};
+pub use spec::{Destination, FunctionRecord, FunctionSpec, Runtime, SpecError};
 pub use store::{
     AccessLogStore, ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey,
     QueueOp, QueueOpResult, Registry, StoreError, TenantStore,

@@ -55,10 +55,33 @@ pub struct FunctionSpec {
     /// loaded; the values are never part of the spec.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// What runs the function: a WebAssembly component, or a native
+    /// process speaking the AWS Lambda Runtime API.
+    pub runtime: Runtime,
+    /// With `runtime: process`: the handler (`_HANDLER`), e.g. `app.handler`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    /// With `runtime: process`: the command that starts a runtime client
+    /// (split on whitespace; the handler is appended), e.g.
+    /// `python3 -m awslambdaric`. Without it the bundle's `bootstrap` runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// Whether the function answers at its direct URL (`/fn/NAME/…`,
     /// `/ns/NS/fn/NAME/…`), which does no auth. Off for functions that
     /// must only be reached through routes with API keys or JWTs.
     pub direct_url: bool,
+}
+
+/// What runs a function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A WebAssembly component of the `wasi:http/proxy` world.
+    #[default]
+    Wasm,
+    /// A native program on the AWS Lambda Runtime API, from a .zip or
+    /// .tar.gz bundle.
+    Process,
 }
 
 /// Where an async result goes: another function's queue or a topic.
@@ -114,6 +137,9 @@ impl Default for FunctionSpec {
             on_failure: None,
             secrets: Vec::new(),
             direct_url: true,
+            runtime: Runtime::Wasm,
+            handler: None,
+            command: None,
         }
     }
 }
@@ -137,6 +163,14 @@ pub enum SpecError {
     MaxEventAge(u64),
     #[error("env name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
     EnvName(String),
+    #[error(
+        "handler and command are settings of process functions: add runtime \"process\" (--runtime process)"
+    )]
+    NotProcess,
+    #[error(
+        "command is empty: give the program that starts the runtime client, e.g. \"python3 -m awslambdaric\""
+    )]
+    EmptyCommand,
     #[error("secret name {0:?} is invalid: use letters, digits and '_', not starting with a digit")]
     SecretName(String),
     #[error("{0:?} is both an env variable and a secret: keep one")]
@@ -177,6 +211,12 @@ impl FunctionSpec {
             if !ok {
                 return Err(SpecError::EnvName(k.clone()));
             }
+        }
+        if self.runtime == Runtime::Wasm && (self.handler.is_some() || self.command.is_some()) {
+            return Err(SpecError::NotProcess);
+        }
+        if self.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(SpecError::EmptyCommand);
         }
         for k in &self.secrets {
             if crate::tenancy::check_secret_name(k).is_err() {

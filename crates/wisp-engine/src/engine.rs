@@ -3,6 +3,7 @@
 use crate::events::{Events, QueueSettings};
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
+use crate::runner::Runner;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -14,10 +15,10 @@ use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
 use wisp_core::{
     Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest, EventStore,
-    FunctionName, FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, SecretInfo,
+    FunctionName, FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, Runtime, SecretInfo,
     SpecError, StoreError, TenantStore, TopicName, TriggerName, UsageRow,
 };
-use wisp_exec_wasm::{DeployError, Prepared, ResponseBody, RunReport, WasmEngine};
+use wisp_exec_wasm::{DeployError, ResponseBody, RunReport, WasmEngine};
 
 /// A response from a function, with the `x-wisp-activation-id` header set.
 pub type InvokeResponse = http::Response<ResponseBody>;
@@ -32,6 +33,7 @@ pub struct EngineSettings {
     pub idle_evict: Duration,
     pub retention: RetentionSettings,
     pub queue: QueueSettings,
+    pub process: wisp_exec_process::ProcessConfig,
 }
 
 impl Default for EngineSettings {
@@ -41,6 +43,13 @@ impl Default for EngineSettings {
             idle_evict: Duration::from_secs(600),
             retention: RetentionSettings::default(),
             queue: QueueSettings::default(),
+            process: wisp_exec_process::ProcessConfig {
+                code_root: std::env::temp_dir().join("wisp-code"),
+                work_root: std::env::temp_dir().join("wisp-work"),
+                init_timeout: Duration::from_secs(10),
+                max_log_bytes: 64 * 1024,
+                sandbox: false,
+            },
         }
     }
 }
@@ -65,6 +74,8 @@ pub enum EngineError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Process(#[from] wisp_exec_process::ProcessError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
@@ -106,7 +117,7 @@ pub enum EngineError {
 pub(crate) struct Entry {
     pub(crate) record: FunctionRecord,
     pub(crate) slots: Arc<Semaphore>,
-    prepared: RwLock<Option<Arc<Prepared>>>,
+    prepared: RwLock<Option<Runner>>,
     load_lock: tokio::sync::Mutex<()>,
     last_used_ms: AtomicI64,
     running: AtomicUsize,
@@ -160,6 +171,7 @@ pub(crate) struct Inner {
     artifacts: Arc<dyn ArtifactStore>,
     pub(crate) activations: Arc<dyn ActivationStore>,
     secrets: Arc<dyn TenantStore>,
+    process: wisp_exec_process::ProcessRuntime,
     functions: RwLock<HashMap<Key, Arc<Entry>>>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -228,6 +240,7 @@ impl Engine {
         .map_err(|e| EngineError::Internal(format!("starting the activation recorder: {e}")))?;
         let reg = registry.clone();
         let records = blocking(move || reg.list_functions(None)).await??;
+        let process = wisp_exec_process::ProcessRuntime::new(settings.process.clone());
         let engine = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -236,6 +249,7 @@ impl Engine {
                 artifacts,
                 activations,
                 secrets,
+                process,
                 functions: RwLock::new(HashMap::new()),
                 metrics,
                 recorder,
@@ -262,7 +276,7 @@ impl Engine {
         Ok(engine)
     }
 
-    fn insert_entry(&self, record: FunctionRecord, prepared: Option<Arc<Prepared>>) {
+    fn insert_entry(&self, record: FunctionRecord, prepared: Option<Runner>) {
         let key = (record.namespace.clone(), record.name.clone());
         let metrics = self
             .inner
@@ -357,9 +371,13 @@ impl Engine {
     async fn load(
         &self,
         ns: &Namespace,
+        (name, version): (&FunctionName, u32),
         artifact: &Digest,
         spec: &FunctionSpec,
-    ) -> Result<(Arc<Prepared>, Vec<String>), EngineError> {
+    ) -> Result<(Runner, Vec<String>), EngineError> {
+        if spec.runtime == Runtime::Process {
+            return self.load_process(ns, (name, version), artifact, spec).await;
+        }
         let wasm = self.inner.wasm.clone();
         let artifacts = self.inner.artifacts.clone();
         let secrets = self.inner.secrets.clone();
@@ -387,10 +405,56 @@ impl Engine {
             Ok::<_, EngineError>((prepared, values))
         })
         .await??;
-        Ok((Arc::new(prepared), values))
+        Ok((Runner::Wasm(Arc::new(prepared)), values))
     }
 
-    async fn prepared(&self, entry: &Entry) -> Result<(Arc<Prepared>, bool), EngineError> {
+    /// Unpacks a process function's bundle (once per artifact) and makes
+    /// its (empty) process pool.
+    async fn load_process(
+        &self,
+        ns: &Namespace,
+        (name, version): (&FunctionName, u32),
+        artifact: &Digest,
+        spec: &FunctionSpec,
+    ) -> Result<(Runner, Vec<String>), EngineError> {
+        let (artifacts, secrets, process) = (
+            self.inner.artifacts.clone(),
+            self.inner.secrets.clone(),
+            self.inner.process.clone(),
+        );
+        let (digest, mut spec, ns, name) =
+            (artifact.clone(), spec.clone(), ns.clone(), name.to_string());
+        blocking(move || {
+            let mut values = Vec::new();
+            for (k, v) in secrets.secret_values(&ns, &spec.secrets)? {
+                values.push(v.clone());
+                spec.env.insert(k, v);
+            }
+            let dir = match process.unpacked(&digest) {
+                Some(d) => d,
+                None => {
+                    let bytes = artifacts.get_artifact(&digest)?;
+                    process.unpack(&digest, &bytes)?
+                }
+            };
+            let pool = process.pool(
+                wisp_exec_process::ProcessSpec {
+                    namespace: ns.to_string(),
+                    name,
+                    version,
+                    memory_mb: spec.memory_mb,
+                    env: spec.env.clone(),
+                    handler: spec.handler.clone(),
+                    command: spec.command.clone(),
+                },
+                dir,
+            )?;
+            Ok::<_, EngineError>((Runner::Process(pool), values))
+        })
+        .await?
+    }
+
+    async fn prepared(&self, entry: &Entry) -> Result<(Runner, bool), EngineError> {
         if let Some(p) = entry
             .prepared
             .read()
@@ -409,7 +473,9 @@ impl Engine {
             return Ok((p.clone(), true)); // loaded by a concurrent request: this one waited too
         }
         let r = &entry.record;
-        let (p, values) = self.load(&r.namespace, &r.artifact, &r.spec).await?;
+        let (p, values) = self
+            .load(&r.namespace, (&r.name, r.version), &r.artifact, &r.spec)
+            .await?;
         *entry
             .secret_values
             .write()
@@ -467,7 +533,7 @@ impl Engine {
     }
 
     /// Loads the function when cold and counts the run as started.
-    async fn begin(&self, entry: &Entry) -> Result<(Arc<Prepared>, bool, Duration), EngineError> {
+    async fn begin(&self, entry: &Entry) -> Result<(Runner, bool, Duration), EngineError> {
         let load_started = Instant::now();
         let (prepared, cold) = self.prepared(entry).await?;
         let load_time = if cold {
@@ -564,7 +630,7 @@ impl Engine {
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let this = self.clone();
         let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
-        let done = Finished {
+        let mut done = Finished {
             id,
             trigger,
             start_ms,
@@ -574,8 +640,9 @@ impl Engine {
             keep_logs: false,
         };
         let mut resp = prepared
-            .start(req, timeout, move |report: RunReport| {
+            .start(req, timeout, trigger, move |report: RunReport, spawned| {
                 drop(permit);
+                done.cold |= spawned;
                 this.finish(&entry, done, report);
             })
             .await;
@@ -601,13 +668,13 @@ impl Engine {
         let start_ms = now_ms();
         let (prepared, cold, load_time) = self.begin(&entry).await?;
         let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
-        let (report, body) = prepared.run_collect(req, timeout, keep).await;
+        let (report, body, spawned) = prepared.run_collect(req, timeout, trigger, keep).await;
         drop(permit);
         let done = Finished {
             id: ActivationId::generate(),
             trigger,
             start_ms,
-            cold,
+            cold: cold || spawned,
             load_time,
             event: Some(event),
             keep_logs: false,
@@ -636,14 +703,14 @@ impl Engine {
         let permit = self.admit(&entry, trigger, start_ms).await?;
         let (prepared, cold, load_time) = self.begin(&entry).await?;
         let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
-        let (report, body) = prepared.run_collect(req, timeout, keep).await;
+        let (report, body, spawned) = prepared.run_collect(req, timeout, trigger, keep).await;
         drop(permit);
         let id = ActivationId::generate();
         let done = Finished {
             id: id.clone(),
             trigger,
             start_ms,
-            cold,
+            cold: cold || spawned,
             load_time,
             event: None,
             keep_logs: true,
@@ -708,11 +775,13 @@ impl Engine {
         spec: FunctionSpec,
     ) -> Result<FunctionRecord, EngineError> {
         spec.validate()?;
-        let (prepared, values) = self.load(ns, &artifact, &spec).await?;
+        let (prepared, values) = self.load(ns, (name, 0), &artifact, &spec).await?;
+        // A process pool is made again on first use, knowing its version.
+        let prepared = (!prepared.is_process()).then_some(prepared);
         let registry = self.inner.registry.clone();
         let (n2, nm2) = (ns.clone(), name.clone());
         let record = blocking(move || registry.put_function(&n2, &nm2, &artifact, &spec)).await??;
-        self.insert_entry(record.clone(), Some(prepared));
+        self.insert_entry(record.clone(), prepared);
         if let Ok(e) = self.entry(ns, name) {
             *e.secret_values.write().unwrap_or_else(|p| p.into_inner()) = values.into();
         }

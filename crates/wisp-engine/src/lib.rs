@@ -10,6 +10,7 @@ mod events;
 mod metrics;
 mod queue;
 mod recorder;
+mod runner;
 mod triggers;
 
 pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse};

@@ -22,18 +22,7 @@ use wisp_core::{FunctionSpec, Outcome};
 pub type ResponseBody =
     http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
-/// How one run ended.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub outcome: Outcome,
-    /// Status sent to the caller.
-    pub status: u16,
-    /// From instantiation start to the end of the handler.
-    pub run_time: Duration,
-    pub logs: String,
-    pub logs_truncated: bool,
-    pub error: Option<String>,
-}
+pub use wisp_core::activation::RunReport;
 
 /// A function ready to run: a linked component and its spec.
 /// One store with its instance, kept between requests when the function

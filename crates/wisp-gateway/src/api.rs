@@ -190,7 +190,15 @@ async fn invoke(
             })?;
         return crate::events_api::invoke_async(&st, &scope.ns, &name, &parts.headers, body).await;
     }
-    invoke_with_path(&st, &scope.ns, &name, "", req, "api").await
+    invoke_with_path(&st, &scope.ns, &name, "", strip_credentials(req), "api").await
+}
+
+/// The caller's management token is for Wisp, never for the function.
+fn strip_credentials(mut req: Request) -> Request {
+    let h = req.headers_mut();
+    h.remove(axum::http::header::AUTHORIZATION);
+    h.remove(crate::tenancy::NAMESPACE_HEADER);
+    req
 }
 
 async fn invoke_path(
@@ -200,7 +208,7 @@ async fn invoke_path(
     req: Request,
 ) -> Result<Response, ApiError> {
     let name: FunctionName = function_name(&name)?;
-    invoke_with_path(&st, &scope.ns, &name, &rest, req, "api").await
+    invoke_with_path(&st, &scope.ns, &name, &rest, strip_credentials(req), "api").await
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` (or anything humantime accepts).

@@ -87,6 +87,10 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "cache_error", msg)
             }
             EngineError::Deploy(_) => Self::bad_request("invalid_component", msg),
+            EngineError::Process(wisp_exec_process::ProcessError::Spawn(_)) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "spawn_failed", msg)
+            }
+            EngineError::Process(_) => Self::bad_request("invalid_bundle", msg),
             EngineError::Store(StoreError::ArtifactNotFound(_)) => {
                 Self::new(StatusCode::NOT_FOUND, "artifact_not_found", msg)
             }

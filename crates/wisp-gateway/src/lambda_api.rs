@@ -298,7 +298,13 @@ async fn request_response(
     // payload.
     let unhandled = matches!(c.outcome, Outcome::Timeout | Outcome::MemoryLimit)
         || (c.outcome == Outcome::Error && c.error.is_some());
-    let (body, function_error) = if unhandled {
+    let runtime_error = serde_json::from_slice::<serde_json::Value>(&c.body)
+        .ok()
+        .is_some_and(|v| v.get("errorMessage").is_some());
+    let (body, function_error) = if unhandled && runtime_error {
+        // A process function's runtime reported the error: pass it on as is.
+        (c.body, Some("Unhandled"))
+    } else if unhandled {
         let msg = c
             .error
             .clone()

@@ -1,0 +1,468 @@
+//! End-to-end tests of process functions: Python handlers run unchanged by
+//! the real `awslambdaric` runtime client (from PyPI) on Wisp's Lambda
+//! Runtime API — HTTP as API Gateway v2 events, the management and Lambda
+//! Invoke APIs, async invocations, scale-out and scale to zero, and hostile
+//! handlers stopped by limits.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::Node;
+
+fn python() -> String {
+    std::env::var("WISP_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Zips `files` (name, source) into `dir/fn.zip` with Python's zipfile.
+fn bundle(dir: &Path, tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let src = dir.join(format!("src-{tag}"));
+    std::fs::create_dir_all(&src).unwrap();
+    for (name, text) in files {
+        std::fs::write(src.join(name), text).unwrap();
+    }
+    let zip = dir.join(format!("{tag}.zip"));
+    let script = "import os, sys, zipfile\nz = zipfile.ZipFile(sys.argv[2], 'w')\nfor n in sorted(os.listdir(sys.argv[1])):\n    z.write(os.path.join(sys.argv[1], n), n)\nz.close()";
+    let o = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&src)
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    zip
+}
+
+const APP: &str = r#"
+import json, os, sys, time
+
+def handler(event, context):
+    print("event", json.dumps(event, sort_keys=True)[:300])
+    if "rawPath" in event:
+        path = event["rawPath"]
+        if path.startswith("/sleep/"):
+            time.sleep(int(path.split("/")[2]) / 1000)
+        if path == "/hog":
+            block = []
+            while True:
+                block.append(bytearray(16 << 20))
+        if path == "/forkbomb":
+            n = 0
+            try:
+                while True:
+                    if os.fork() == 0:
+                        time.sleep(30)
+                        os._exit(0)
+                    n += 1
+            except OSError as e:
+                return {"statusCode": 500, "body": f"fork failed after {n}: {e}"}
+        if path == "/loop":
+            while True:
+                pass
+        if path == "/crash":
+            os.abort()
+        if path == "/raise":
+            raise ValueError("handler raised on purpose")
+        return {
+            "statusCode": 201,
+            "headers": {"x-handler": "python", "content-type": "application/json"},
+            "cookies": ["session=abc"],
+            "body": json.dumps({
+                "path": path,
+                "query": event.get("queryStringParameters"),
+                "method": event["requestContext"]["http"]["method"],
+                "body": event.get("body"),
+                "function": os.environ["AWS_LAMBDA_FUNCTION_NAME"],
+                "memory": os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"],
+                "handler": os.environ["_HANDLER"],
+                "task_root": os.environ["LAMBDA_TASK_ROOT"] == os.getcwd(),
+                "remaining_ms": context.get_remaining_time_in_millis(),
+                "request_id": context.aws_request_id,
+                "greeting": os.environ.get("GREETING"),
+            }),
+        }
+    # Not HTTP: a Lambda Invoke API payload, an async invocation or a CloudEvent.
+    return {"echo": event}
+"#;
+
+#[tokio::test]
+async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
+    let node = Node::fresh("process", &["--idle-evict", "2s"]);
+    let zip = bundle(&node.dir, "app", &[("app.py", APP)]);
+    let command = format!("{} -m awslambdaric", python());
+    let o = node.cli(&[
+        "deploy",
+        "thumbs",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "app.handler",
+        "--command",
+        &command,
+        "--memory",
+        "256",
+        "--timeout",
+        "3s",
+        "--env",
+        "GREETING=hi",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("deployed thumbs version 1"), "{}", out(&o));
+
+    // HTTP → API Gateway v2 event → the handler's response object.
+    let r = node
+        .http
+        .post(format!("{}/fn/thumbs/items/7?size=small", node.url))
+        .body("hello body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-handler"], "python");
+    assert_eq!(r.headers()["set-cookie"], "session=abc");
+    let act = r.headers()["x-wisp-activation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["path"], "/items/7");
+    assert_eq!(v["query"], json!({"size": "small"}));
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["body"], "hello body");
+    assert_eq!(
+        (
+            v["function"].as_str(),
+            v["memory"].as_str(),
+            v["handler"].as_str()
+        ),
+        (Some("thumbs"), Some("256"), Some("app.handler"))
+    );
+    assert_eq!(v["task_root"], true);
+    assert_eq!(v["greeting"], "hi");
+    let left = v["remaining_ms"].as_i64().unwrap();
+    assert!(left > 1000 && left <= 3000, "{left}");
+    // The activation: cold, with the handler's output as its logs.
+    let acts = node.activations("thumbs", 1).await;
+    let first = acts.iter().find(|a| a["id"] == act.as_str()).unwrap();
+    assert_eq!(first["cold"], true);
+    assert!(
+        first["logs"].as_str().unwrap().contains("event {"),
+        "{first}"
+    );
+    // The next request is warm.
+    let r = node.get("/fn/thumbs/again").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let warm = r.headers()["x-wisp-activation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let acts = node.activations("thumbs", 2).await;
+    assert_eq!(
+        acts.iter().find(|a| a["id"] == warm.as_str()).unwrap()["cold"],
+        false
+    );
+
+    // The management API: a handled error and an uncaught exception.
+    let r = node
+        .api(Method::POST, "/v1/functions/thumbs/invoke/raise")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errorType"], "ValueError", "{v}");
+    assert_eq!(v["errorMessage"], "handler raised on purpose");
+    // The management token never reaches the function.
+    let r = node
+        .api(Method::POST, "/v1/functions/thumbs/invoke/headers")
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(
+        !text.contains(&node.token),
+        "the function saw the caller's token: {text}"
+    );
+
+    // The Lambda Invoke API with boto3: the payload as it is.
+    let o = node.cli(&["accesskey", "create"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let keys = String::from_utf8(o.stdout).unwrap();
+    let field = |k: &str| {
+        keys.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap()
+            .to_string()
+    };
+    let (key, secret) = (field("aws_access_key_id"), field("aws_secret_access_key"));
+    let script = r#"
+import json, sys, boto3
+c = boto3.client("lambda", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])
+r = c.invoke(FunctionName="thumbs", Payload=json.dumps({"order": 7}).encode())
+print(json.dumps({"status": r["StatusCode"], "payload": json.loads(r["Payload"].read())}))
+r = c.invoke(FunctionName="thumbs", Payload=json.dumps({"order": 8}).encode(), InvocationType="Event")
+print(json.dumps({"status": r["StatusCode"], "id": r["ResponseMetadata"]["RequestId"]}))
+"#;
+    let o = std::process::Command::new(python())
+        .args(["-c", script, &node.url, &key, &secret])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let lines: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0],
+        json!({"status": 200, "payload": {"echo": {"order": 7}}})
+    );
+    assert_eq!(lines[1]["status"], 202);
+    // The async invocation ran through the durable queue with the payload as it is.
+    let id = lines[1]["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = node
+            .api(Method::GET, &format!("/v1/events/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = if r.status().is_success() {
+            r.json().await.unwrap()
+        } else {
+            Value::Null
+        };
+        if v["deliveries"][0]["status"] == "succeeded" {
+            let runs = node.json(&format!("/v1/activations?event={id}")).await;
+            assert!(
+                runs[0]["logs"]
+                    .as_str()
+                    .unwrap()
+                    .contains(r#"event {"order": 8}"#),
+                "{runs}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the async invocation did not succeed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A topic event arrives as a structured CloudEvent.
+    let o = node.cli(&[
+        "trigger",
+        "add",
+        "topic",
+        "on-order",
+        "--function",
+        "thumbs",
+        "--topic",
+        "orders",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&[
+        "topic",
+        "publish",
+        "orders",
+        "--type",
+        "com.shop.order",
+        "--data",
+        r#"{"id":9}"#,
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let acts = node.json("/v1/activations?function=thumbs&limit=100").await;
+        let found = acts.as_array().unwrap().iter().any(|a| {
+            let l = a["logs"].as_str().unwrap_or("");
+            l.contains(r#""data": {"id": 9}"#)
+                && l.contains(r#""type": "com.shop.order""#)
+                && l.contains(r#""specversion": "1.0""#)
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the topic event did not reach the handler as a CloudEvent: {acts}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn processes_of(handler: &str) -> usize {
+    let o = std::process::Command::new("pgrep")
+        .args(["-f", handler])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+#[tokio::test]
+async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
+    let node = Node::fresh("process-scale", &["--idle-evict", "1s"]);
+    let zip = bundle(&node.dir, "scale", &[("scaleapp.py", APP)]);
+    let command = format!("{} -m awslambdaric", python());
+    let o = node.cli(&[
+        "deploy",
+        "scale",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "scaleapp.handler",
+        "--command",
+        &command,
+        "--concurrency",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let started = Instant::now();
+    let calls: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(node.get("/fn/scale/sleep/1500").send()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let running = processes_of("scaleapp.handler");
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().status(), 201);
+    }
+    assert_eq!(
+        running, 10,
+        "10 parallel slow invocations should run in 10 processes"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "they ran one after another: {:?}",
+        started.elapsed()
+    );
+    let acts = node.activations("scale", 10).await;
+    assert_eq!(acts.iter().filter(|a| a["cold"] == true).count(), 10);
+    // After the idle period the pool is back to zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_of("scaleapp.handler") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "processes still running after the idle period"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the next invocation starts one again.
+    assert_eq!(
+        node.get("/fn/scale/after").send().await.unwrap().status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn hostile_handlers_are_stopped_by_limits_and_the_node_stays_up() {
+    let node = Node::fresh("process-hostile", &[]);
+    let zip = bundle(&node.dir, "hostile", &[("hostile.py", APP)]);
+    let command = format!("{} -m awslambdaric", python());
+    let o = node.cli(&[
+        "deploy",
+        "bad",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "hostile.handler",
+        "--command",
+        &command,
+        "--memory",
+        "128",
+        "--timeout",
+        "2s",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let ok = || async {
+        node.get("/fn/bad/fine")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ok().await, 201);
+    // The fork bomb runs with memory to spare, so the pids limit stops it.
+    let o = node.cli(&[
+        "deploy",
+        "bomb",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "hostile.handler",
+        "--command",
+        &command,
+        "--memory",
+        "2048",
+        "--timeout",
+        "10s",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let cases = [
+        ("bad", "/loop", 504, "timeout"),
+        ("bad", "/crash", 502, "error"),
+        ("bad", "/hog", 502, "memory_limit"),
+        ("bomb", "/forkbomb", 500, "error"),
+    ];
+    for (function, path, status, outcome) in cases {
+        let t = Instant::now();
+        let r = node
+            .get(&format!("/fn/{function}{path}"))
+            .send()
+            .await
+            .unwrap();
+        let act = r.headers()["x-wisp-activation-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let got = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+        let mut a = Value::Null;
+        for _ in 0..50 {
+            if let Ok(r) = node
+                .api(Method::GET, &format!("/v1/activations/{act}"))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                a = r.json().await.unwrap();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(a["outcome"], outcome, "{path}: {a}");
+        if path == "/forkbomb" {
+            let n: u32 = body
+                .strip_prefix("fork failed after ")
+                .and_then(|r| r.split(':').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| {
+                    panic!("the fork bomb was not stopped by the pids limit: {body}")
+                });
+            assert!(n < 256, "{n} forks");
+        }
+        // The node and the function keep answering.
+        assert_eq!(ok().await, 201, "after {path}");
+        assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
+    }
+}

@@ -1,0 +1,122 @@
+//! One way to run a loaded function, whatever executes it: a linked Wasm
+//! component or a pool of Lambda-Runtime-API processes.
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::Duration;
+use wisp_core::activation::RunReport;
+use wisp_exec_process::ProcessPool;
+use wisp_exec_wasm::{Prepared, ResponseBody};
+
+#[derive(Clone)]
+pub(crate) enum Runner {
+    Wasm(Arc<Prepared>),
+    Process(Arc<ProcessPool>),
+}
+
+/// Reads a request body whole (process functions get it as one event).
+async fn whole<B>(req: http::Request<B>) -> Result<http::Request<Bytes>, String>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| format!("reading the request body: {}", e.into()))?
+        .to_bytes();
+    Ok(http::Request::from_parts(parts, bytes))
+}
+
+fn body(b: Bytes) -> ResponseBody {
+    http_body_util::Full::new(b)
+        .map_err(|never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} })
+        .boxed_unsync()
+}
+
+fn refused(why: String) -> (RunReport, http::Response<Bytes>) {
+    let mut r = http::Response::new(Bytes::from(why.clone()));
+    *r.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+    (
+        RunReport {
+            outcome: wisp_core::Outcome::Error,
+            status: 413,
+            run_time: Duration::ZERO,
+            logs: String::new(),
+            logs_truncated: false,
+            error: Some(why),
+        },
+        r,
+    )
+}
+
+impl Runner {
+    pub(crate) fn is_process(&self) -> bool {
+        matches!(self, Runner::Process(_))
+    }
+
+    /// Runs a request and returns its response (streamed for Wasm);
+    /// `on_done` gets the report and whether a new process was started.
+    pub(crate) async fn start<B>(
+        &self,
+        req: http::Request<B>,
+        timeout: Duration,
+        trigger: &'static str,
+        on_done: impl FnOnce(RunReport, bool) + Send + 'static,
+    ) -> http::Response<ResponseBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        match self {
+            Runner::Wasm(p) => p.start(req, timeout, move |r| on_done(r, false)).await,
+            Runner::Process(pool) => {
+                let (report, resp, cold) = match whole(req).await {
+                    Ok(req) => {
+                        let i = pool.invoke(req, trigger, timeout).await;
+                        (i.report, i.response, i.cold)
+                    }
+                    Err(why) => {
+                        let (rep, resp) = refused(why);
+                        (rep, resp, false)
+                    }
+                };
+                on_done(report, cold);
+                resp.map(body)
+            }
+        }
+    }
+
+    /// Runs a request and keeps up to `keep` bytes of the response body.
+    pub(crate) async fn run_collect<B>(
+        &self,
+        req: http::Request<B>,
+        timeout: Duration,
+        trigger: &'static str,
+        keep: usize,
+    ) -> (RunReport, Vec<u8>, bool)
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        match self {
+            Runner::Wasm(p) => {
+                let (r, b) = p.run_collect(req, timeout, keep).await;
+                (r, b, false)
+            }
+            Runner::Process(pool) => match whole(req).await {
+                Ok(req) => {
+                    let i = pool.invoke(req, trigger, timeout).await;
+                    let b = i.response.into_body();
+                    (i.report, b[..b.len().min(keep)].to_vec(), i.cold)
+                }
+                Err(why) => {
+                    let (rep, resp) = refused(why);
+                    (rep, resp.into_body().to_vec(), false)
+                }
+            },
+        }
+    }
+}

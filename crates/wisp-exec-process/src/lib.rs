@@ -1,0 +1,549 @@
+//! The process executor: runs native programs that speak the AWS Lambda
+//! Runtime API, so functions written for Lambda (a `bootstrap` executable,
+//! or a runtime client such as Python's `awslambdaric` started by a
+//! command) run unchanged.
+//!
+//! Each version of a function gets a [`ProcessPool`]. A process serves one
+//! invocation at a time (Lambda semantics); the pool starts another when
+//! all are busy (the engine bounds how many by the function's concurrency
+//! limit), keeps them warm, and stops them when dropped (scale to zero).
+//! Every process has its own Runtime API endpoint on loopback
+//! (`AWS_LAMBDA_RUNTIME_API`), so what it says is attributed to it alone.
+//! An invocation past its deadline kills its process; the next one starts
+//! fresh.
+
+mod bundle;
+mod runtime_api;
+mod sandbox;
+pub mod shape;
+
+pub use bundle::kind as bundle_kind;
+
+use bytes::Bytes;
+use runtime_api::{ApiState, Invocation, Outcome as ApiOutcome};
+use shape::Shape;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use wisp_core::activation::RunReport;
+use wisp_core::{Digest, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    #[error("invalid bundle: {0}")]
+    Bundle(String),
+    #[error(
+        "the bundle has no `bootstrap` executable at its root and no --command was given: add one of them"
+    )]
+    NoEntryPoint,
+    #[error("cannot start the function's process: {0}")]
+    Spawn(String),
+}
+
+/// Node-wide settings of the process executor.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// Where bundles are unpacked (`<data-dir>/code`).
+    pub code_root: PathBuf,
+    /// Where each process gets its private, size-capped `/tmp`.
+    pub work_root: PathBuf,
+    /// How long a new process may take to ask for its first invocation,
+    /// on top of the invocation's own deadline.
+    pub init_timeout: Duration,
+    /// Bytes of stdout/stderr kept per invocation.
+    pub max_log_bytes: usize,
+    /// Run processes in the sandbox (namespaces, cgroups, an unprivileged
+    /// user). Needs root; without it processes only get rlimits.
+    pub sandbox: bool,
+}
+
+/// What a process function is, as the pool needs it.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub namespace: String,
+    pub name: String,
+    pub version: u32,
+    pub memory_mb: u32,
+    pub env: BTreeMap<String, String>,
+    pub handler: Option<String>,
+    /// A command line (split on whitespace) that starts a runtime client;
+    /// the handler is appended as its last argument.
+    pub command: Option<String>,
+}
+
+/// The node's process executor.
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    cfg: Arc<ProcessConfig>,
+    sandbox: Option<Arc<sandbox::Sandbox>>,
+}
+
+impl ProcessRuntime {
+    pub fn new(cfg: ProcessConfig) -> Self {
+        let sandbox = if cfg.sandbox {
+            match sandbox::Sandbox::detect(&cfg.work_root) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "process sandbox unavailable; process functions run with rlimits only");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Self {
+            cfg: Arc::new(cfg),
+            sandbox,
+        }
+    }
+
+    /// Checks and unpacks a bundle (once per artifact); returns its code dir.
+    pub fn unpack(&self, digest: &Digest, bytes: &[u8]) -> Result<PathBuf, ProcessError> {
+        if bundle::kind(bytes).is_none() {
+            return Err(ProcessError::Bundle(
+                "a process function's artifact must be a .zip or .tar.gz bundle".into(),
+            ));
+        }
+        let dir = self.cfg.code_root.join(digest.hex());
+        bundle::unpack(bytes, &dir)?;
+        Ok(dir)
+    }
+
+    /// Whether the code dir of `digest` is unpacked already.
+    pub fn unpacked(&self, digest: &Digest) -> Option<PathBuf> {
+        let dir = self.cfg.code_root.join(digest.hex());
+        dir.is_dir().then_some(dir)
+    }
+
+    /// A pool for one version of a function.
+    pub fn pool(
+        &self,
+        spec: ProcessSpec,
+        code_dir: PathBuf,
+    ) -> Result<Arc<ProcessPool>, ProcessError> {
+        let argv = match &spec.command {
+            Some(c) => {
+                let mut v: Vec<String> = c.split_whitespace().map(str::to_string).collect();
+                if v.is_empty() {
+                    return Err(ProcessError::NoEntryPoint);
+                }
+                if let Some(h) = &spec.handler {
+                    v.push(h.clone());
+                }
+                v
+            }
+            None => {
+                let b = code_dir.join("bootstrap");
+                if !b.is_file() {
+                    return Err(ProcessError::NoEntryPoint);
+                }
+                vec![b.to_string_lossy().into_owned()]
+            }
+        };
+        Ok(Arc::new(ProcessPool {
+            cfg: self.cfg.clone(),
+            sandbox: self.sandbox.clone(),
+            spec,
+            code_dir,
+            argv,
+            idle: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+            processes: Arc::new(AtomicUsize::new(0)),
+        }))
+    }
+}
+
+/// Stdout/stderr of a process, attributed to its current invocation.
+#[derive(Default)]
+struct LogBuf {
+    text: String,
+    truncated: bool,
+}
+
+struct Worker {
+    child: tokio::process::Child,
+    api: Arc<ApiState>,
+    server: tokio::task::JoinHandle<()>,
+    logs: Arc<Mutex<LogBuf>>,
+    pid: i32,
+    cell: Option<sandbox::Cell>,
+    processes: Arc<AtomicUsize>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // The whole process group (setsid at start): children die too.
+        // SAFETY: signalling a process group this pool started.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+        }
+        self.server.abort();
+        self.processes.fetch_sub(1, Ordering::Relaxed);
+        if let Some(cell) = self.cell.take() {
+            // The group needs a moment to exit before its cgroups can go.
+            let remove = move || {
+                std::thread::sleep(Duration::from_millis(200));
+                cell.remove();
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(remove);
+                }
+                Err(_) => {
+                    let _ = std::thread::Builder::new()
+                        .name("wisp-cell-cleanup".into())
+                        .spawn(remove);
+                }
+            }
+        }
+    }
+}
+
+/// The processes of one function version.
+pub struct ProcessPool {
+    cfg: Arc<ProcessConfig>,
+    sandbox: Option<Arc<sandbox::Sandbox>>,
+    spec: ProcessSpec,
+    code_dir: PathBuf,
+    argv: Vec<String>,
+    idle: Mutex<Vec<Worker>>,
+    next: AtomicU64,
+    processes: Arc<AtomicUsize>,
+}
+
+/// The result of one invocation.
+pub struct Invoked {
+    pub report: RunReport,
+    pub response: http::Response<Bytes>,
+    pub cold: bool,
+}
+
+fn now_ms() -> i64 {
+    wisp_core::time::now_ms()
+}
+
+impl ProcessPool {
+    /// Processes alive now (busy or idle).
+    pub fn processes(&self) -> usize {
+        self.processes.load(Ordering::Relaxed)
+    }
+
+    async fn spawn(&self) -> Result<Worker, ProcessError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| ProcessError::Spawn(format!("runtime API listener: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ProcessError::Spawn(e.to_string()))?;
+        let api = ApiState::new();
+        let server = tokio::spawn(runtime_api::serve(listener, api.clone()));
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let s = &self.spec;
+        let mut cmd = tokio::process::Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .current_dir(&self.code_dir)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("LANG", "C.UTF-8")
+            .env("TZ", ":UTC")
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", &s.name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", s.version.to_string())
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", s.memory_mb.to_string())
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/wisp/{}/{}", s.namespace, s.name),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("{}-{n}", s.version))
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+            .env("AWS_EXECUTION_ENV", "AWS_Lambda_wisp")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("LAMBDA_TASK_ROOT", &self.code_dir)
+            .env("LAMBDA_RUNTIME_DIR", &self.code_dir)
+            .env("_HANDLER", s.handler.as_deref().unwrap_or(""))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let cell = match &self.sandbox {
+            Some(sb) => Some(
+                sb.cell(
+                    &format!(
+                        "{}-{}-{}-{n}-{}",
+                        s.namespace,
+                        s.name,
+                        s.version,
+                        std::process::id()
+                    ),
+                    s.memory_mb,
+                )
+                .map_err(|e| ProcessError::Spawn(format!("sandbox: {e}")))?,
+            ),
+            None => None,
+        };
+        let tmp = match &cell {
+            Some(c) => c.tmp.clone(),
+            None => {
+                let t = self.cfg.work_root.join(format!(
+                    "tmp-{}-{}-{n}-{}",
+                    s.namespace,
+                    s.name,
+                    std::process::id()
+                ));
+                let _ = std::fs::create_dir_all(&t);
+                t
+            }
+        };
+        cmd.env("TMPDIR", &tmp).env("HOME", &tmp);
+        for (k, v) in &s.env {
+            cmd.env(k, v);
+        }
+        sandbox::prepare(&mut cmd, cell.as_ref(), &self.code_dir);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ProcessError::Spawn(format!("{}: {e}", self.argv[0])))?;
+        let pid = child.id().unwrap_or(0) as i32;
+        self.processes.fetch_add(1, Ordering::Relaxed);
+        let logs = Arc::new(Mutex::new(LogBuf::default()));
+        let max = self.cfg.max_log_bytes;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, logs.clone(), max));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, logs.clone(), max));
+        }
+        Ok(Worker {
+            child,
+            api,
+            server,
+            logs,
+            pid,
+            cell,
+            processes: self.processes.clone(),
+        })
+    }
+
+    /// Runs one invocation: an HTTP request shaped for the handler (see
+    /// [`shape`]) on a warm process, or a new one.
+    pub async fn invoke(
+        &self,
+        req: http::Request<Bytes>,
+        trigger: &str,
+        timeout: Duration,
+    ) -> Invoked {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let request_id = format!("{:032x}", rand_id());
+        let shape = Shape::for_request(trigger, &parts.headers);
+        let payload = match shape {
+            Shape::Raw => body,
+            Shape::CloudEvent => shape::cloud_event(&parts, &body),
+            Shape::ApiGatewayV2 => shape::api_gateway_v2(&parts, &body, &request_id, now_ms()),
+        };
+        let warm = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let cold = warm.is_none();
+        let mut worker = match warm {
+            Some(w) => w,
+            None => match self.spawn().await {
+                Ok(w) => w,
+                Err(e) => {
+                    return failed(
+                        started,
+                        cold,
+                        Outcome::Error,
+                        e.to_string(),
+                        String::new(),
+                        false,
+                    );
+                }
+            },
+        };
+        let deadline_ms = now_ms() + timeout.as_millis() as i64;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        worker.api.push(Invocation {
+            id: request_id.clone(),
+            payload,
+            deadline_ms,
+            arn: format!(
+                "arn:aws:lambda:us-east-1:000000000000:function:{}:{}",
+                self.spec.name, self.spec.version
+            ),
+            done: tx,
+        });
+        let limit = if cold {
+            timeout + self.cfg.init_timeout
+        } else {
+            timeout
+        };
+        let result = tokio::select! {
+            r = rx => r.ok(),
+            _ = tokio::time::sleep(limit) => None,
+            status = worker.child.wait() => {
+                let why = match status {
+                    Ok(s) => format!("the function's process exited ({s}) before it answered"),
+                    Err(e) => format!("the function's process failed: {e}"),
+                };
+                let oom = worker.cell.as_ref().is_some_and(|c| c.oom_killed());
+                let logs = take_logs(&worker.logs);
+                let (outcome, why) = if oom {
+                    (Outcome::MemoryLimit, format!("the function exceeded its memory limit of {} MiB and was killed", self.spec.memory_mb))
+                } else {
+                    (Outcome::Error, worker.api.init_error().map(|e| format!("init error: {e}")).unwrap_or(why))
+                };
+                return failed(started, cold, outcome, why, logs.0, logs.1);
+            }
+        };
+        // Let the output readers catch up with what was printed before the
+        // answer.
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        let (logs, truncated) = take_logs(&worker.logs);
+        let Some(result) = result else {
+            // Past the deadline: the process goes (the drop kills its group).
+            drop(worker);
+            return failed(
+                started,
+                cold,
+                Outcome::Timeout,
+                format!("timed out after {} ms", timeout.as_millis()),
+                logs,
+                truncated,
+            );
+        };
+        let run_time = started.elapsed();
+        let (outcome, status, error, response) = match result {
+            ApiOutcome::Response(bytes) => {
+                let response = match shape {
+                    Shape::ApiGatewayV2 => shape::api_gateway_response(&bytes),
+                    Shape::CloudEvent | Shape::Raw => {
+                        let mut r = http::Response::new(bytes);
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        r
+                    }
+                };
+                let status = response.status().as_u16();
+                let outcome = if status >= 500 {
+                    Outcome::Error
+                } else {
+                    Outcome::Success
+                };
+                (outcome, status, None, response)
+            }
+            ApiOutcome::Error(bytes) => {
+                let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+                let mut r = http::Response::new(bytes);
+                *r.status_mut() = http::StatusCode::BAD_GATEWAY;
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                (Outcome::Error, 502, Some(msg), r)
+            }
+        };
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(worker);
+        Invoked {
+            report: RunReport {
+                outcome,
+                status,
+                run_time,
+                logs,
+                logs_truncated: truncated,
+                error,
+            },
+            response,
+            cold,
+        }
+    }
+}
+
+fn failed(
+    started: Instant,
+    cold: bool,
+    outcome: Outcome,
+    why: String,
+    logs: String,
+    truncated: bool,
+) -> Invoked {
+    let status = if outcome == Outcome::Timeout {
+        504
+    } else {
+        502
+    };
+    let body = serde_json::json!({"errorMessage": why, "errorType": outcome.as_str()}).to_string();
+    let mut response = http::Response::new(Bytes::from(body));
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Invoked {
+        report: RunReport {
+            outcome,
+            status,
+            run_time: started.elapsed(),
+            logs,
+            logs_truncated: truncated,
+            error: Some(why),
+        },
+        response,
+        cold,
+    }
+}
+
+fn take_logs(logs: &Mutex<LogBuf>) -> (String, bool) {
+    let mut l = logs.lock().unwrap_or_else(|p| p.into_inner());
+    let t = std::mem::take(&mut l.text);
+    let tr = std::mem::take(&mut l.truncated);
+    (t, tr)
+}
+
+async fn pump(mut r: impl tokio::io::AsyncRead + Unpin, logs: Arc<Mutex<LogBuf>>, max: usize) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let mut l = logs.lock().unwrap_or_else(|p| p.into_inner());
+                let room = max.saturating_sub(l.text.len());
+                if room == 0 {
+                    l.truncated = true;
+                    continue;
+                }
+                let s = String::from_utf8_lossy(&buf[..n.min(room)]);
+                l.text.push_str(&s);
+                if n > room {
+                    l.truncated = true;
+                }
+            }
+        }
+    }
+}
+
+fn rand_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u128;
+    let b = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u128;
+    (a << 64) | b ^ now_ms() as u128
+}
