@@ -164,6 +164,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             init_timeout: a.init_timeout,
             max_log_bytes: 64 * 1024,
             sandbox: !a.no_process_sandbox,
+            hide: vec![dir.canonicalize().unwrap_or_else(|_| dir.clone())],
         },
     };
     let events = Arc::new(

@@ -24,24 +24,34 @@ fn out(o: &std::process::Output) -> String {
     )
 }
 
-/// Zips `files` (name, source) into `dir/fn.zip` with Python's zipfile.
+/// Zips `files` (name, source) and the runtime client (`awslambdaric` and
+/// its dependencies, from WISP_PYDEPS) into `dir/TAG.zip`, as a Lambda
+/// deployment package holds its dependencies.
 fn bundle(dir: &Path, tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let deps = std::env::var("WISP_PYDEPS").expect(
+        "WISP_PYDEPS is not set: scripts/test installs awslambdaric into a directory (pip install --target) and sets it",
+    );
     let src = dir.join(format!("src-{tag}"));
     std::fs::create_dir_all(&src).unwrap();
     for (name, text) in files {
         std::fs::write(src.join(name), text).unwrap();
     }
     let zip = dir.join(format!("{tag}.zip"));
-    let script = "import os, sys, zipfile\nz = zipfile.ZipFile(sys.argv[2], 'w')\nfor n in sorted(os.listdir(sys.argv[1])):\n    z.write(os.path.join(sys.argv[1], n), n)\nz.close()";
+    let script = "import os, sys, zipfile\nz = zipfile.ZipFile(sys.argv[3], 'w', zipfile.ZIP_DEFLATED)\nfor root in sys.argv[1:3]:\n    for d, _, fs in os.walk(root):\n        for f in fs:\n            p = os.path.join(d, f)\n            z.write(p, os.path.relpath(p, root))\nz.close()";
     let o = std::process::Command::new(python())
         .args(["-c", script])
         .arg(&src)
+        .arg(&deps)
         .arg(&zip)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", out(&o));
     zip
 }
+
+/// How functions start their runtime client: Debian's Python (the sandbox
+/// runs them as `nobody`, who cannot reach an interpreter under /root).
+const COMMAND: &str = "/usr/bin/python3 -m awslambdaric";
 
 const APP: &str = r#"
 import json, os, sys, time
@@ -73,6 +83,26 @@ def handler(event, context):
             os.abort()
         if path == "/raise":
             raise ValueError("handler raised on purpose")
+        if path == "/probe":
+            def can(f):
+                try:
+                    f()
+                    return True
+                except OSError:
+                    return False
+            data_dir = event["queryStringParameters"]["data"]
+            open("/tmp/mine", "w").write("x")
+            return {"statusCode": 200, "body": json.dumps({
+                "uid": os.getuid(),
+                "cwd": os.getcwd(),
+                "data_dir_entries": os.listdir(data_dir) if os.path.isdir(data_dir) else None,
+                "read_admin_token": can(lambda: open(os.path.join(data_dir, "admin-token")).read()),
+                "write_root": can(lambda: open("/wisp-escape", "w").write("x")),
+                "write_code": can(lambda: open("/var/task/new.py", "w").write("x")),
+                "tmp_entries": sorted(os.listdir("/tmp")),
+                "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+                "read_shadow": can(lambda: open("/etc/shadow").read()),
+            })}
         return {
             "statusCode": 201,
             "headers": {"x-handler": "python", "content-type": "application/json"},
@@ -99,7 +129,7 @@ def handler(event, context):
 async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
     let node = Node::fresh("process", &["--idle-evict", "2s"]);
     let zip = bundle(&node.dir, "app", &[("app.py", APP)]);
-    let command = format!("{} -m awslambdaric", python());
+    let command = COMMAND.to_string();
     let o = node.cli(&[
         "deploy",
         "thumbs",
@@ -172,6 +202,36 @@ async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
         acts.iter().find(|a| a["id"] == warm.as_str()).unwrap()["cold"],
         false
     );
+
+    // The sandbox: nobody, the code at /var/task read-only, the data dir
+    // hidden, a private /tmp, its own PID namespace, a read-only root.
+    let data = node.dir.canonicalize().unwrap();
+    let r = node
+        .get(&format!("/fn/thumbs/probe?data={}", data.display()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["uid"], 65534, "{p}");
+    assert_eq!(p["cwd"], "/var/task", "{p}");
+    assert!(
+        p["data_dir_entries"].is_null() || p["data_dir_entries"] == json!([]),
+        "the data dir is visible: {p}"
+    );
+    assert_eq!(p["read_admin_token"], false, "{p}");
+    assert_eq!(p["write_root"], false, "{p}");
+    assert_eq!(p["write_code"], false, "{p}");
+    assert_eq!(
+        p["tmp_entries"],
+        json!(["mine"]),
+        "/tmp is not private: {p}"
+    );
+    assert!(
+        p["pids"].as_array().unwrap().len() <= 3,
+        "other processes are visible: {p}"
+    );
+    assert_eq!(p["read_shadow"], false, "{p}");
 
     // The management API: a handled error and an uncaught exception.
     let r = node
@@ -313,8 +373,11 @@ fn processes_of(handler: &str) -> usize {
 #[tokio::test]
 async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
     let node = Node::fresh("process-scale", &["--idle-evict", "1s"]);
-    let zip = bundle(&node.dir, "scale", &[("scaleapp.py", APP)]);
-    let command = format!("{} -m awslambdaric", python());
+    // A module name of this test run alone, to count its processes.
+    let module = format!("scale{}", std::process::id());
+    let handler = format!("{module}.handler");
+    let zip = bundle(&node.dir, "scale", &[(&format!("{module}.py"), APP)]);
+    let command = COMMAND.to_string();
     let o = node.cli(&[
         "deploy",
         "scale",
@@ -322,7 +385,7 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
         "--runtime",
         "process",
         "--handler",
-        "scaleapp.handler",
+        &handler,
         "--command",
         &command,
         "--concurrency",
@@ -334,7 +397,7 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
         .map(|_| tokio::spawn(node.get("/fn/scale/sleep/1500").send()))
         .collect();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let running = processes_of("scaleapp.handler");
+    let running = processes_of(&handler);
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap().status(), 201);
     }
@@ -351,7 +414,7 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
     assert_eq!(acts.iter().filter(|a| a["cold"] == true).count(), 10);
     // After the idle period the pool is back to zero.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while processes_of("scaleapp.handler") > 0 {
+    while processes_of(&handler) > 0 {
         assert!(
             Instant::now() < deadline,
             "processes still running after the idle period"
@@ -369,7 +432,7 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
 async fn hostile_handlers_are_stopped_by_limits_and_the_node_stays_up() {
     let node = Node::fresh("process-hostile", &[]);
     let zip = bundle(&node.dir, "hostile", &[("hostile.py", APP)]);
-    let command = format!("{} -m awslambdaric", python());
+    let command = COMMAND.to_string();
     let o = node.cli(&[
         "deploy",
         "bad",

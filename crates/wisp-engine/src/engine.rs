@@ -49,6 +49,7 @@ impl Default for EngineSettings {
                 init_timeout: Duration::from_secs(10),
                 max_log_bytes: 64 * 1024,
                 sandbox: false,
+                hide: Vec::new(),
             },
         }
     }

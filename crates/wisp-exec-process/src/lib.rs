@@ -23,7 +23,7 @@ use bytes::Bytes;
 use runtime_api::{ApiState, Invocation, Outcome as ApiOutcome};
 use shape::Shape;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ pub struct ProcessConfig {
     /// Run processes in the sandbox (namespaces, cgroups, an unprivileged
     /// user). Needs root; without it processes only get rlimits.
     pub sandbox: bool,
+    /// Directories sandboxed processes must not see (the data dir).
+    pub hide: Vec<PathBuf>,
 }
 
 /// What a process function is, as the pool needs it.
@@ -151,7 +153,6 @@ impl ProcessRuntime {
             code_dir,
             argv,
             idle: Mutex::new(Vec::new()),
-            next: AtomicU64::new(1),
             processes: Arc::new(AtomicUsize::new(0)),
         }))
     }
@@ -185,10 +186,7 @@ impl Drop for Worker {
         self.processes.fetch_sub(1, Ordering::Relaxed);
         if let Some(cell) = self.cell.take() {
             // The group needs a moment to exit before its cgroups can go.
-            let remove = move || {
-                std::thread::sleep(Duration::from_millis(200));
-                cell.remove();
-            };
+            let remove = move || cell.remove();
             match tokio::runtime::Handle::try_current() {
                 Ok(h) => {
                     h.spawn_blocking(remove);
@@ -211,7 +209,6 @@ pub struct ProcessPool {
     code_dir: PathBuf,
     argv: Vec<String>,
     idle: Mutex<Vec<Worker>>,
-    next: AtomicU64,
     processes: Arc<AtomicUsize>,
 }
 
@@ -227,6 +224,13 @@ fn now_ms() -> i64 {
 }
 
 impl ProcessPool {
+    fn task_root(&self) -> PathBuf {
+        match self.sandbox {
+            Some(_) => PathBuf::from(sandbox::TASK_ROOT),
+            None => self.code_dir.clone(),
+        }
+    }
+
     /// Processes alive now (busy or idle).
     pub fn processes(&self) -> usize {
         self.processes.load(Ordering::Relaxed)
@@ -241,9 +245,20 @@ impl ProcessPool {
             .map_err(|e| ProcessError::Spawn(e.to_string()))?;
         let api = ApiState::new();
         let server = tokio::spawn(runtime_api::serve(listener, api.clone()));
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        // Unique across pools of this node: cells of a dropped pool may
+        // still be being removed when a new pool starts.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let s = &self.spec;
-        let mut cmd = tokio::process::Command::new(&self.argv[0]);
+        // Inside the sandbox the code is at /var/task.
+        let program = match (
+            &self.sandbox,
+            Path::new(&self.argv[0]).strip_prefix(&self.code_dir),
+        ) {
+            (Some(_), Ok(rel)) => Path::new(sandbox::TASK_ROOT).join(rel),
+            _ => PathBuf::from(&self.argv[0]),
+        };
+        let mut cmd = tokio::process::Command::new(&program);
         cmd.args(&self.argv[1..])
             .current_dir(&self.code_dir)
             .env_clear()
@@ -266,8 +281,8 @@ impl ProcessPool {
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_wisp")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("LAMBDA_TASK_ROOT", &self.code_dir)
-            .env("LAMBDA_RUNTIME_DIR", &self.code_dir)
+            .env("LAMBDA_TASK_ROOT", self.task_root())
+            .env("LAMBDA_RUNTIME_DIR", self.task_root())
             .env("_HANDLER", s.handler.as_deref().unwrap_or(""))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -290,7 +305,7 @@ impl ProcessPool {
             None => None,
         };
         let tmp = match &cell {
-            Some(c) => c.tmp.clone(),
+            Some(_) => PathBuf::from("/tmp"),
             None => {
                 let t = self.cfg.work_root.join(format!(
                     "tmp-{}-{}-{n}-{}",
@@ -306,7 +321,7 @@ impl ProcessPool {
         for (k, v) in &s.env {
             cmd.env(k, v);
         }
-        sandbox::prepare(&mut cmd, cell.as_ref(), &self.code_dir);
+        sandbox::prepare(&mut cmd, cell.as_ref(), &self.code_dir, &self.cfg.hide);
         let mut child = cmd
             .spawn()
             .map_err(|e| ProcessError::Spawn(format!("{}: {e}", self.argv[0])))?;

@@ -5,16 +5,33 @@
 //! core dumps, a file-descriptor limit, a cleared environment.
 //!
 //! With the sandbox (the node runs as root and finds the memory and pids
-//! cgroup controllers, v1 or v2): its own cgroup per process with the
-//! function's memory limit (exceeding it → killed, outcome
-//! `memory_limit`) and a pids limit (a fork bomb stops there), and its
-//! own IPC and UTS namespaces.
+//! cgroup controllers, v1 or v2):
+//! - its own cgroup per process with the function's memory limit
+//!   (exceeding it → killed, outcome `memory_limit`) and a pids limit (a
+//!   fork bomb stops there);
+//! - its own PID namespace (it sees and can signal only its own processes;
+//!   when it exits, everything it started dies), and IPC, UTS and mount
+//!   namespaces;
+//! - in its mount namespace: the whole filesystem read-only, the function's
+//!   code read-only at `/var/task`, a private `/tmp` (512 MiB tmpfs) and
+//!   `/dev/shm` (64 MiB), its own `/proc`, and the node's data directory
+//!   hidden under an empty read-only tmpfs;
+//! - the unprivileged user `nobody` (65534), no supplementary groups, and
+//!   `no_new_privs` (setuid binaries cannot raise it).
+//!
+//! Not isolated: the network (a process can open connections like the node
+//! can; `allow_outbound` applies to Wasm functions only), and CPU time
+//! beyond the invocation's deadline.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// Processes (and threads) one function process may have at once.
 pub const PIDS_MAX: u32 = 256;
+/// Where the code appears inside the sandbox (as on Lambda).
+pub const TASK_ROOT: &str = "/var/task";
+/// The unprivileged user and group sandboxed processes run as.
+const NOBODY: u32 = 65534;
 
 #[derive(Debug)]
 pub struct Sandbox {
@@ -51,7 +68,7 @@ impl Sandbox {
                 PathBuf::from("/sys/fs/cgroup/pids/wisp"),
             )
         };
-        for d in [&memory, &pids] {
+        for d in [&memory, &pids, &PathBuf::from(TASK_ROOT)] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
         if v2 {
@@ -59,12 +76,40 @@ impl Sandbox {
             let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids");
             let _ = std::fs::write(memory.join("cgroup.subtree_control"), "+memory +pids");
         }
-        Ok(Self {
+        let sb = Self {
             memory,
             pids,
             v2,
             work_root: work_root.to_path_buf(),
-        })
+        };
+        sb.remove_stale();
+        Ok(sb)
+    }
+
+    /// Removes the cells of nodes that are gone (a node killed with
+    /// `kill -9` cannot remove its own). A cell's name ends with the pid of
+    /// the node that made it.
+    fn remove_stale(&self) {
+        let roots = if self.v2 {
+            vec![&self.memory]
+        } else {
+            vec![&self.memory, &self.pids]
+        };
+        for root in roots {
+            let Ok(entries) = std::fs::read_dir(root) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if e.path().is_dir() && !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir(e.path());
+                    let _ = std::fs::remove_dir_all(self.work_root.join(&name));
+                }
+            }
+        }
     }
 
     pub fn cell(&self, name: &str, memory_mb: u32) -> Result<Cell, String> {
@@ -130,27 +175,81 @@ impl Cell {
             .is_some_and(|n| n > 0)
     }
 
-    /// Removes the cgroups and the private `/tmp`.
-    pub fn remove(self) {
-        for d in &self.dirs {
-            let _ = std::fs::remove_dir(d);
+    /// Removes the cgroups (once their processes are gone: retried for up
+    /// to 5 s) and the cell's directory.
+    pub fn remove(mut self) {
+        for _ in 0..50 {
+            self.dirs
+                .retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
+            if self.dirs.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
-/// Sets up the child side: session, death signal, rlimits, cgroups and
-/// namespaces, between fork and exec.
-pub fn prepare(cmd: &mut tokio::process::Command, cell: Option<&Cell>, _code_dir: &Path) {
-    let procs: Vec<CString> = cell.map(|c| c.procs.clone()).unwrap_or_default();
-    let sandboxed = cell.is_some();
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
+}
+
+fn cs(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+/// Everything the child needs, made before fork (no allocation after it).
+struct Plan {
+    procs: Vec<CString>,
+    code: CString,
+    task: CString,
+    hide: Vec<CString>,
+    root: CString,
+    tmp: CString,
+    shm: CString,
+    proc_dir: CString,
+    tmpfs: CString,
+    proc_fs: CString,
+    tmp_opts: CString,
+    shm_opts: CString,
+    hide_opts: CString,
+}
+
+/// Sets up the child side: session, death signal, rlimits, and with a cell
+/// the cgroups, namespaces, mounts and user, between fork and exec.
+pub fn prepare(
+    cmd: &mut tokio::process::Command,
+    cell: Option<&Cell>,
+    code_dir: &Path,
+    hide: &[PathBuf],
+) {
+    let plan = cell.map(|cell| Plan {
+        procs: cell.procs.clone(),
+        code: c(code_dir),
+        task: cs(TASK_ROOT),
+        hide: hide.iter().map(|p| c(p)).collect(),
+        root: cs("/"),
+        tmp: cs("/tmp"),
+        shm: cs("/dev/shm"),
+        proc_dir: cs("/proc"),
+        tmpfs: cs("tmpfs"),
+        proc_fs: cs("proc"),
+        tmp_opts: cs("size=512m,mode=1777"),
+        shm_opts: cs("size=64m,mode=1777"),
+        hide_opts: cs("size=4k,mode=000"),
+    });
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls on memory prepared before fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            let check = |r: libc::c_int| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::setsid())?;
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             let core = libc::rlimit {
                 rlim_cur: 0,
@@ -162,20 +261,112 @@ pub fn prepare(cmd: &mut tokio::process::Command, cell: Option<&Cell>, _code_dir
                 rlim_max: 1024,
             };
             libc::setrlimit(libc::RLIMIT_NOFILE, &files);
-            for p in &procs {
-                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            let Some(p) = &plan else { return Ok(()) };
+            for f in &p.procs {
+                let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                check(fd)?;
                 let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
                 libc::close(fd);
                 if !ok {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            if sandboxed && libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) < 0 {
-                return Err(std::io::Error::last_os_error());
+            check(libc::unshare(
+                libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWPID,
+            ))?;
+            // The new PID namespace holds this process's children only: fork
+            // once; this process waits and passes on how the function ended.
+            let pid = libc::fork();
+            check(pid)?;
+            if pid > 0 {
+                // Only the exec'd grandchild may hold the descriptors the
+                // spawner waits on (its exec-error pipe closes on exec):
+                // this waiting process keeps none beyond stdio.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                let mut status = 0;
+                loop {
+                    let r = libc::waitpid(pid, &mut status, 0);
+                    if r == pid || (r < 0 && *libc::__errno_location() != libc::EINTR) {
+                        break;
+                    }
+                }
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    128 + libc::WTERMSIG(status)
+                };
+                libc::_exit(code);
             }
+            // PID 1 of the new namespace from here on.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let none = std::ptr::null();
+            check(libc::mount(
+                none,
+                p.root.as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            ))?;
+            check(libc::mount(
+                p.code.as_ptr(),
+                p.task.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                none.cast(),
+            ))?;
+            check(libc::mount(
+                none,
+                p.task.as_ptr(),
+                none,
+                libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV,
+                none.cast(),
+            ))?;
+            check(libc::mount(
+                none,
+                p.root.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                none.cast(),
+            ))?;
+            for h in &p.hide {
+                check(libc::mount(
+                    p.tmpfs.as_ptr(),
+                    h.as_ptr(),
+                    p.tmpfs.as_ptr(),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    p.hide_opts.as_ptr().cast(),
+                ))?;
+            }
+            check(libc::mount(
+                p.tmpfs.as_ptr(),
+                p.tmp.as_ptr(),
+                p.tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                p.tmp_opts.as_ptr().cast(),
+            ))?;
+            check(libc::mount(
+                p.tmpfs.as_ptr(),
+                p.shm.as_ptr(),
+                p.tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                p.shm_opts.as_ptr().cast(),
+            ))?;
+            check(libc::mount(
+                p.proc_fs.as_ptr(),
+                p.proc_dir.as_ptr(),
+                p.proc_fs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                none.cast(),
+            ))?;
+            check(libc::chdir(p.task.as_ptr()))?;
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(NOBODY))?;
+            check(libc::setuid(NOBODY))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             Ok(())
         });
     }
