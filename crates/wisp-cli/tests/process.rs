@@ -529,3 +529,111 @@ async fn hostile_handlers_are_stopped_by_limits_and_the_node_stays_up() {
         assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
     }
 }
+
+/// A custom runtime, as in AWS's tutorial: a shell `bootstrap` speaking
+/// the Runtime API with curl, shipped as a .tar.gz bundle.
+const BOOTSTRAP: &str = r#"#!/bin/sh
+set -eu
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  headers=$(mktemp)
+  event=$(curl -sS -D "$headers" "$api/invocation/next")
+  id=$(grep -i '^lambda-runtime-aws-request-id:' "$headers" | cut -d: -f2 | tr -d '[:space:]')
+  echo "bootstrap got $id"
+  path=$(printf '%s' "$event" | sed -n 's/.*"rawPath":"\([^"]*\)".*/\1/p')
+  curl -sS -o /dev/null -X POST "$api/invocation/$id/response" \
+    -d "{\"statusCode\":200,\"headers\":{\"x-runtime\":\"sh\"},\"body\":\"custom runtime saw $path as $(id -un) in $(pwd)\"}"
+  rm -f "$headers"
+done
+"#;
+
+#[tokio::test]
+async fn a_custom_runtime_bootstrap_from_a_tar_gz_bundle() {
+    let node = Node::fresh("process-bootstrap", &[]);
+    let src = node.dir.join("bootstrap-src");
+    std::fs::create_dir_all(&src).unwrap();
+    let script = "import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w:gz')\ninfo = tarfile.TarInfo('bootstrap')\ndata = sys.argv[2].encode()\ninfo.size = len(data)\ninfo.mode = 0o755\nt.addfile(info, io.BytesIO(data))\nt.close()";
+    let bundle = node.dir.join("custom.tar.gz");
+    let o = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&bundle)
+        .arg(BOOTSTRAP)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&[
+        "deploy",
+        "billing",
+        bundle.to_str().unwrap(),
+        "--runtime",
+        "process",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let r = node.get("/fn/billing/invoices/42").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-runtime"], "sh");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "custom runtime saw /invoices/42 as nobody in /var/task"
+    );
+    let acts = node.activations("billing", 1).await;
+    assert!(
+        acts[0]["logs"].as_str().unwrap().contains("bootstrap got "),
+        "{}",
+        acts[0]
+    );
+
+    // A bundle without bootstrap and without --command is refused, naming both.
+    let script = "import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w:gz')\ninfo = tarfile.TarInfo('app.py')\ninfo.size = 1\nt.addfile(info, io.BytesIO(b'#'))\nt.close()";
+    let empty = node.dir.join("nobootstrap.tar.gz");
+    let o = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&[
+        "deploy",
+        "nothing",
+        empty.to_str().unwrap(),
+        "--runtime",
+        "process",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        out(&o).contains("bootstrap") && out(&o).contains("--command"),
+        "{}",
+        out(&o)
+    );
+    // Not a bundle at all.
+    let o = node.cli(&[
+        "deploy",
+        "nothing",
+        support::fixtures().join("testfn.wasm").to_str().unwrap(),
+        "--runtime",
+        "process",
+    ]);
+    assert!(!o.status.success());
+    assert!(out(&o).contains(".zip or .tar.gz"), "{}", out(&o));
+    // A bundle that points outside itself.
+    let script = "import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w:gz')\ninfo = tarfile.TarInfo('../escape')\ninfo.size = 1\nt.addfile(info, io.BytesIO(b'#'))\nt.close()";
+    let evil = node.dir.join("evil.tar.gz");
+    let o = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&evil)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&[
+        "deploy",
+        "evil",
+        evil.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--command",
+        "true",
+    ]);
+    assert!(!o.status.success());
+    assert!(out(&o).contains("outside the bundle"), "{}", out(&o));
+    assert!(!node.dir.join("code/escape").exists());
+}
