@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Node, error_code, fixture};
+use support::{Node, error_code, fixture, python};
 
 fn spec(extra: Value) -> Value {
     let mut s = json!({"memory_mb": 64, "timeout_ms": 5000, "concurrency": 100});
@@ -592,10 +592,6 @@ async fn kill9_while_processing_loses_no_accepted_event() {
         "crash safety: {n} accepted, {} delivered, 0 lost, {duplicates} duplicate deliveries",
         seen.len()
     );
-}
-
-fn python() -> String {
-    std::env::var("WISP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 #[tokio::test]

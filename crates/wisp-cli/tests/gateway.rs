@@ -9,7 +9,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{Node, fixture};
+use support::{Node, fixture, out};
 
 const SPEC: fn() -> Value = || json!({"memory_mb": 64, "timeout_ms": 5000, "concurrency": 100});
 
@@ -91,14 +91,6 @@ async fn create_token(node: &Node, ns: &str, role: &str) -> String {
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     v["token"].as_str().unwrap().to_string()
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[tokio::test]

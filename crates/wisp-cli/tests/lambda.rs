@@ -7,19 +7,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{Node, fixture};
-
-fn python() -> String {
-    std::env::var("WISP_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::{Node, fixture, out, python};
 
 /// `wisp accesskey create` → (id, secret).
 fn access_key(node: &Node, args: &[&str]) -> (String, String) {

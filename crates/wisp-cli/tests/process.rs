@@ -10,19 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::Node;
-
-fn python() -> String {
-    std::env::var("WISP_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::{Node, out, python};
 
 /// Zips `files` (name, source) and the runtime client (`awslambdaric` and
 /// its dependencies, from WISP_PYDEPS) into `dir/TAG.zip`, as a Lambda
@@ -547,20 +535,24 @@ while true; do
 done
 "#;
 
-#[tokio::test]
-async fn a_custom_runtime_bootstrap_from_a_tar_gz_bundle() {
-    let node = Node::fresh("process-bootstrap", &[]);
-    let src = node.dir.join("bootstrap-src");
-    std::fs::create_dir_all(&src).unwrap();
-    let script = "import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w:gz')\ninfo = tarfile.TarInfo('bootstrap')\ndata = sys.argv[2].encode()\ninfo.size = len(data)\ninfo.mode = 0o755\nt.addfile(info, io.BytesIO(data))\nt.close()";
-    let bundle = node.dir.join("custom.tar.gz");
+/// Writes a .tar.gz holding one file `name` (mode 0755) with `data`, made
+/// with Python's tarfile.
+fn tar_gz(path: &Path, name: &str, data: &str) {
+    let script = "import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w:gz')\ninfo = tarfile.TarInfo(sys.argv[2])\ndata = sys.argv[3].encode()\ninfo.size = len(data)\ninfo.mode = 0o755\nt.addfile(info, io.BytesIO(data))\nt.close()";
     let o = std::process::Command::new(python())
         .args(["-c", script])
-        .arg(&bundle)
-        .arg(BOOTSTRAP)
+        .arg(path)
+        .args([name, data])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", out(&o));
+}
+
+#[tokio::test]
+async fn a_custom_runtime_bootstrap_from_a_tar_gz_bundle() {
+    let node = Node::fresh("process-bootstrap", &[]);
+    let bundle = node.dir.join("custom.tar.gz");
+    tar_gz(&bundle, "bootstrap", BOOTSTRAP);
     let o = node.cli(&[
         "deploy",
         "billing",
@@ -584,14 +576,8 @@ async fn a_custom_runtime_bootstrap_from_a_tar_gz_bundle() {
     );
 
     // A bundle without bootstrap and without --command is refused, naming both.
-    let script = "import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w:gz')\ninfo = tarfile.TarInfo('app.py')\ninfo.size = 1\nt.addfile(info, io.BytesIO(b'#'))\nt.close()";
     let empty = node.dir.join("nobootstrap.tar.gz");
-    let o = std::process::Command::new(python())
-        .args(["-c", script])
-        .arg(&empty)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", out(&o));
+    tar_gz(&empty, "app.py", "#");
     let o = node.cli(&[
         "deploy",
         "nothing",
@@ -616,14 +602,8 @@ async fn a_custom_runtime_bootstrap_from_a_tar_gz_bundle() {
     assert!(!o.status.success());
     assert!(out(&o).contains(".zip or .tar.gz"), "{}", out(&o));
     // A bundle that points outside itself.
-    let script = "import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w:gz')\ninfo = tarfile.TarInfo('../escape')\ninfo.size = 1\nt.addfile(info, io.BytesIO(b'#'))\nt.close()";
     let evil = node.dir.join("evil.tar.gz");
-    let o = std::process::Command::new(python())
-        .args(["-c", script])
-        .arg(&evil)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", out(&o));
+    tar_gz(&evil, "../escape", "#");
     let o = node.cli(&[
         "deploy",
         "evil",

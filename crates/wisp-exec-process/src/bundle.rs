@@ -63,23 +63,8 @@ fn unpack_zip(bytes: &[u8], dir: &Path) -> Result<(), ProcessError> {
                 f.name()
             )));
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
         let mode = f.unix_mode().unwrap_or(0o644);
-        let mut data = Vec::new();
-        (&mut f)
-            .take(MAX_UNPACKED - total + 1)
-            .read_to_end(&mut data)
-            .map_err(io(&path))?;
-        total += data.len() as u64;
-        if total > MAX_UNPACKED {
-            return Err(ProcessError::Bundle(
-                "the bundle unpacks to more than 1 GiB".into(),
-            ));
-        }
-        std::fs::write(&path, &data).map_err(io(&path))?;
-        set_mode(&path, if mode & 0o111 != 0 { 0o555 } else { 0o444 })?;
+        write_file(&path, &mut f, mode, &mut total)?;
     }
     Ok(())
 }
@@ -108,25 +93,35 @@ fn unpack_tar_gz(bytes: &[u8], dir: &Path) -> Result<(), ProcessError> {
                 name.display()
             )));
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
         let mode = e.header().mode().unwrap_or(0o644);
-        let mut data = Vec::new();
-        (&mut e)
-            .take(MAX_UNPACKED - total + 1)
-            .read_to_end(&mut data)
-            .map_err(io(&path))?;
-        total += data.len() as u64;
-        if total > MAX_UNPACKED {
-            return Err(ProcessError::Bundle(
-                "the bundle unpacks to more than 1 GiB".into(),
-            ));
-        }
-        std::fs::write(&path, &data).map_err(io(&path))?;
-        set_mode(&path, if mode & 0o111 != 0 { 0o555 } else { 0o444 })?;
+        write_file(&path, &mut e, mode, &mut total)?;
     }
     Ok(())
+}
+
+/// Writes one file of a bundle, read-only (executable when it was), and
+/// keeps the running total under [`MAX_UNPACKED`].
+fn write_file(
+    path: &Path,
+    from: &mut impl Read,
+    mode: u32,
+    total: &mut u64,
+) -> Result<(), ProcessError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let mut data = Vec::new();
+    from.take(MAX_UNPACKED - *total + 1)
+        .read_to_end(&mut data)
+        .map_err(io(path))?;
+    *total += data.len() as u64;
+    if *total > MAX_UNPACKED {
+        return Err(ProcessError::Bundle(
+            "the bundle unpacks to more than 1 GiB".into(),
+        ));
+    }
+    std::fs::write(path, &data).map_err(io(path))?;
+    set_mode(path, if mode & 0o111 != 0 { 0o555 } else { 0o444 })
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ProcessError> {

@@ -9,6 +9,7 @@
 //! off the node's clock are refused (replay window).
 
 use ring::{digest, hmac};
+use wisp_core::time::{days_from_civil, percent_decode};
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const MAX_SKEW_S: i64 = 15 * 60;
@@ -107,25 +108,6 @@ fn encode(s: &str, keep_slash: bool, out: &mut String) {
     }
 }
 
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn hex_sha256(data: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, data))
 }
@@ -154,8 +136,8 @@ fn canonical_request(r: &Received<'_>, c: &Credential<'_>) -> Result<String, Sig
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             let (mut ek, mut ev) = (String::new(), String::new());
-            encode(&decode(k), false, &mut ek);
-            encode(&decode(v), false, &mut ev);
+            encode(&percent_decode(k, false), false, &mut ek);
+            encode(&percent_decode(v, false), false, &mut ev);
             (ek, ev)
         })
         .collect();
@@ -222,13 +204,7 @@ fn amz_date_s(s: &str) -> Option<i64> {
         n(11..13)?,
         n(13..15)?,
     );
-    // Days from civil (H. Hinnant), as in wisp-core's quota windows.
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = days_from_civil(y, mo as u32, d as u32);
     Some(days * 86_400 + h * 3600 + mi * 60 + se)
 }
 

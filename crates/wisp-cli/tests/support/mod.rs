@@ -53,6 +53,21 @@ pub fn fixture(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("fixture {} missing ({e}): run ./scripts/test", p.display()))
 }
 
+/// The Python with the test clients from PyPI (scripts/test makes a venv
+/// and sets WISP_PYTHON).
+pub fn python() -> String {
+    std::env::var("WISP_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The `error.code` of a JSON error answer.
 pub async fn error_code(r: reqwest::Response) -> String {
     let v: serde_json::Value = r.json().await.unwrap();
