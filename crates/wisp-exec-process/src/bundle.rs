@@ -64,7 +64,12 @@ fn unpack_zip(bytes: &[u8], dir: &Path) -> Result<(), ProcessError> {
             )));
         }
         let mode = f.unix_mode().unwrap_or(0o644);
-        write_file(&path, &mut f, mode, &mut total)?;
+        let mtime = f.last_modified().map(|t| {
+            let days =
+                wisp_core::time::days_from_civil(t.year() as i64, t.month() as u32, t.day() as u32);
+            days * 86_400 + t.hour() as i64 * 3600 + t.minute() as i64 * 60 + t.second() as i64
+        });
+        write_file(&path, &mut f, (mode, mtime), &mut total)?;
     }
     Ok(())
 }
@@ -94,17 +99,21 @@ fn unpack_tar_gz(bytes: &[u8], dir: &Path) -> Result<(), ProcessError> {
             )));
         }
         let mode = e.header().mode().unwrap_or(0o644);
-        write_file(&path, &mut e, mode, &mut total)?;
+        let mtime = e.header().mtime().ok().map(|t| t as i64);
+        write_file(&path, &mut e, (mode, mtime), &mut total)?;
     }
     Ok(())
 }
 
-/// Writes one file of a bundle, read-only (executable when it was), and
-/// keeps the running total under [`MAX_UNPACKED`].
+/// Writes one file of a bundle, read-only (executable when it was), with
+/// its time from the archive (as `tar` and `unzip` do, so that caches keyed
+/// on source times shipped in the bundle, like Python's `.pyc`, stay valid
+/// in the read-only code dir), and keeps the running total under
+/// [`MAX_UNPACKED`].
 fn write_file(
     path: &Path,
     from: &mut impl Read,
-    mode: u32,
+    (mode, mtime): (u32, Option<i64>),
     total: &mut u64,
 ) -> Result<(), ProcessError> {
     if let Some(parent) = path.parent() {
@@ -120,7 +129,13 @@ fn write_file(
             "the bundle unpacks to more than 1 GiB".into(),
         ));
     }
-    std::fs::write(path, &data).map_err(io(path))?;
+    let mut file = std::fs::File::create(path).map_err(io(path))?;
+    std::io::Write::write_all(&mut file, &data).map_err(io(path))?;
+    if let Some(secs) = mtime.filter(|s| *s > 0) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+        file.set_modified(t).map_err(io(path))?;
+    }
+    drop(file);
     set_mode(path, if mode & 0o111 != 0 { 0o555 } else { 0o444 })
 }
 
@@ -165,5 +180,66 @@ pub fn unpack(bytes: &[u8], dir: &Path) -> Result<(), ProcessError> {
             Ok(())
         }
         Err(e) => Err(io(dir)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tar_gz(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (name, data, mode) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_mtime(1_700_000_001);
+            h.set_entry_type(tar::EntryType::Regular);
+            // set_path refuses `..`; write the raw name to test the unpacker.
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn tar_gz_unpacks_read_only_with_times_and_refuses_escapes() {
+        let root = std::env::temp_dir().join(format!("wisp-bundle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("code");
+        let bytes = tar_gz(&[
+            ("bootstrap", b"#!/bin/sh\n", 0o755),
+            ("lib/a.py", b"x = 1\n", 0o644),
+        ]);
+        assert_eq!(kind(&bytes), Some("tar.gz"));
+        unpack(&bytes, &dir).unwrap();
+        let meta = std::fs::metadata(dir.join("lib/a.py")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+        let secs = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(secs, 1_700_000_001);
+        assert_eq!(
+            std::fs::metadata(dir.join("bootstrap"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o555
+        );
+        let evil = tar_gz(&[("../escape", b"x", 0o644)]);
+        let err = unpack(&evil, &root.join("evil")).unwrap_err().to_string();
+        assert!(err.contains("outside the bundle"), "{err}");
+        assert!(!root.join("escape").exists());
+        assert!(unpack(b"not a bundle", &root.join("x")).is_err());
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
