@@ -166,7 +166,7 @@ pub struct Collected {
 pub(crate) type Key = (Namespace, FunctionName);
 
 pub(crate) struct Inner {
-    settings: EngineSettings,
+    pub(crate) settings: EngineSettings,
     wasm: WasmEngine,
     registry: Arc<dyn Registry>,
     artifacts: Arc<dyn ArtifactStore>,

@@ -820,6 +820,24 @@ impl Engine {
     /// An event (by CloudEvent id or delivery id) and where each of its
     /// deliveries stands, with the activations of every attempt.
     pub async fn event_status(&self, ns: &Namespace, id: &str) -> Result<EventStatus, EngineError> {
+        match self.event_status_once(ns, id).await {
+            // A delivery that just finished has left the queue while its
+            // activation record may still wait for the recorder's next
+            // batch: look once more after that batch was written.
+            Err(EngineError::EventNotFound(_)) => {
+                let window = self.inner.settings.retention.batch_window;
+                tokio::time::sleep(window + Duration::from_millis(50)).await;
+                self.event_status_once(ns, id).await
+            }
+            other => other,
+        }
+    }
+
+    async fn event_status_once(
+        &self,
+        ns: &Namespace,
+        id: &str,
+    ) -> Result<EventStatus, EngineError> {
         let store = self.events().store.clone();
         let activations = self.inner.activations.clone();
         let (ns2, id2) = (ns.clone(), id.to_string());
