@@ -617,3 +617,73 @@ async fn a_custom_runtime_bootstrap_from_a_tar_gz_bundle() {
     assert!(out(&o).contains("outside the bundle"), "{}", out(&o));
     assert!(!node.dir.join("code/escape").exists());
 }
+
+/// The native fixtures' build dir (`scripts/test` builds them and sets
+/// WISP_NATIVE_FIXTURES).
+fn native_fixture(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var("WISP_NATIVE_FIXTURES").expect(
+        "WISP_NATIVE_FIXTURES is not set: scripts/test builds tests/native-fixtures and sets it",
+    );
+    let p = Path::new(&dir).join(name);
+    assert!(
+        p.is_file(),
+        "native fixture {} missing: run ./scripts/test",
+        p.display()
+    );
+    p
+}
+
+#[tokio::test]
+async fn a_rust_function_on_the_lambda_runtime_crate() {
+    let node = Node::fresh("process-rust", &[]);
+    // Zipped as its author would for Lambda: the binary as ./bootstrap.
+    let zip = node.dir.join("rust.zip");
+    let script = "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED)\nz.write(sys.argv[1], 'bootstrap')\nz.close()";
+    let o = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(native_fixture("bootstrap"))
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&[
+        "deploy",
+        "rusty",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--memory",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let r = node.get("/fn/rusty/orders/3").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-runtime"], "rust");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "rust saw /orders/3 (deadline in the future: true)"
+    );
+    // Through the Lambda Invoke API (a Wisp bearer token works as well as SigV4).
+    let r = node
+        .http
+        .post(format!(
+            "{}/2015-03-31/functions/rusty/invocations",
+            node.url
+        ))
+        .bearer_auth(&node.token)
+        .body(r#"{"n":5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"rust_echo": {"n": 5}, "function": "rusty"}));
+    let acts = node.activations("rusty", 2).await;
+    assert!(
+        acts.iter().all(|a| a["logs"]
+            .as_str()
+            .unwrap()
+            .contains("rust handler got request")),
+        "{acts:?}"
+    );
+}
