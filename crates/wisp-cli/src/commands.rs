@@ -293,15 +293,16 @@ pub async fn ls(a: LsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:>7} {:>8} {:>8} {:>11}  {:<19}  URL",
-        "NAME", "VERSION", "MEMORY", "TIMEOUT", "CONCURRENCY", "DIGEST"
+        "{:<24} {:>7} {:<7} {:>8} {:>8} {:>11}  {:<19}  URL",
+        "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT", "CONCURRENCY", "DIGEST"
     );
     for f in list {
         let s = &f["spec"];
         println!(
-            "{:<24} {:>7} {:>6}Mi {:>7}s {:>11}  {:<19}  {}",
+            "{:<24} {:>7} {:<7} {:>6}Mi {:>7}s {:>11}  {:<19}  {}",
             f["name"].as_str().unwrap_or(""),
             f["version"].to_string(),
+            s["runtime"].as_str().unwrap_or("wasm"),
             s["memory_mb"].to_string(),
             s["timeout_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
             s["concurrency"].to_string(),

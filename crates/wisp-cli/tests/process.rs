@@ -386,6 +386,11 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
         .collect();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let running = processes_of(&handler);
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains(r#"wisp_function_processes{namespace="default",function="scale"} 10"#),
+        "{metrics}"
+    );
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap().status(), 201);
     }
@@ -409,6 +414,7 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(out(&node.cli(&["ls"])).contains("process"));
     // And the next invocation starts one again.
     assert_eq!(
         node.get("/fn/scale/after").send().await.unwrap().status(),

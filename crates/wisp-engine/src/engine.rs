@@ -364,6 +364,18 @@ impl Engine {
         let mut out = self.inner.metrics.render(table.len(), loaded);
         let (depth, c) = self.queue_metrics();
         crate::metrics::render_queue(&mut out, depth, c);
+        out.push_str("# HELP wisp_function_processes Processes running for a process function (busy or warm).\n# TYPE wisp_function_processes gauge\n");
+        for e in table.values() {
+            let p = e.prepared.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(Runner::Process(pool)) = p.as_ref() {
+                out.push_str(&format!(
+                    "wisp_function_processes{{namespace=\"{}\",function=\"{}\"}} {}\n",
+                    e.record.namespace,
+                    e.record.name,
+                    pool.processes()
+                ));
+            }
+        }
         out
     }
 
