@@ -30,6 +30,8 @@ pub struct Invocation {
 }
 
 pub struct ApiState {
+    created: std::time::Instant,
+    asked: std::sync::atomic::AtomicBool,
     tx: mpsc::UnboundedSender<Invocation>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Invocation>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
@@ -40,6 +42,8 @@ impl ApiState {
     pub fn new() -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         Arc::new(Self {
+            created: std::time::Instant::now(),
+            asked: std::sync::atomic::AtomicBool::new(false),
             tx,
             rx: tokio::sync::Mutex::new(rx),
             pending: Mutex::new(HashMap::new()),
@@ -75,6 +79,12 @@ pub async fn serve(listener: tokio::net::TcpListener, st: Arc<ApiState>) {
 }
 
 async fn next(State(st): State<Arc<ApiState>>) -> Response {
+    if !st.asked.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(
+            init_us = st.created.elapsed().as_micros() as u64,
+            "runtime asked for its first invocation"
+        );
+    }
     let inv = { st.rx.lock().await.recv().await };
     let Some(inv) = inv else {
         return StatusCode::GONE.into_response();
