@@ -48,25 +48,6 @@ async fn create_ns(node: &Node, ns: &str) {
     assert_eq!(r.status(), 201, "creating namespace {ns}");
 }
 
-async fn deploy_in(node: &Node, ns: &str, name: &str, spec: Value) -> reqwest::Response {
-    let art: Value = node
-        .api(Method::POST, "/v1/artifacts")
-        .header("x-wisp-namespace", ns)
-        .body(fixture("testfn"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    node.api(Method::PUT, &format!("/v1/functions/{name}"))
-        .header("x-wisp-namespace", ns)
-        .json(&json!({"artifact": art["digest"], "spec": spec}))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn create_key(node: &Node, ns: &str, body: Value) -> String {
     let r = node
         .api(Method::POST, "/v1/apikeys")
@@ -610,7 +591,7 @@ async fn tenancy_matrix_roles_by_endpoint_family_by_namespace() {
     let node = Node::fresh("tenancy", &[]);
     for ns in ["a", "b"] {
         create_ns(&node, ns).await;
-        let r = deploy_in(&node, ns, "f", SPEC()).await;
+        let r = node.deploy_in(ns, "f", &fixture("testfn"), SPEC()).await;
         assert!(r.status().is_success());
         let r = node
             .api(Method::PUT, "/v1/topics/t")
@@ -1133,9 +1114,23 @@ async fn secrets_reach_functions_and_nowhere_else() {
     );
     assert!(o.status.success(), "{}", out(&o));
     // A function that references a secret that does not exist: 400 naming it.
-    let r = deploy_in(&node, "shop", "pay", json!({"secrets": ["MISSING_ONE"]})).await;
+    let r = node
+        .deploy_in(
+            "shop",
+            "pay",
+            &fixture("testfn"),
+            json!({"secrets": ["MISSING_ONE"]}),
+        )
+        .await;
     expect_error(r, 400, "secret_not_found", "MISSING_ONE").await;
-    let r = deploy_in(&node, "shop", "pay", json!({"secrets": ["STRIPE_KEY"]})).await;
+    let r = node
+        .deploy_in(
+            "shop",
+            "pay",
+            &fixture("testfn"),
+            json!({"secrets": ["STRIPE_KEY"]}),
+        )
+        .await;
     assert!(r.status().is_success());
     let seen = node
         .get("/ns/shop/fn/pay/env/STRIPE_KEY")
@@ -1169,7 +1164,14 @@ async fn secrets_reach_functions_and_nowhere_else() {
     assert!(logs_cli.contains("STRIPE_KEY=***"), "{logs_cli}");
     // A function of another namespace cannot reference it.
     create_ns(&node, "other").await;
-    let r = deploy_in(&node, "other", "pay", json!({"secrets": ["STRIPE_KEY"]})).await;
+    let r = node
+        .deploy_in(
+            "other",
+            "pay",
+            &fixture("testfn"),
+            json!({"secrets": ["STRIPE_KEY"]}),
+        )
+        .await;
     expect_error(r, 400, "secret_not_found", "STRIPE_KEY").await;
 
     // Updating the secret reaches the (warm) function.

@@ -678,21 +678,41 @@ impl Engine {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let start_ms = now_ms();
-        let (prepared, cold, load_time) = self.begin(&entry).await?;
+        let run = (trigger, now_ms(), Some(event), false);
+        let (_, summary, body) = self.collect(&entry, permit, req, run, keep).await?;
+        Ok((summary, body))
+    }
+
+    /// Runs a request on the calling task, keeps up to `keep` bytes of the
+    /// response body, and records the run. `run`: trigger, start time, the
+    /// queued event it serves, whether to hand back the logs.
+    async fn collect<B>(
+        &self,
+        entry: &Arc<Entry>,
+        permit: OwnedSemaphorePermit,
+        req: http::Request<B>,
+        (trigger, start_ms, event, keep_logs): (&'static str, i64, Option<EventRef>, bool),
+        keep: usize,
+    ) -> Result<(ActivationId, RunSummary, Vec<u8>), EngineError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let (prepared, cold, load_time) = self.begin(entry).await?;
         let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
         let (report, body, spawned) = prepared.run_collect(req, timeout, trigger, keep).await;
         drop(permit);
+        let id = ActivationId::generate();
         let done = Finished {
-            id: ActivationId::generate(),
+            id: id.clone(),
             trigger,
             start_ms,
             cold: cold || spawned,
             load_time,
-            event: Some(event),
-            keep_logs: false,
+            event,
+            keep_logs,
         };
-        Ok((self.finish(&entry, done, report), body))
+        Ok((id, self.finish(entry, done, report), body))
     }
 
     /// Invokes a function like [`Engine::invoke`], reads up to `keep` bytes
@@ -714,22 +734,9 @@ impl Engine {
         let start_ms = now_ms();
         entry.last_used_ms.store(start_ms, Ordering::Relaxed);
         let permit = self.admit(&entry, trigger, start_ms).await?;
-        let (prepared, cold, load_time) = self.begin(&entry).await?;
-        let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
-        let (report, body, spawned) = prepared.run_collect(req, timeout, trigger, keep).await;
-        drop(permit);
-        let id = ActivationId::generate();
-        let done = Finished {
-            id: id.clone(),
-            trigger,
-            start_ms,
-            cold: cold || spawned,
-            load_time,
-            event: None,
-            keep_logs: true,
-        };
+        let run = (trigger, start_ms, None, true);
+        let (id, s, body) = self.collect(&entry, permit, req, run, keep).await?;
         let version = entry.record.version;
-        let s = self.finish(&entry, done, report);
         Ok(Collected {
             activation_id: id,
             outcome: s.outcome,

@@ -369,7 +369,8 @@ impl ProcessPool {
     ) -> Invoked {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let request_id = format!("{:032x}", rand_id());
+        // A fresh unique id (32 hex characters), from the id Wisp uses for activations.
+        let request_id = wisp_core::ActivationId::generate().to_string();
         let shape = Shape::for_request(trigger, &parts.headers);
         let payload = match shape {
             Shape::Raw => body,
@@ -563,15 +564,4 @@ async fn pump(mut r: impl tokio::io::AsyncRead + Unpin, logs: Arc<Mutex<LogBuf>>
             }
         }
     }
-}
-
-fn rand_id() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let a = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u128;
-    let b = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u128;
-    (a << 64) | b ^ now_ms() as u128
 }

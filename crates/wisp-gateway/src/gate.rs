@@ -59,7 +59,8 @@ fn store_err(e: StoreError) -> ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a store call on the blocking pool; store errors become API errors.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

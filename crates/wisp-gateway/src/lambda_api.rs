@@ -172,7 +172,8 @@ fn authenticate(
 fn qualifier_query(uri: &http::Uri) -> Option<String> {
     uri.query()?
         .split('&')
-        .find_map(|p| p.strip_prefix("Qualifier=").map(|v| v.replace("%24", "$")))
+        .find_map(|p| p.strip_prefix("Qualifier="))
+        .map(|v| wisp_core::time::percent_decode(v, false))
 }
 
 pub async fn invoke(

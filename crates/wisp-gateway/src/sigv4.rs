@@ -247,13 +247,7 @@ pub fn verify<'a>(
     let k_service = hmac_sign(&k_region, c.service.as_bytes());
     let k_signing = hmac_sign(&k_service, b"aws4_request");
     let expected = hex::encode(hmac_sign(&k_signing, to_sign.as_bytes()));
-    let same = expected.len() == c.signature.len()
-        && expected
-            .bytes()
-            .zip(c.signature.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !same {
+    if !crate::tenancy::same(expected.as_bytes(), c.signature.as_bytes()) {
         return Err(SigError::Mismatch(
             "the request signature does not match (check the secret access key, and that nothing rewrote the request on its way)".into(),
         ));

@@ -62,7 +62,7 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, ApiError> {
 
 /// Constant-time comparison, so a token cannot be guessed byte by byte
 /// from response times.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

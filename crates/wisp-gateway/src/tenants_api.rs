@@ -5,6 +5,7 @@
 use crate::AppState;
 use crate::api::{json_body, parse_since};
 use crate::error::ApiError;
+use crate::gate::blocking;
 use crate::tenancy::Scope;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -52,10 +53,7 @@ fn not_found(code: &'static str, msg: String) -> ApiError {
 
 async fn list_namespaces(State(st): State<AppState>, scope: Scope) -> Result<Response, ApiError> {
     let store = st.gate.store.clone();
-    let all = tokio::task::spawn_blocking(move || store.list_namespaces())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(ApiError::from)?;
+    let all = blocking(move || store.list_namespaces()).await?;
     let list: Vec<_> = all
         .into_iter()
         .filter(|(n, _)| scope.node_admin || *n == scope.ns)
@@ -462,11 +460,7 @@ async fn audit(
     let limit = q.limit.unwrap_or(100).min(10_000);
     let store = st.gate.store.clone();
     let ns = scope.ns.clone();
-    let list = tokio::task::spawn_blocking(move || store.list_audit(&ns, since, limit))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let list = blocking(move || store.list_audit(&ns, since, limit)).await?;
     Ok(Json(list).into_response())
 }
 
@@ -521,11 +515,7 @@ async fn access_log(
         limit: q.limit.unwrap_or(100).min(10_000),
     };
     let store = st.gate.access_store.clone();
-    let list = tokio::task::spawn_blocking(move || store.list_access(&filter))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let list = blocking(move || store.list_access(&filter)).await?;
     Ok(Json(list).into_response())
 }
 
@@ -549,10 +539,6 @@ pub(crate) async fn gateway_usage(
     };
     let store = st.gate.access_store.clone();
     let ns = ns.clone();
-    let rows = tokio::task::spawn_blocking(move || store.gateway_usage(&ns, by, since_ms))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    let rows = blocking(move || store.gateway_usage(&ns, by, since_ms)).await?;
     Ok(Json(rows).into_response())
 }

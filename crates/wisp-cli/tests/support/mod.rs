@@ -187,8 +187,20 @@ impl Node {
         wasm: &[u8],
         spec: serde_json::Value,
     ) -> reqwest::Response {
+        self.deploy_in("default", name, wasm, spec).await
+    }
+
+    /// The same in namespace `ns`.
+    pub async fn deploy_in(
+        &self,
+        ns: &str,
+        name: &str,
+        wasm: &[u8],
+        spec: serde_json::Value,
+    ) -> reqwest::Response {
         let art: serde_json::Value = self
             .api(reqwest::Method::POST, "/v1/artifacts")
+            .header("x-wisp-namespace", ns)
             .body(wasm.to_vec())
             .send()
             .await
@@ -198,6 +210,7 @@ impl Node {
             .unwrap();
         let digest = art["digest"].as_str().expect("digest").to_string();
         self.api(reqwest::Method::PUT, &format!("/v1/functions/{name}"))
+            .header("x-wisp-namespace", ns)
             .json(&serde_json::json!({"artifact": digest, "spec": spec}))
             .send()
             .await
