@@ -132,6 +132,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let dir = data_dir(a.data.data_dir.as_deref())?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
+    // Absolute from here on: process functions start in their own code
+    // directory, where a relative path would point elsewhere.
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving data dir {}", dir.display()))?;
     let token = admin_token(&dir)?;
     let key = SecretKey::load_or_create(&dir.join(SECRET_KEY_FILE))
         .context("loading the key that encrypts secrets")?;
@@ -164,7 +169,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             init_timeout: a.init_timeout,
             max_log_bytes: 64 * 1024,
             sandbox: !a.no_process_sandbox,
-            hide: vec![dir.canonicalize().unwrap_or_else(|_| dir.clone())],
+            hide: vec![dir.clone()],
         },
     };
     let events = Arc::new(

@@ -78,6 +78,13 @@ def handler(event, context):
                     return True
                 except OSError:
                     return False
+            def reach(port):
+                import socket
+                try:
+                    socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
+                    return True
+                except OSError:
+                    return False
             data_dir = event["queryStringParameters"]["data"]
             open("/tmp/mine", "w").write("x")
             return {"statusCode": 200, "body": json.dumps({
@@ -90,6 +97,7 @@ def handler(event, context):
                 "tmp_entries": sorted(os.listdir("/tmp")),
                 "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
                 "read_shadow": can(lambda: open("/etc/shadow").read()),
+                "reach_node": reach(event["queryStringParameters"]["port"]),
             })}
         return {
             "statusCode": 201,
@@ -192,10 +200,13 @@ async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
     );
 
     // The sandbox: nobody, the code at /var/task read-only, the data dir
-    // hidden, a private /tmp, its own PID namespace, a read-only root.
+    // hidden, a private /tmp, its own PID namespace, a read-only root, no
+    // network (the node's own port on 127.0.0.1 is out of reach).
     let data = node.dir.canonicalize().unwrap();
+    let port = node.url.rsplit(':').next().unwrap().to_string();
+    let probe = format!("probe?data={}&port={port}", data.display());
     let r = node
-        .get(&format!("/fn/thumbs/probe?data={}", data.display()))
+        .get(&format!("/fn/thumbs/{probe}"))
         .send()
         .await
         .unwrap();
@@ -220,6 +231,30 @@ async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
         "other processes are visible: {p}"
     );
     assert_eq!(p["read_shadow"], false, "{p}");
+    assert_eq!(p["reach_node"], false, "{p}");
+    // With --allow-outbound the function shares the node's network.
+    let o = node.cli(&[
+        "deploy",
+        "online",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "app.handler",
+        "--command",
+        &command,
+        "--allow-outbound",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let r = node
+        .get(&format!("/fn/online/{probe}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["reach_node"], true, "{p}");
 
     // The management API: a handled error and an uncaught exception.
     let r = node
@@ -684,12 +719,101 @@ async fn a_rust_function_on_the_lambda_runtime_crate() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v, json!({"rust_echo": {"n": 5}, "function": "rusty"}));
-    let acts = node.activations("rusty", 2).await;
+    // A warm process outlives idle node threads: the node's blocking
+    // threads retire after 10 s idle, and the process must not go with
+    // the one that started it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let r = node.get("/fn/rusty/again").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let acts = node.activations("rusty", 3).await;
+    assert_eq!(acts[0]["cold"], false, "{acts:?}");
     assert!(
         acts.iter().all(|a| a["logs"]
             .as_str()
             .unwrap()
             .contains("rust handler got request")),
+        "{acts:?}"
+    );
+}
+
+const NODE_APP: &str = r#"
+exports.handler = async (event, context) => {
+  console.log("node got", event.rawPath ?? JSON.stringify(event));
+  if (event.rawPath !== undefined) {
+    return {
+      statusCode: 200,
+      headers: { "content-type": "application/json", "x-runtime": "node" },
+      body: JSON.stringify({
+        path: event.rawPath,
+        method: event.requestContext.http.method,
+        function: context.functionName,
+        remaining: context.getRemainingTimeInMillis() > 0,
+        uid: process.getuid(),
+        cwd: process.cwd(),
+      }),
+    };
+  }
+  return { node_echo: event };
+};
+"#;
+
+#[tokio::test]
+async fn a_node_handler_on_aws_lambda_ric_from_npm() {
+    let ric = std::env::var("WISP_NODE_RIC").expect(
+        "WISP_NODE_RIC is not set: scripts/test installs aws-lambda-ric from npm (building its native addon) and sets it",
+    );
+    let node = Node::fresh("process-node", &[]);
+    // The handler and the runtime client's files it loads at run time, as
+    // a Lambda deployment package holds them.
+    let zip = node.dir.join("node.zip");
+    let script = "import os, sys, zipfile\nz = zipfile.ZipFile(sys.argv[3], 'w', zipfile.ZIP_DEFLATED)\nz.writestr('index.js', sys.argv[1])\nric = sys.argv[2]\nfor part in ('bin', 'dist', 'package.json'):\n    p = os.path.join(ric, part)\n    files = [p] if os.path.isfile(p) else [os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs]\n    for f in files:\n        z.write(f, os.path.join('node_modules/aws-lambda-ric', os.path.relpath(f, ric)))\nz.close()";
+    let o = std::process::Command::new(python())
+        .args(["-c", script, NODE_APP, &ric])
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&[
+        "deploy",
+        "noder",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "index.handler",
+        "--command",
+        "/usr/bin/node node_modules/aws-lambda-ric/bin/index.mjs",
+        "--memory",
+        "256",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let r = node.post("/fn/noder/items/9").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-runtime"], "node");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!({"path": "/items/9", "method": "POST", "function": "noder", "remaining": true, "uid": 65534, "cwd": "/var/task"})
+    );
+    let r = node
+        .http
+        .post(format!(
+            "{}/2015-03-31/functions/noder/invocations",
+            node.url
+        ))
+        .bearer_auth(&node.token)
+        .body(r#"{"k":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"node_echo": {"k": 1}}));
+    let acts = node.activations("noder", 2).await;
+    assert_eq!(acts[0]["cold"], false, "{acts:?}");
+    assert!(
+        acts.iter()
+            .any(|a| a["logs"].as_str().unwrap().contains("node got /items/9")),
         "{acts:?}"
     );
 }

@@ -447,7 +447,7 @@ impl Engine {
                 Some(d) => d,
                 None => {
                     let bytes = artifacts.get_artifact(&digest)?;
-                    process.unpack(&digest, &bytes)?
+                    process.unpack(&digest, &bytes, spec.command.as_deref())?
                 }
             };
             let pool = process.pool(
@@ -459,6 +459,7 @@ impl Engine {
                     env: spec.env.clone(),
                     handler: spec.handler.clone(),
                     command: spec.command.clone(),
+                    network: !spec.allow_outbound.is_empty(),
                 },
                 dir,
             )?;

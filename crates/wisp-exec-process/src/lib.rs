@@ -16,6 +16,7 @@ mod bundle;
 mod runtime_api;
 mod sandbox;
 pub mod shape;
+mod spawner;
 
 pub use bundle::kind as bundle_kind;
 
@@ -75,6 +76,10 @@ pub struct ProcessSpec {
     /// A command line (split on whitespace) that starts a runtime client;
     /// the handler is appended as its last argument.
     pub command: Option<String>,
+    /// Whether the process may use the network (its spec allows outbound
+    /// hosts). Without, a sandboxed process gets a network namespace of
+    /// its own with loopback only, where its Runtime API is.
+    pub network: bool,
 }
 
 /// The node's process executor.
@@ -103,15 +108,31 @@ impl ProcessRuntime {
         }
     }
 
-    /// Checks and unpacks a bundle (once per artifact); returns its code dir.
-    pub fn unpack(&self, digest: &Digest, bytes: &[u8]) -> Result<PathBuf, ProcessError> {
+    /// Checks and unpacks a bundle (once per artifact); returns its code
+    /// dir. When `command` starts a Python interpreter, the bundle's
+    /// modules are compiled to bytecode now: the code dir is read-only to
+    /// the function, so Python could not cache them and would compile
+    /// them again at every cold start.
+    pub fn unpack(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        command: Option<&str>,
+    ) -> Result<PathBuf, ProcessError> {
         if bundle::kind(bytes).is_none() {
             return Err(ProcessError::Bundle(
                 "a process function's artifact must be a .zip or .tar.gz bundle".into(),
             ));
         }
         let dir = self.cfg.code_root.join(digest.hex());
-        bundle::unpack(bytes, &dir)?;
+        let python = command
+            .and_then(|c| c.split_whitespace().next())
+            .filter(|p| {
+                Path::new(p)
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+            });
+        bundle::unpack(bytes, &dir, python)?;
         Ok(dir)
     }
 
@@ -237,14 +258,6 @@ impl ProcessPool {
     }
 
     async fn spawn(&self) -> Result<Worker, ProcessError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| ProcessError::Spawn(format!("runtime API listener: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ProcessError::Spawn(e.to_string()))?;
-        let api = ApiState::new();
-        let server = tokio::spawn(runtime_api::serve(listener, api.clone()));
         // Unique across pools of this node: cells of a dropped pool may
         // still be being removed when a new pool starts.
         static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -268,7 +281,6 @@ impl ProcessPool {
             )
             .env("LANG", "C.UTF-8")
             .env("TZ", ":UTC")
-            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", &s.name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", s.version.to_string())
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", s.memory_mb.to_string())
@@ -325,19 +337,24 @@ impl ProcessPool {
         sandbox::prepare(&mut cmd, cell.as_ref(), &self.code_dir, &self.cfg.hide);
         let t_spawn = Instant::now();
         // Spawning waits until the program is exec'd, after the sandbox's
-        // namespaces and mounts are set up (10-25 ms): not on a runtime
-        // thread, where it would hold up other requests.
-        let program = self.argv[0].clone();
-        let mut child = tokio::task::spawn_blocking(move || cmd.spawn())
+        // namespaces and mounts are set up: on the spawner thread, not on
+        // a runtime thread, where it would hold up other requests.
+        let isolate_net = self.sandbox.is_some() && !s.network;
+        let (mut child, listener) = spawner::spawn(cmd, isolate_net)
             .await
-            .map_err(|e| ProcessError::Spawn(e.to_string()))?
-            .map_err(|e| ProcessError::Spawn(format!("{program}: {e}")))?;
+            .map_err(|e| ProcessError::Spawn(format!("{}: {e}", self.argv[0])))?;
         tracing::debug!(
             function = %s.name,
             cell_us = (t_spawn - t_cell).as_micros() as u64,
             spawn_us = t_spawn.elapsed().as_micros() as u64,
             "process started"
         );
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|e| ProcessError::Spawn(format!("runtime API listener: {e}")))?;
+        let api = ApiState::new();
+        let server = tokio::spawn(runtime_api::serve(listener, api.clone()));
         let pid = child.id().unwrap_or(0) as i32;
         self.processes.fetch_add(1, Ordering::Relaxed);
         let logs = Arc::new(Mutex::new(LogBuf::default()));
@@ -359,6 +376,21 @@ impl ProcessPool {
         })
     }
 
+    /// A warm process, if one is idle and still alive (one that died while
+    /// idle is dropped, and the invocation starts a fresh one).
+    fn take_idle(&self) -> Option<Worker> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(mut w) = idle.pop() {
+            match w.child.try_wait() {
+                Ok(None) => return Some(w),
+                status => {
+                    tracing::warn!(function = %self.spec.name, ?status, "an idle process of the function had exited");
+                }
+            }
+        }
+        None
+    }
+
     /// Runs one invocation: an HTTP request shaped for the handler (see
     /// [`shape`]) on a warm process, or a new one.
     pub async fn invoke(
@@ -377,7 +409,7 @@ impl ProcessPool {
             Shape::CloudEvent => shape::cloud_event(&parts, &body),
             Shape::ApiGatewayV2 => shape::api_gateway_v2(&parts, &body, &request_id, now_ms()),
         };
-        let warm = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let warm = self.take_idle();
         let cold = warm.is_none();
         let mut worker = match warm {
             Some(w) => w,

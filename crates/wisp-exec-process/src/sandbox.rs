@@ -7,8 +7,9 @@
 //! With the sandbox (the node runs as root and finds the memory and pids
 //! cgroup controllers, v1 or v2):
 //! - its own cgroup per process with the function's memory limit
-//!   (exceeding it → killed, outcome `memory_limit`) and a pids limit (a
-//!   fork bomb stops there);
+//!   (exceeding it → killed, outcome `memory_limit`), a pids limit (a
+//!   fork bomb stops there) and, where the cpu controller is found, a CPU
+//!   weight in proportion to its memory (as on Lambda);
 //! - its own PID namespace (it sees and can signal only its own processes;
 //!   when it exits, everything it started dies), and IPC, UTS and mount
 //!   namespaces;
@@ -19,9 +20,13 @@
 //! - the unprivileged user `nobody` (65534), no supplementary groups, and
 //!   `no_new_privs` (setuid binaries cannot raise it).
 //!
-//! Not isolated: the network (a process can open connections like the node
-//! can; `allow_outbound` applies to Wasm functions only), and CPU time
-//! beyond the invocation's deadline.
+//! - without `allow_outbound` in its spec, its own network namespace with
+//!   loopback only (where its Runtime API listens): no connection leaves
+//!   it, and nothing on the node's loopback is reachable.
+//!
+//! Not isolated: a process whose spec allows any outbound host shares the
+//! node's network (the allow-list filters hosts for Wasm functions only);
+//! CPU time is shared by weight, not capped.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,9 @@ pub struct Sandbox {
     /// cgroup directories to create cells under: (controller root, is v2).
     memory: PathBuf,
     pids: PathBuf,
+    /// The cpu controller's directory, where the node finds one (v1), or
+    /// whether cells get `cpu.weight` (v2).
+    cpu: Option<PathBuf>,
     v2: bool,
     work_root: PathBuf,
 }
@@ -72,13 +80,26 @@ impl Sandbox {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
         if v2 {
-            // Let cells under /sys/fs/cgroup/wisp use both controllers.
-            let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids");
-            let _ = std::fs::write(memory.join("cgroup.subtree_control"), "+memory +pids");
+            // Let cells under /sys/fs/cgroup/wisp use the controllers.
+            for c in ["+memory +pids", "+cpu"] {
+                let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", c);
+                let _ = std::fs::write(memory.join("cgroup.subtree_control"), c);
+            }
         }
+        // CPU shares are best effort: without the controller, processes
+        // compete for CPU like any other.
+        let cpu = if v2 {
+            std::fs::read_to_string(memory.join("cgroup.subtree_control"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
+                .then(|| memory.clone())
+        } else {
+            let d = PathBuf::from("/sys/fs/cgroup/cpu/wisp");
+            std::fs::create_dir_all(&d).is_ok().then_some(d)
+        };
         let sb = Self {
             memory,
             pids,
+            cpu,
             v2,
             work_root: work_root.to_path_buf(),
         };
@@ -90,11 +111,14 @@ impl Sandbox {
     /// `kill -9` cannot remove its own). A cell's name ends with the pid of
     /// the node that made it.
     fn remove_stale(&self) {
-        let roots = if self.v2 {
+        let mut roots = if self.v2 {
             vec![&self.memory]
         } else {
             vec![&self.memory, &self.pids]
         };
+        if let Some(cpu) = self.cpu.as_ref().filter(|_| !self.v2) {
+            roots.push(cpu);
+        }
         for root in roots {
             let Ok(entries) = std::fs::read_dir(root) else {
                 continue;
@@ -135,6 +159,25 @@ impl Sandbox {
                 .map_err(|e| format!("creating {}: {e}", pids.display()))?;
             write(pids.join("pids.max"), PIDS_MAX.to_string())?;
             dirs.push(pids);
+        }
+        // CPU in proportion to memory, as on Lambda (1,769 MB = one vCPU):
+        // a 128 MB function gets 1/14 of a core's weight when the CPU is
+        // contended, and the node's own threads (weight 1,024) come first.
+        match &self.cpu {
+            Some(_) if self.v2 => {
+                let weight = (memory_mb as u64 * 100 / 1769).clamp(1, 10_000);
+                let _ = write(mem.join("cpu.weight"), weight.to_string());
+            }
+            Some(root) => {
+                let shares = (memory_mb as u64 * 1024 / 1769).clamp(2, 262_144);
+                let cpu = root.join(name);
+                if std::fs::create_dir_all(&cpu).is_ok()
+                    && write(cpu.join("cpu.shares"), shares.to_string()).is_ok()
+                {
+                    dirs.push(cpu);
+                }
+            }
+            None => {}
         }
         let procs = dirs
             .iter()
