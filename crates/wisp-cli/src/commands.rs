@@ -56,6 +56,11 @@ pub struct DeployArgs {
     /// variable of the same name (repeatable; set it with `wisp secret set`)
     #[arg(long = "secret", value_name = "NAME")]
     secrets: Vec<String>,
+    /// A key-value bucket of the namespace the function may open through
+    /// wasi:keyvalue (repeatable; made if missing). Functions usually open
+    /// `default`: --kv default
+    #[arg(long = "kv", value_name = "BUCKET")]
+    kv: Vec<String>,
     /// What runs the function: wasm (a wasi:http component) or process (a
     /// .zip/.tar.gz bundle speaking the AWS Lambda Runtime API)
     #[arg(long, default_value = "wasm", value_parser = ["wasm", "process"])]
@@ -132,6 +137,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "on_success": a.on_success,
         "on_failure": a.on_failure,
         "secrets": a.secrets,
+        "kv": a.kv,
         "direct_url": !a.no_direct_url,
         "runtime": a.runtime,
         "handler": a.handler,

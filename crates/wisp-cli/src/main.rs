@@ -6,6 +6,7 @@ mod build;
 mod client;
 mod commands;
 mod events;
+mod kv;
 mod paths;
 mod serve;
 mod tenants;
@@ -101,6 +102,9 @@ enum Command {
     Apikey(tenants::ApiKeyArgs),
     /// Secrets: encrypted at rest, seen by functions deployed with --secret NAME
     Secret(tenants::SecretArgs),
+    /// The key-value store: buckets of keys, read and written by functions
+    /// deployed with --kv BUCKET (wasi:keyvalue)
+    Kv(kv::KvArgs),
     /// AWS-style access keys for the Lambda Invoke API (boto3, the AWS CLI)
     Accesskey(tenants::AccessKeyArgs),
     /// Requests on gateway routes: time, route, key, status, latency, activation
@@ -154,6 +158,7 @@ fn main() -> std::process::ExitCode {
             Command::Route(a) => tenants::route(a).await,
             Command::Apikey(a) => tenants::apikey(a).await,
             Command::Secret(a) => tenants::secret(a).await,
+            Command::Kv(a) => kv::kv(a).await,
             Command::AccessLog(a) => tenants::access_log(a).await,
             Command::Accesskey(a) => tenants::accesskey(a).await,
             Command::Audit(a) => tenants::audit(a).await,

@@ -175,13 +175,20 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let events = Arc::new(
         SqliteEvents::open(&dir.join("events.db")).context("opening the event queue database")?,
     );
+    let kv_store = Arc::new(
+        wisp_store::SqliteKv::open(&dir.join("kv.db")).context("opening the key-value database")?,
+    );
+    let kv = wisp_kv::Kv::open(kv_store).context("loading the key-value store")?;
     let engine = Engine::start(
         wasm,
-        sqlite.clone(),
-        artifacts,
-        sqlite.clone(),
-        events,
-        sqlite.clone(),
+        wisp_engine::Stores {
+            registry: sqlite.clone(),
+            artifacts,
+            activations: sqlite.clone(),
+            events,
+            tenants: sqlite.clone(),
+            kv,
+        },
         settings,
     )
     .await?;

@@ -7,6 +7,7 @@ pub mod activation;
 pub mod durable;
 pub mod event;
 pub mod ids;
+pub mod kv;
 pub mod route;
 pub mod spec;
 pub mod store;

@@ -66,6 +66,10 @@ pub struct FunctionSpec {
     /// `python3 -m awslambdaric`. Without it the bundle's `bootstrap` runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// Key-value buckets of its namespace the function may open through
+    /// `wasi:keyvalue` (`--kv NAME`). Deploying makes missing ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kv: Vec<String>,
     /// Whether the function answers at its direct URL (`/fn/NAME/…`,
     /// `/ns/NS/fn/NAME/…`), which does no auth. Off for functions that
     /// must only be reached through routes with API keys or JWTs.
@@ -136,6 +140,7 @@ impl Default for FunctionSpec {
             on_success: None,
             on_failure: None,
             secrets: Vec::new(),
+            kv: Vec::new(),
             direct_url: true,
             runtime: Runtime::Wasm,
             handler: None,
@@ -175,6 +180,8 @@ pub enum SpecError {
     SecretName(String),
     #[error("{0:?} is both an env variable and a secret: keep one")]
     SecretShadowsEnv(String),
+    #[error("kv grant: {0}")]
+    Kv(String),
     #[error(
         "allow_outbound entry {0:?} is invalid: use HOST or HOST:PORT (e.g. api.example.com:443)"
     )]
@@ -229,6 +236,16 @@ impl FunctionSpec {
         for h in &self.allow_outbound {
             if parse_host_port(h).is_none() {
                 return Err(SpecError::Outbound(h.clone()));
+            }
+        }
+        if self.runtime == Runtime::Process && !self.kv.is_empty() {
+            return Err(SpecError::Kv(
+                "kv grants are for WebAssembly functions (wasi:keyvalue); a process function reaches the store over HTTP at /v1/kv with a token".into(),
+            ));
+        }
+        for b in &self.kv {
+            if let Err(e) = crate::kv::check_bucket(b) {
+                return Err(SpecError::Kv(e.to_string()));
             }
         }
         Ok(())

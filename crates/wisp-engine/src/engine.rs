@@ -79,6 +79,8 @@ pub enum EngineError {
     Process(#[from] wisp_exec_process::ProcessError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Kv(#[from] wisp_core::kv::KvError),
     #[error(
         "topic {topic:?} not found in namespace {namespace:?} (create it with `wisp topic create {topic}` or subscribe a function with `wisp trigger add topic`)"
     )]
@@ -172,6 +174,7 @@ pub(crate) struct Inner {
     artifacts: Arc<dyn ArtifactStore>,
     pub(crate) activations: Arc<dyn ActivationStore>,
     secrets: Arc<dyn TenantStore>,
+    kv: wisp_kv::Kv,
     process: wisp_exec_process::ProcessRuntime,
     functions: RwLock<HashMap<Key, Arc<Entry>>>,
     metrics: Arc<Metrics>,
@@ -218,18 +221,35 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| EngineError::Internal(e.to_string()))
 }
 
+/// Where the engine keeps what it keeps.
+pub struct Stores {
+    pub registry: Arc<dyn Registry>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub activations: Arc<dyn ActivationStore>,
+    pub events: Arc<dyn EventStore>,
+    /// Namespaces, tokens, keys and secrets.
+    pub tenants: Arc<dyn TenantStore>,
+    /// The key-value store functions and the API use.
+    pub kv: wisp_kv::Kv,
+}
+
 impl Engine {
     /// Starts the engine: loads the function table (functions stay cold
     /// until first used), and starts the recorder and the evictor.
     pub async fn start(
         wasm: WasmEngine,
-        registry: Arc<dyn Registry>,
-        artifacts: Arc<dyn ArtifactStore>,
-        activations: Arc<dyn ActivationStore>,
-        event_store: Arc<dyn EventStore>,
-        secrets: Arc<dyn TenantStore>,
+        stores: Stores,
         settings: EngineSettings,
     ) -> Result<Self, EngineError> {
+        let Stores {
+            registry,
+            artifacts,
+            activations,
+            events: event_store,
+            tenants: secrets,
+            kv,
+        } = stores;
+        wasm.attach_kv(kv.clone());
         let events = Events::new(event_store, settings.queue.clone())
             .map_err(|e| EngineError::Internal(format!("starting the queue writer: {e}")))?;
         let metrics = Arc::new(Metrics::default());
@@ -250,6 +270,7 @@ impl Engine {
                 artifacts,
                 activations,
                 secrets,
+                kv,
                 process,
                 functions: RwLock::new(HashMap::new()),
                 metrics,
@@ -407,7 +428,7 @@ impl Engine {
                 artifacts.get_artifact(&digest).map_err(EngineError::from)
             })?;
             let loaded = Instant::now();
-            let prepared = wasm.prepare(&digest, component, spec)?;
+            let prepared = wasm.prepare(&digest, component, spec, &ns)?;
             tracing::debug!(
                 artifact = %digest,
                 queued_us = (started - queued).as_micros() as u64,
@@ -796,6 +817,9 @@ impl Engine {
         spec: FunctionSpec,
     ) -> Result<FunctionRecord, EngineError> {
         spec.validate()?;
+        for b in &spec.kv {
+            self.inner.kv.create_bucket(ns, b).await?;
+        }
         let (prepared, values) = self.load(ns, (name, 0), &artifact, &spec).await?;
         // A process pool is made again on first use, knowing its version.
         let prepared = (!prepared.is_process()).then_some(prepared);
@@ -807,6 +831,11 @@ impl Engine {
             *e.secret_values.write().unwrap_or_else(|p| p.into_inner()) = values.into();
         }
         Ok(record)
+    }
+
+    /// The node's key-value store.
+    pub fn kv(&self) -> &wisp_kv::Kv {
+        &self.inner.kv
     }
 
     /// Whether the function answers at its direct URL (`/fn/…`).

@@ -13,7 +13,7 @@ mod recorder;
 mod runner;
 mod triggers;
 
-pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse};
+pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse, Stores};
 pub use events::{
     Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,
 };

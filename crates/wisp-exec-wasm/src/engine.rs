@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wisp_core::{Digest, FunctionSpec};
+use wisp_core::{Digest, FunctionSpec, Namespace};
 
 /// Node-level settings of the executor.
 #[derive(Debug, Clone)]
@@ -73,6 +73,8 @@ struct Inner {
     /// Components in memory, shared by every loaded function (and version)
     /// with the same artifact; gone when the last of them is evicted.
     live: Mutex<HashMap<Digest, Weak<Component>>>,
+    /// The node's key-value store, for `wasi:keyvalue`.
+    kv: std::sync::OnceLock<wisp_kv::Kv>,
 }
 
 /// The node's WebAssembly engine. Cheap to clone.
@@ -118,6 +120,10 @@ impl WasmEngine {
         // use neither. No preopens and no socket access are granted.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(wasm_err)?;
+        crate::kv::add_to_linker(&mut linker, |h: &mut Host| {
+            crate::kv::KvView::new(&h.kv, &mut h.table)
+        })
+        .map_err(wasm_err)?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -143,8 +149,14 @@ impl WasmEngine {
                 config,
                 cache_dir,
                 live: Mutex::default(),
+                kv: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Gives functions the node's key-value store (once, at start).
+    pub fn attach_kv(&self, kv: wisp_kv::Kv) {
+        let _ = self.inner.kv.set(kv);
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -247,20 +259,28 @@ impl WasmEngine {
         })
     }
 
-    /// Links a compiled component into a ready-to-instantiate function.
+    /// Links a compiled component into a ready-to-instantiate function of
+    /// namespace `ns`.
     pub fn prepare(
         &self,
         digest: &Digest,
         component: Arc<Component>,
         spec: FunctionSpec,
+        ns: &Namespace,
     ) -> Result<Prepared, DeployError> {
         let pre = self.check_world(digest, &component)?;
+        let kv = crate::kv::KvCtx {
+            kv: self.inner.kv.get().cloned(),
+            namespace: ns.clone(),
+            grants: spec.kv.iter().cloned().collect(),
+        };
         Ok(Prepared::new(
             self.inner.engine.clone(),
             component,
             pre,
             spec,
             self.inner.config.log_capture_bytes,
+            kv,
         ))
     }
 }

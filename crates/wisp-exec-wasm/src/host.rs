@@ -20,6 +20,8 @@ pub struct Host {
     pub limiter: MemoryLimiter,
     /// When the current request must end; read by the epoch callback.
     pub deadline: std::time::Instant,
+    /// The buckets `wasi:keyvalue` reaches.
+    pub kv: crate::kv::KvCtx,
 }
 
 impl WasiView for Host {

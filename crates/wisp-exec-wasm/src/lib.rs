@@ -14,8 +14,10 @@
 
 mod engine;
 mod host;
+mod kv;
 mod logs;
 mod run;
 
 pub use engine::{DeployError, EngineConfig, WasmEngine};
 pub use run::{Prepared, ResponseBody, RunReport};
+pub use wisp_kv::Kv;

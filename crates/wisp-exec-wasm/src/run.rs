@@ -44,6 +44,7 @@ pub struct Prepared {
     spec: Arc<FunctionSpec>,
     env: Vec<(String, String)>,
     log_cap: usize,
+    kv: crate::kv::KvCtx,
 }
 
 type Responder = Arc<Mutex<Option<oneshot::Sender<http::Response<ResponseBody>>>>>;
@@ -86,6 +87,7 @@ impl Prepared {
         pre: ProxyPre<Host>,
         spec: FunctionSpec,
         log_cap: usize,
+        kv: crate::kv::KvCtx,
     ) -> Self {
         let env = spec
             .env
@@ -100,6 +102,7 @@ impl Prepared {
             spec: Arc::new(spec),
             env,
             log_cap,
+            kv,
         }
     }
 
@@ -188,6 +191,7 @@ impl Prepared {
                 hit: false,
             },
             deadline: Instant::now(),
+            kv: self.kv.clone(),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limiter);

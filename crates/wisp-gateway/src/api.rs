@@ -39,6 +39,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/usage", get(usage))
         .merge(crate::events_api::routes())
         .merge(crate::tenants_api::routes())
+        .merge(crate::kv_api::routes())
         .layer(middleware::from_fn_with_state(
             state,
             crate::tenancy::authorize,

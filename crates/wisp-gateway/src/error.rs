@@ -52,6 +52,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<wisp_core::kv::KvError> for ApiError {
+    fn from(e: wisp_core::kv::KvError) -> Self {
+        use wisp_core::kv::KvError;
+        let msg = e.to_string();
+        match e {
+            KvError::NoSuchBucket { .. } => Self::new(StatusCode::NOT_FOUND, "no_such_bucket", msg),
+            KvError::NotGranted(_) => Self::new(StatusCode::FORBIDDEN, "not_granted", msg),
+            KvError::NotANumber(_) | KvError::Overflow(_) => {
+                Self::new(StatusCode::CONFLICT, "not_a_number", msg)
+            }
+            KvError::Invalid(_) => Self::bad_request("invalid_kv_request", msg),
+            _ => {
+                tracing::error!(error = %msg, "key-value store error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "kv_store_failed", msg)
+            }
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let msg = e.to_string();
@@ -104,6 +123,7 @@ impl From<EngineError> for ApiError {
             EngineError::Store(StoreError::FunctionNotFound { .. }) => {
                 Self::new(StatusCode::NOT_FOUND, "function_not_found", msg)
             }
+            EngineError::Kv(e) => e.into(),
             _ => {
                 tracing::error!(error = %msg, "internal error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)

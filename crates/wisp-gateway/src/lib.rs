@@ -13,6 +13,7 @@ mod front;
 mod gate;
 mod invoke;
 pub mod jwt;
+mod kv_api;
 mod lambda_api;
 pub mod limits;
 pub mod routes;

@@ -232,8 +232,13 @@ pub async fn authorize(State(st): State<AppState>, mut req: Request, next: Next)
         )
         .into_response();
     }
+    // Writes of data (key-value entries) are not management actions.
+    let kv_data = path
+        .strip_prefix("/v1/kv/")
+        .is_some_and(|rest| rest.trim_end_matches('/').contains('/'));
     let audit = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        && need != Permission::Invoke;
+        && need != Permission::Invoke
+        && !kv_data;
     let action = format!("{} {}", req.method(), path);
     let record = |ns: Namespace, actor: String, status: StatusCode| {
         if audit {

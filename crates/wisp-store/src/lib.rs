@@ -5,12 +5,14 @@
 
 mod artifacts;
 mod events;
+mod kv;
 mod secrets;
 mod sqlite;
 mod tenants;
 
 pub use artifacts::FileArtifacts;
 pub use events::SqliteEvents;
+pub use kv::SqliteKv;
 pub use secrets::SecretKey;
 pub use sqlite::SqliteStore;
 

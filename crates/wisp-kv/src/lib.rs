@@ -1,0 +1,566 @@
+//! The node's key-value store, as functions (`wasi:keyvalue`), the HTTP
+//! API and the CLI use it.
+//!
+//! Every bucket is held in memory and reads are served from there (a
+//! `get` from a function takes well under a microsecond). Writes change
+//! the memory copy and go, in order, to one writer thread that commits
+//! whatever has queued up in one transaction of the backend ([`KvStore`],
+//! SQLite by default); a write is acknowledged once it is committed. So
+//! data sizes are bounded by memory: the store is for a function's state
+//! (settings, counters, sessions, small documents: at most 1 MiB a value),
+//! and the object store is for large data.
+//!
+//! Atomic operations (`increment`, compare-and-swap) are atomic against
+//! every other write of the node: they run under the store's write lock.
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::oneshot;
+use wisp_core::Namespace;
+use wisp_core::kv::{KvError, KvOp, KvStore, check_bucket, check_key, check_value};
+
+type Key = (Namespace, String);
+
+#[derive(Default)]
+struct Bucket {
+    entries: BTreeMap<String, Entry>,
+    bytes: u64,
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    /// Changes with every write of the key: what compare-and-swap checks.
+    version: u64,
+}
+
+struct Write {
+    ops: Vec<KvOp>,
+    done: oneshot::Sender<Result<(), KvError>>,
+}
+
+struct Inner {
+    buckets: RwLock<HashMap<Key, Bucket>>,
+    writer: std::sync::mpsc::Sender<Write>,
+    version: AtomicU64,
+}
+
+/// A bucket's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// One page of keys, in order, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    /// The last key of this page, to pass as `after` for the next page;
+    /// none when this was the last page.
+    pub next: Option<String>,
+}
+
+/// A compare-and-swap handle: the key's version when it was taken, and
+/// the value it had then.
+#[derive(Debug, Clone)]
+pub struct Cas {
+    pub namespace: Namespace,
+    pub bucket: String,
+    pub key: String,
+    version: Option<u64>,
+    pub value: Option<Bytes>,
+}
+
+/// Why a swap did not happen.
+#[derive(Debug)]
+pub enum SwapError {
+    Store(KvError),
+    /// The key changed since the handle was taken: a fresh handle.
+    Changed(Cas),
+}
+
+/// The key-value store. Cheap to clone.
+#[derive(Clone)]
+pub struct Kv {
+    inner: Arc<Inner>,
+}
+
+impl Kv {
+    /// Loads everything from `store` and starts the writer thread.
+    pub fn open(store: Arc<dyn KvStore>) -> Result<Self, KvError> {
+        let snap = store.kv_load()?;
+        let mut buckets: HashMap<Key, Bucket> = HashMap::new();
+        for (ns, b) in snap.buckets {
+            buckets.entry((ns, b)).or_default();
+        }
+        let mut version = 0;
+        for (ns, b, k, v) in snap.entries {
+            version += 1;
+            let bucket = buckets.entry((ns, b)).or_default();
+            bucket.bytes += (k.len() + v.len()) as u64;
+            bucket.entries.insert(
+                k,
+                Entry {
+                    value: Bytes::from(v),
+                    version,
+                },
+            );
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Write>();
+        std::thread::Builder::new()
+            .name("wisp-kv-writer".into())
+            .spawn(move || write_loop(store, rx))
+            .map_err(|e| KvError::Store(format!("starting the writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                buckets: RwLock::new(buckets),
+                writer: tx,
+                version: AtomicU64::new(version),
+            }),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Bucket>> {
+        self.inner.buckets.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Bucket>> {
+        self.inner
+            .buckets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_version(&self) -> u64 {
+        self.inner.version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Queues `ops` for the writer (call with the write lock held, so the
+    /// writer sees changes in the order memory did) and returns what
+    /// resolves once they are committed.
+    fn persist(&self, ops: Vec<KvOp>) -> oneshot::Receiver<Result<(), KvError>> {
+        let (done, rx) = oneshot::channel();
+        if let Err(e) = self.inner.writer.send(Write { ops, done }) {
+            let _ =
+                e.0.done
+                    .send(Err(KvError::Store("the writer thread is gone".into())));
+        }
+        rx
+    }
+
+    async fn committed(rx: oneshot::Receiver<Result<(), KvError>>) -> Result<(), KvError> {
+        rx.await
+            .unwrap_or_else(|_| Err(KvError::Store("the writer thread is gone".into())))
+    }
+
+    /// Whether the bucket exists.
+    pub fn bucket_exists(&self, ns: &Namespace, bucket: &str) -> bool {
+        self.read().contains_key(&(ns.clone(), bucket.to_string()))
+    }
+
+    /// Makes the bucket if it does not exist; true when it was made.
+    pub async fn create_bucket(&self, ns: &Namespace, bucket: &str) -> Result<bool, KvError> {
+        check_bucket(bucket)?;
+        let rx = {
+            let mut map = self.write();
+            let key = (ns.clone(), bucket.to_string());
+            if map.contains_key(&key) {
+                return Ok(false);
+            }
+            map.insert(key, Bucket::default());
+            self.persist(vec![KvOp::CreateBucket {
+                namespace: ns.clone(),
+                bucket: bucket.to_string(),
+            }])
+        };
+        Self::committed(rx).await.map(|()| true)
+    }
+
+    /// Removes a bucket with all its keys; false when there was none.
+    pub async fn delete_bucket(&self, ns: &Namespace, bucket: &str) -> Result<bool, KvError> {
+        let rx = {
+            let mut map = self.write();
+            if map.remove(&(ns.clone(), bucket.to_string())).is_none() {
+                return Ok(false);
+            }
+            self.persist(vec![KvOp::DeleteBucket {
+                namespace: ns.clone(),
+                bucket: bucket.to_string(),
+            }])
+        };
+        Self::committed(rx).await.map(|()| true)
+    }
+
+    /// The namespace's buckets, by name.
+    pub fn buckets(&self, ns: &Namespace) -> Vec<BucketInfo> {
+        let mut v: Vec<BucketInfo> = self
+            .read()
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|((_, name), b)| BucketInfo {
+                name: name.clone(),
+                keys: b.entries.len() as u64,
+                bytes: b.bytes,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn no_bucket(ns: &Namespace, bucket: &str) -> KvError {
+        KvError::NoSuchBucket {
+            namespace: ns.clone(),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    pub fn get(&self, ns: &Namespace, bucket: &str, key: &str) -> Result<Option<Bytes>, KvError> {
+        let map = self.read();
+        let b = map
+            .get(&(ns.clone(), bucket.to_string()))
+            .ok_or_else(|| Self::no_bucket(ns, bucket))?;
+        Ok(b.entries.get(key).map(|e| e.value.clone()))
+    }
+
+    /// Sets `key`; the bucket is made if it does not exist.
+    pub async fn set(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+    ) -> Result<(), KvError> {
+        check_key(key)?;
+        check_value(key, &value)?;
+        check_bucket(bucket)?;
+        let rx = {
+            let mut map = self.write();
+            let mut ops = Vec::with_capacity(2);
+            let b = self.bucket_mut(&mut map, ns, bucket, &mut ops);
+            let version = self.next_version();
+            put(b, key, value.clone(), version);
+            ops.push(KvOp::Set {
+                namespace: ns.clone(),
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                value: value.to_vec(),
+            });
+            self.persist(ops)
+        };
+        Self::committed(rx).await
+    }
+
+    /// The bucket for a write, made (and its creation queued) when missing.
+    fn bucket_mut<'m>(
+        &self,
+        map: &'m mut HashMap<Key, Bucket>,
+        ns: &Namespace,
+        bucket: &str,
+        ops: &mut Vec<KvOp>,
+    ) -> &'m mut Bucket {
+        let key = (ns.clone(), bucket.to_string());
+        if !map.contains_key(&key) {
+            ops.push(KvOp::CreateBucket {
+                namespace: ns.clone(),
+                bucket: bucket.to_string(),
+            });
+        }
+        map.entry(key).or_default()
+    }
+
+    /// Deletes `key`; true when it existed.
+    pub async fn delete(&self, ns: &Namespace, bucket: &str, key: &str) -> Result<bool, KvError> {
+        let rx = {
+            let mut map = self.write();
+            let b = map
+                .get_mut(&(ns.clone(), bucket.to_string()))
+                .ok_or_else(|| Self::no_bucket(ns, bucket))?;
+            let Some(old) = b.entries.remove(key) else {
+                return Ok(false);
+            };
+            b.bytes -= (key.len() + old.value.len()) as u64;
+            self.persist(vec![KvOp::Delete {
+                namespace: ns.clone(),
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            }])
+        };
+        Self::committed(rx).await.map(|()| true)
+    }
+
+    /// Keys in order, starting after `after`, at most `limit`, only those
+    /// starting with `prefix`.
+    pub fn list(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<KeyPage, KvError> {
+        let map = self.read();
+        let b = map
+            .get(&(ns.clone(), bucket.to_string()))
+            .ok_or_else(|| Self::no_bucket(ns, bucket))?;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
+            _ => Bound::Included(prefix.to_string()),
+        };
+        let mut keys = Vec::new();
+        let mut more = false;
+        for k in b
+            .entries
+            .range((start, Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+        {
+            if keys.len() == limit {
+                more = true;
+                break;
+            }
+            keys.push(k.clone());
+        }
+        let next = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, next })
+    }
+
+    /// Adds `delta` to the decimal integer stored at `key` (0 when absent)
+    /// and returns the new value.
+    pub async fn increment(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        delta: i64,
+    ) -> Result<i64, KvError> {
+        check_key(key)?;
+        check_bucket(bucket)?;
+        let (n, rx) = {
+            let mut map = self.write();
+            let current = match map
+                .get(&(ns.clone(), bucket.to_string()))
+                .and_then(|b| b.entries.get(key))
+            {
+                None => 0,
+                Some(e) => std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .ok_or_else(|| KvError::NotANumber(key.to_string()))?,
+            };
+            let n = current
+                .checked_add(delta)
+                .ok_or_else(|| KvError::Overflow(key.to_string()))?;
+            let mut ops = Vec::with_capacity(2);
+            let version = self.next_version();
+            let b = self.bucket_mut(&mut map, ns, bucket, &mut ops);
+            let value = Bytes::from(n.to_string());
+            put(b, key, value.clone(), version);
+            ops.push(KvOp::Set {
+                namespace: ns.clone(),
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                value: value.to_vec(),
+            });
+            (n, self.persist(ops))
+        };
+        Self::committed(rx).await.map(|()| n)
+    }
+
+    /// A compare-and-swap handle on `key`, with its current value.
+    pub fn cas(&self, ns: &Namespace, bucket: &str, key: &str) -> Result<Cas, KvError> {
+        check_key(key)?;
+        let map = self.read();
+        let b = map
+            .get(&(ns.clone(), bucket.to_string()))
+            .ok_or_else(|| Self::no_bucket(ns, bucket))?;
+        let e = b.entries.get(key);
+        Ok(Cas {
+            namespace: ns.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            version: e.map(|e| e.version),
+            value: e.map(|e| e.value.clone()),
+        })
+    }
+
+    /// Sets the handle's key to `value` if nobody wrote it since the
+    /// handle was taken.
+    pub async fn swap(&self, cas: Cas, value: Bytes) -> Result<(), SwapError> {
+        check_value(&cas.key, &value).map_err(SwapError::Store)?;
+        let rx = {
+            let mut map = self.write();
+            let b = map
+                .get_mut(&(cas.namespace.clone(), cas.bucket.clone()))
+                .ok_or_else(|| SwapError::Store(Self::no_bucket(&cas.namespace, &cas.bucket)))?;
+            let now = b.entries.get(&cas.key);
+            if now.map(|e| e.version) != cas.version {
+                let fresh = Cas {
+                    version: now.map(|e| e.version),
+                    value: now.map(|e| e.value.clone()),
+                    ..cas
+                };
+                return Err(SwapError::Changed(fresh));
+            }
+            let version = self.next_version();
+            put(b, &cas.key, value.clone(), version);
+            self.persist(vec![KvOp::Set {
+                namespace: cas.namespace,
+                bucket: cas.bucket,
+                key: cas.key,
+                value: value.to_vec(),
+            }])
+        };
+        Self::committed(rx).await.map_err(SwapError::Store)
+    }
+}
+
+fn put(b: &mut Bucket, key: &str, value: Bytes, version: u64) {
+    let added = (key.len() + value.len()) as u64;
+    match b.entries.insert(key.to_string(), Entry { value, version }) {
+        Some(old) => b.bytes = b.bytes - (key.len() + old.value.len()) as u64 + added,
+        None => b.bytes += added,
+    }
+}
+
+/// Commits queued writes: one transaction for everything waiting, so many
+/// concurrent writers share one commit.
+fn write_loop(store: Arc<dyn KvStore>, rx: std::sync::mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<KvOp> = batch.iter().flat_map(|w| w.ops.iter().cloned()).collect();
+        let result = store.kv_apply(&ops).map_err(KvError::from);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = batch.len(), "key-value writes could not be stored");
+        }
+        for w in batch {
+            let _ = w.done.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use wisp_core::StoreError;
+    use wisp_core::kv::KvSnapshot;
+
+    /// A backend that records what it was asked to store.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<KvOp>>);
+
+    impl KvStore for Recorded {
+        fn kv_load(&self) -> Result<KvSnapshot, StoreError> {
+            Ok(KvSnapshot::default())
+        }
+        fn kv_apply(&self, ops: &[KvOp]) -> Result<(), StoreError> {
+            self.0.lock().unwrap().extend_from_slice(ops);
+            Ok(())
+        }
+    }
+
+    fn ns() -> Namespace {
+        Namespace::new("default").unwrap()
+    }
+
+    #[tokio::test]
+    async fn set_get_list_delete() {
+        let rec = Arc::new(Recorded::default());
+        let kv = Kv::open(rec.clone()).unwrap();
+        let n = ns();
+        assert!(matches!(
+            kv.get(&n, "prefs", "x"),
+            Err(KvError::NoSuchBucket { .. })
+        ));
+        for k in ["theme", "lang", "tz", "a/b"] {
+            kv.set(&n, "prefs", k, Bytes::from(k.to_uppercase()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(kv.get(&n, "prefs", "theme").unwrap().unwrap(), "THEME");
+        assert_eq!(kv.get(&n, "prefs", "nope").unwrap(), None);
+        let p = kv.list(&n, "prefs", "", None, 2).unwrap();
+        assert_eq!(p.keys, vec!["a/b", "lang"]);
+        let p = kv.list(&n, "prefs", "", p.next.as_deref(), 2).unwrap();
+        assert_eq!(p.keys, vec!["theme", "tz"]);
+        assert_eq!(p.next, None);
+        assert_eq!(
+            kv.list(&n, "prefs", "t", None, 10).unwrap().keys,
+            vec!["theme", "tz"]
+        );
+        assert!(kv.delete(&n, "prefs", "tz").await.unwrap());
+        assert!(!kv.delete(&n, "prefs", "tz").await.unwrap());
+        assert_eq!(kv.buckets(&n)[0].keys, 3);
+        // Another namespace sees none of it.
+        let other = Namespace::new("other").unwrap();
+        assert!(kv.buckets(&other).is_empty());
+        assert!(kv.get(&other, "prefs", "theme").is_err());
+        let ops = rec.0.lock().unwrap();
+        assert!(matches!(&ops[0], KvOp::CreateBucket { bucket, .. } if bucket == "prefs"));
+        assert_eq!(ops.len(), 1 + 4 + 1);
+    }
+
+    #[tokio::test]
+    async fn increments_and_swaps_are_atomic() {
+        let kv = Kv::open(Arc::new(Recorded::default())).unwrap();
+        let n = ns();
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let (kv, n) = (kv.clone(), n.clone());
+                tokio::spawn(async move { kv.increment(&n, "c", "hits", 1).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(kv.get(&n, "c", "hits").unwrap().unwrap(), "200");
+        assert_eq!(kv.increment(&n, "c", "hits", -50).await.unwrap(), 150);
+        kv.set(&n, "c", "word", Bytes::from("abc")).await.unwrap();
+        assert!(matches!(
+            kv.increment(&n, "c", "word", 1).await,
+            Err(KvError::NotANumber(_))
+        ));
+        let h = kv.cas(&n, "c", "word").unwrap();
+        assert_eq!(h.value.as_deref(), Some(&b"abc"[..]));
+        let stale = kv.cas(&n, "c", "word").unwrap();
+        kv.swap(h, Bytes::from("def")).await.unwrap();
+        let fresh = match kv.swap(stale, Bytes::from("xyz")).await {
+            Err(SwapError::Changed(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(fresh.value.as_deref(), Some(&b"def"[..]));
+        kv.swap(fresh, Bytes::from("xyz")).await.unwrap();
+        assert_eq!(kv.get(&n, "c", "word").unwrap().unwrap(), "xyz");
+        // CAS on an absent key: swap succeeds only while it stays absent.
+        let h = kv.cas(&n, "c", "new").unwrap();
+        assert!(h.value.is_none());
+        kv.swap(h, Bytes::from("1")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn limits_are_checked() {
+        let kv = Kv::open(Arc::new(Recorded::default())).unwrap();
+        let n = ns();
+        let big = Bytes::from(vec![0u8; wisp_core::kv::MAX_VALUE_BYTES + 1]);
+        assert!(matches!(
+            kv.set(&n, "b", "k", big).await,
+            Err(KvError::Invalid(_))
+        ));
+        assert!(matches!(
+            kv.set(&n, "Bad Name", "k", Bytes::new()).await,
+            Err(KvError::Invalid(_))
+        ));
+        assert!(!kv.bucket_exists(&n, "b"));
+    }
+}
