@@ -18,11 +18,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wisp_core::Namespace;
 use wisp_core::kv::{KvError, KvOp, KvStore, check_bucket, check_key, check_value};
 
 type Key = (Namespace, String);
+
+/// How long a writer waits on the CPU for its commit, and the writer
+/// thread for the next write, before sleeping: about ten commits.
+const SPIN: Duration = Duration::from_micros(50);
 
 #[derive(Default)]
 struct Bucket {
@@ -153,7 +158,18 @@ impl Kv {
         rx
     }
 
-    async fn committed(rx: oneshot::Receiver<Result<(), KvError>>) -> Result<(), KvError> {
+    async fn committed(mut rx: oneshot::Receiver<Result<(), KvError>>) -> Result<(), KvError> {
+        // A commit takes a few microseconds; going to sleep and being woken
+        // by another thread costs far more on a virtual machine. Wait a
+        // little on the CPU first.
+        let start = Instant::now();
+        while start.elapsed() < SPIN {
+            match rx.try_recv() {
+                Ok(r) => return r,
+                Err(oneshot::error::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(oneshot::error::TryRecvError::Closed) => break,
+            }
+        }
         rx.await
             .unwrap_or_else(|_| Err(KvError::Store("the writer thread is gone".into())))
     }
@@ -430,7 +446,28 @@ fn put(b: &mut Bucket, key: &str, value: Bytes, version: u64) {
 /// Commits queued writes: one transaction for everything waiting, so many
 /// concurrent writers share one commit.
 fn write_loop(store: Arc<dyn KvStore>, rx: std::sync::mpsc::Receiver<Write>) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        // After a commit, the next write often follows at once: look for it
+        // on the CPU for a moment before sleeping (see `SPIN`).
+        let start = Instant::now();
+        let mut first = None;
+        while start.elapsed() < SPIN {
+            match rx.try_recv() {
+                Ok(w) => {
+                    first = Some(w);
+                    break;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        let first = match first {
+            Some(w) => w,
+            None => match rx.recv() {
+                Ok(w) => w,
+                Err(_) => return,
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < 1024 {
             match rx.try_recv() {
