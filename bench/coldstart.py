@@ -58,7 +58,7 @@ class Node:
     def __init__(self, wisp, extra):
         self.dir = tempfile.mkdtemp(prefix="wisp-cold-")
         self.proc = subprocess.Popen(
-            [wisp, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.dir, *extra],
+            [wisp, "serve", "--listen", "127.0.0.1:0", "--s3-listen", "off", "--data-dir", self.dir, *extra],
             stdout=subprocess.PIPE, text=True)
         for line in self.proc.stdout:
             if line.startswith("wisp listening on "):

@@ -47,7 +47,7 @@ class Node:
         self.wisp = wisp
         self.dir = tempfile.mkdtemp(prefix="wisp-events-")
         self.proc = subprocess.Popen(
-            PIN_SERVER + [wisp, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.dir],
+            PIN_SERVER + [wisp, "serve", "--listen", "127.0.0.1:0", "--s3-listen", "off", "--data-dir", self.dir],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

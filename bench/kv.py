@@ -39,7 +39,7 @@ def native():
 
 def in_function(wisp, wasm):
     d = tempfile.mkdtemp(prefix="wisp-bench-kv-")
-    proc = subprocess.Popen([wisp, "serve", "--listen", "127.0.0.1:0", "--data-dir", d],
+    proc = subprocess.Popen([wisp, "serve", "--listen", "127.0.0.1:0", "--s3-listen", "off", "--data-dir", d],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = proc.stdout.readline().split()[-1]

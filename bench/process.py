@@ -116,7 +116,7 @@ def baseline_warm(code):
 
 def start_node(wisp, extra):
     d = tempfile.mkdtemp(prefix="wisp-bench-node-")
-    proc = subprocess.Popen([wisp, "serve", "--listen", "127.0.0.1:0", "--data-dir", d] + extra,
+    proc = subprocess.Popen([wisp, "serve", "--listen", "127.0.0.1:0", "--s3-listen", "off", "--data-dir", d] + extra,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url = proc.stdout.readline().split()[-1]
     host, port = url.replace("http://", "").split(":")

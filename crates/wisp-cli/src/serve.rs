@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Address of the HTTP listener (port 0 picks a free port and prints it)
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Address of the S3-compatible API (port 0 picks a free port and
+    /// prints it; `off` serves none)
+    #[arg(long, default_value = "127.0.0.1:9000", value_name = "ADDR|off")]
+    s3_listen: String,
     #[command(flatten)]
     data: DataDirArg,
     /// Largest invocation payload, in bytes (413 beyond)
@@ -179,6 +183,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         wisp_store::SqliteKv::open(&dir.join("kv.db")).context("opening the key-value database")?,
     );
     let kv = wisp_kv::Kv::open(kv_store).context("loading the key-value store")?;
+    let objects = Arc::new(
+        wisp_objects::ObjectStore::open(&dir.join("objects"), &dir.join("objects.db"))
+            .context("opening the object store")?,
+    );
     let engine = Engine::start(
         wasm,
         wisp_engine::Stores {
@@ -188,6 +196,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             events,
             tenants: sqlite.clone(),
             kv,
+            objects,
         },
         settings,
     )
@@ -213,6 +222,18 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
+    let s3_listener = match a.s3_listen.as_str() {
+        "off" | "none" => None,
+        s3 => Some(tokio::net::TcpListener::bind(s3).await.with_context(|| {
+            format!(
+                "cannot listen on {s3} for the S3 API (is another wisp or S3 server running? pick another with --s3-listen, or --s3-listen off)"
+            )
+        })?),
+    };
+    let s3_url = match &s3_listener {
+        Some(l) => Some(format!("http://{}", l.local_addr()?)),
+        None => None,
+    };
     wisp_core::durable::write_atomic(&dir.join(URL_FILE), url.as_bytes())
         .with_context(|| format!("writing {}", dir.join(URL_FILE).display()))?;
     let gateway = GatewayConfig {
@@ -221,10 +242,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         public_url: url.clone(),
     };
     println!("wisp listening on {url}");
+    if let Some(s3) = &s3_url {
+        println!("s3 api listening on {s3}");
+    }
     println!("data dir: {}", dir.display());
     let _ = std::io::stdout().flush();
     wisp_gateway::serve(
         listener,
+        s3_listener,
         engine.clone(),
         gate.clone(),
         gateway,

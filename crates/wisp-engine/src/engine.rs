@@ -175,6 +175,7 @@ pub(crate) struct Inner {
     pub(crate) activations: Arc<dyn ActivationStore>,
     secrets: Arc<dyn TenantStore>,
     kv: wisp_kv::Kv,
+    objects: Arc<wisp_objects::ObjectStore>,
     process: wisp_exec_process::ProcessRuntime,
     functions: RwLock<HashMap<Key, Arc<Entry>>>,
     metrics: Arc<Metrics>,
@@ -231,6 +232,8 @@ pub struct Stores {
     pub tenants: Arc<dyn TenantStore>,
     /// The key-value store functions and the API use.
     pub kv: wisp_kv::Kv,
+    /// The object store behind the S3 API.
+    pub objects: Arc<wisp_objects::ObjectStore>,
 }
 
 impl Engine {
@@ -248,6 +251,7 @@ impl Engine {
             events: event_store,
             tenants: secrets,
             kv,
+            objects,
         } = stores;
         wasm.attach_kv(kv.clone());
         let events = Events::new(event_store, settings.queue.clone())
@@ -271,6 +275,7 @@ impl Engine {
                 activations,
                 secrets,
                 kv,
+                objects,
                 process,
                 functions: RwLock::new(HashMap::new()),
                 metrics,
@@ -836,6 +841,23 @@ impl Engine {
     /// The node's key-value store.
     pub fn kv(&self) -> &wisp_kv::Kv {
         &self.inner.kv
+    }
+
+    /// The node's object store.
+    pub fn objects(&self) -> &Arc<wisp_objects::ObjectStore> {
+        &self.inner.objects
+    }
+
+    /// An object was written (`created`) or deleted: storage triggers
+    /// whose filters match get an event.
+    pub fn object_changed(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        meta: &wisp_objects::ObjectMeta,
+        created: bool,
+    ) {
+        tracing::debug!(namespace = %ns, bucket, key = %meta.key, created, "object changed");
     }
 
     /// Whether the function answers at its direct URL (`/fn/…`).

@@ -17,6 +17,7 @@ mod kv_api;
 mod lambda_api;
 pub mod limits;
 pub mod routes;
+pub mod s3;
 mod sigv4;
 mod tenancy;
 mod tenants_api;
@@ -74,22 +75,52 @@ pub fn router(engine: Engine, gate: Arc<Gate>, config: GatewayConfig) -> Router 
         .with_state(state)
 }
 
-/// Serves the router on `listener` until `shutdown` resolves, then stops
-/// accepting and lets open requests finish.
+/// Serves the router on `listener`, and the S3-compatible API on
+/// `s3_listener`, until `shutdown` resolves; then stops accepting and lets
+/// open requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    s3_listener: Option<tokio::net::TcpListener>,
     engine: Engine,
     gate: Arc<Gate>,
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let s3 = s3_listener.map(|l| {
+        let state = AppState {
+            engine: engine.clone(),
+            gate: gate.clone(),
+            config: Arc::new(config.clone()),
+        };
+        let app = s3::router(state).layer(axum::extract::DefaultBodyLimit::disable());
+        let l = l.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(
+            axum::serve(l, app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        )
+    });
     // No Nagle delay: a response's head and body may leave in separate
     // writes, and a client waiting on delayed ACKs would see 40 ms stalls.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, router(engine, gate, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_graceful_shutdown(stopped(stop_rx))
+        .await?;
+    if let Some(s3) = s3 {
+        let _ = s3.await;
+    }
+    Ok(())
 }

@@ -90,6 +90,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 pub struct Node {
     pub child: Option<Child>,
     pub url: String,
+    /// The S3-compatible API (none with `--s3-listen off`).
+    pub s3_url: Option<String>,
     pub dir: PathBuf,
     pub token: String,
     pub http: reqwest::Client,
@@ -107,9 +109,16 @@ impl Node {
     }
 
     fn spawn(dir: &Path, extra: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> Node {
+        // Tests run side by side: every node's S3 API on a port of its own.
+        let s3 = if extra.contains(&"--s3-listen") {
+            &[][..]
+        } else {
+            &["--s3-listen", "127.0.0.1:0"][..]
+        };
         let mut child = Command::new(WISP)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(s3)
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -127,6 +136,13 @@ impl Node {
                 break u.trim().to_string();
             }
         };
+        let next = lines
+            .next()
+            .expect("wisp serve exited after printing its address")
+            .unwrap();
+        let s3_url = next
+            .strip_prefix("s3 api listening on ")
+            .map(|u| u.trim().to_string());
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let token = std::fs::read_to_string(dir.join("admin-token"))
@@ -136,6 +152,7 @@ impl Node {
         Node {
             child: Some(child),
             url,
+            s3_url,
             dir: dir.to_path_buf(),
             token,
             http: reqwest::Client::new(),

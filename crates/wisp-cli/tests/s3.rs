@@ -1,0 +1,352 @@
+//! End-to-end tests of the S3-compatible API against the real binary, with
+//! real clients from PyPI: boto3 for every operation, the AWS CLI for
+//! `mb`, `cp`, `ls`, `sync`, `rm` and a 200 MB multipart upload that must
+//! round-trip byte for byte.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use support::{Node, out, python};
+
+/// `wisp accesskey create` → (id, secret).
+fn access_key(node: &Node, args: &[&str]) -> (String, String) {
+    let mut all = vec!["accesskey", "create"];
+    all.extend_from_slice(args);
+    let o = node.cli(&all);
+    assert!(o.status.success(), "{}", out(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("no {k} in {text}"))
+            .to_string()
+    };
+    (field("aws_access_key_id"), field("aws_secret_access_key"))
+}
+
+/// Every operation through boto3; one JSON line per check.
+const BOTO3: &str = r#"
+import hashlib, json, sys, urllib.request, boto3, botocore
+url, key, secret, other_key, other_secret = sys.argv[1:6]
+def client(k=key, s=secret):
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id=k, aws_secret_access_key=s,
+                        config=botocore.config.Config(retries={"max_attempts": 0}, s3={"addressing_style": "path"}))
+s3 = client()
+out = {}
+def err(f):
+    try:
+        f()
+        return None
+    except botocore.exceptions.ClientError as e:
+        return [e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]]
+s3.create_bucket(Bucket="photos")
+out["create_again"] = err(lambda: s3.create_bucket(Bucket="photos"))
+out["bad_name"] = err(lambda: s3.create_bucket(Bucket="No_Such"))
+out["buckets"] = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+out["head_missing_bucket"] = err(lambda: s3.head_bucket(Bucket="nope"))
+r = s3.put_object(Bucket="photos", Key="in/cat.txt", Body=b"meow" * 1000, ContentType="text/plain", Metadata={"owner": "ann"})
+out["put_etag"] = r["ETag"]
+out["md5"] = '"' + hashlib.md5(b"meow" * 1000).hexdigest() + '"'
+g = s3.get_object(Bucket="photos", Key="in/cat.txt")
+out["get"] = [len(g["Body"].read()), g["ContentType"], g["Metadata"], g["ETag"]]
+g = s3.get_object(Bucket="photos", Key="in/cat.txt", Range="bytes=4-11")
+out["range"] = [g["ResponseMetadata"]["HTTPStatusCode"], g["Body"].read().decode(), g["ContentRange"]]
+out["bad_range"] = err(lambda: s3.get_object(Bucket="photos", Key="in/cat.txt", Range="bytes=9000-"))
+h = s3.head_object(Bucket="photos", Key="in/cat.txt")
+out["head"] = [h["ContentLength"], h["ETag"]]
+out["no_such_key"] = err(lambda: s3.get_object(Bucket="photos", Key="in/dog.txt"))
+out["head_no_such_key"] = err(lambda: s3.head_object(Bucket="photos", Key="in/dog.txt"))
+out["no_such_bucket"] = err(lambda: s3.get_object(Bucket="nope", Key="x"))
+out["put_no_such_bucket"] = err(lambda: s3.put_object(Bucket="nope", Key="x", Body=b"1"))
+# Pagination past 1,000 keys, prefixes and delimiters.
+for i in range(1100):
+    s3.put_object(Bucket="photos", Key=f"many/{i:05d}", Body=b"x")
+pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket="photos", Prefix="many/"))
+out["pages"] = [len(p.get("Contents", [])) for p in pages]
+keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
+out["keys_in_order"] = keys == sorted(keys) and len(set(keys)) == 1100
+d = s3.list_objects_v2(Bucket="photos", Delimiter="/")
+out["top"] = [[c["Prefix"] for c in d.get("CommonPrefixes", [])], [o["Key"] for o in d.get("Contents", [])]]
+v1 = list(s3.get_paginator("list_objects").paginate(Bucket="photos", Prefix="many/"))
+out["v1_total"] = sum(len(p.get("Contents", [])) for p in v1)
+# Copy, delete, delete many.
+s3.copy_object(Bucket="photos", Key="out/cat-copy.txt", CopySource={"Bucket": "photos", "Key": "in/cat.txt"})
+c = s3.get_object(Bucket="photos", Key="out/cat-copy.txt")
+out["copy"] = [c["Body"].read() == b"meow" * 1000, c["Metadata"]]
+s3.delete_object(Bucket="photos", Key="out/cat-copy.txt")
+out["deleted"] = err(lambda: s3.head_object(Bucket="photos", Key="out/cat-copy.txt"))
+r = s3.delete_objects(Bucket="photos", Delete={"Objects": [{"Key": f"many/{i:05d}"} for i in range(1000)]})
+out["delete_many"] = len(r.get("Deleted", []))
+out["left"] = s3.list_objects_v2(Bucket="photos", Prefix="many/")["KeyCount"]
+# Multipart.
+part = b"p" * (5 << 20)
+m = s3.create_multipart_upload(Bucket="photos", Key="big.bin", ContentType="application/x-test")
+p1 = s3.upload_part(Bucket="photos", Key="big.bin", UploadId=m["UploadId"], PartNumber=1, Body=part)
+p2 = s3.upload_part(Bucket="photos", Key="big.bin", UploadId=m["UploadId"], PartNumber=2, Body=b"tail")
+done = s3.complete_multipart_upload(Bucket="photos", Key="big.bin", UploadId=m["UploadId"],
+    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["ETag"]}]})
+body = s3.get_object(Bucket="photos", Key="big.bin")["Body"].read()
+out["multipart"] = [done["ETag"].endswith('-2"'), body == part + b"tail", s3.head_object(Bucket="photos", Key="big.bin")["ContentType"]]
+a = s3.create_multipart_upload(Bucket="photos", Key="aborted.bin")
+s3.abort_multipart_upload(Bucket="photos", Key="aborted.bin", UploadId=a["UploadId"])
+out["aborted"] = err(lambda: s3.upload_part(Bucket="photos", Key="aborted.bin", UploadId=a["UploadId"], PartNumber=1, Body=b"x"))
+# Presigned URLs.
+get_url = s3.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "in/cat.txt"}, ExpiresIn=60)
+out["presigned_get"] = len(urllib.request.urlopen(get_url).read())
+put_url = s3.generate_presigned_url("put_object", Params={"Bucket": "photos", "Key": "in/presigned.txt"}, ExpiresIn=60)
+# (urllib would add a form Content-Type, which Signature V2 signs: none was signed.)
+urllib.request.urlopen(urllib.request.Request(put_url, data=b"via presigned PUT", method="PUT", headers={"Content-Type": ""})).read()
+out["presigned_put"] = s3.get_object(Bucket="photos", Key="in/presigned.txt")["Body"].read().decode()
+try:
+    urllib.request.urlopen(get_url.replace("in%2Fcat.txt", "in%2Fdog.txt").replace("in/cat.txt", "in/dog.txt"))
+    out["presigned_tampered"] = 200
+except urllib.error.HTTPError as e:
+    out["presigned_tampered"] = e.code
+# The same with Signature Version 4 presigning.
+v4 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret,
+                  config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+get_v4 = v4.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "in/cat.txt"}, ExpiresIn=60)
+out["presigned_v4"] = ["X-Amz-Signature=" in get_v4, len(urllib.request.urlopen(get_v4).read())]
+put_v4 = v4.generate_presigned_url("put_object", Params={"Bucket": "photos", "Key": "in/v4.txt"}, ExpiresIn=60)
+urllib.request.urlopen(urllib.request.Request(put_v4, data=b"v4 put", method="PUT")).read()
+out["presigned_v4_put"] = s3.get_object(Bucket="photos", Key="in/v4.txt")["Body"].read().decode()
+try:
+    urllib.request.urlopen(get_v4.replace("in/cat.txt", "in/v4.txt"))
+    out["presigned_v4_tampered"] = 200
+except urllib.error.HTTPError as e:
+    out["presigned_v4_tampered"] = e.code
+# Auth and tenancy.
+out["wrong_secret"] = err(lambda: client(s="x" * 40).list_buckets())
+out["unknown_key"] = err(lambda: client(k="WISPNOTAKEY000000000").list_buckets())
+other = client(other_key, other_secret)
+out["other_ns_buckets"] = [b["Name"] for b in other.list_buckets()["Buckets"]]
+out["other_ns_get"] = err(lambda: other.get_object(Bucket="photos", Key="in/cat.txt"))
+out["not_empty"] = err(lambda: s3.delete_bucket(Bucket="photos"))
+s3.create_bucket(Bucket="empty")
+s3.delete_bucket(Bucket="empty")
+out["after_delete"] = err(lambda: s3.head_bucket(Bucket="empty"))
+print(json.dumps(out))
+"#;
+
+fn aws() -> PathBuf {
+    let py = PathBuf::from(python());
+    let aws = py.parent().unwrap().join("aws");
+    assert!(
+        aws.is_file(),
+        "the AWS CLI is missing at {} (scripts/test installs awscli into the venv)",
+        aws.display()
+    );
+    aws
+}
+
+fn run_aws(node: &Node, key: &(String, String), args: &[&str]) -> std::process::Output {
+    std::process::Command::new(aws())
+        .args(["--endpoint-url", node.s3_url.as_deref().unwrap()])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap()
+}
+
+fn sha256_file(p: &Path) -> String {
+    let o = std::process::Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn boto3_uses_every_operation() {
+    let node = Node::fresh("s3-boto3", &[]);
+    let (key, secret) = access_key(&node, &["--role", "deployer"]);
+    let o = node.cli(&["ns", "create", "shop"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let (okey, osecret) = access_key(&node, &["--ns", "shop", "--role", "deployer"]);
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            BOTO3,
+            node.s3_url.as_deref().unwrap(),
+            &key,
+            &secret,
+            &okey,
+            &osecret,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j = |k: &str| v[k].clone();
+    let e = |status: u16, code: &str| serde_json::json!([status, code]);
+    assert_eq!(j("create_again"), e(409, "BucketAlreadyOwnedByYou"));
+    assert_eq!(j("bad_name"), e(400, "InvalidBucketName"));
+    assert_eq!(j("buckets"), serde_json::json!(["photos"]));
+    assert_eq!(j("head_missing_bucket"), e(404, "404"));
+    assert_eq!(j("put_etag"), j("md5"), "ETag is the MD5 of the body");
+    assert_eq!(
+        j("get"),
+        serde_json::json!([4000, "text/plain", {"owner": "ann"}, v["md5"]])
+    );
+    assert_eq!(
+        j("range"),
+        serde_json::json!([206, "meowmeow", "bytes 4-11/4000"])
+    );
+    assert_eq!(j("bad_range"), e(416, "InvalidRange"));
+    assert_eq!(j("head"), serde_json::json!([4000, v["md5"]]));
+    assert_eq!(j("no_such_key"), e(404, "NoSuchKey"));
+    assert_eq!(j("head_no_such_key"), e(404, "404"));
+    assert_eq!(j("no_such_bucket"), e(404, "NoSuchBucket"));
+    assert_eq!(j("put_no_such_bucket"), e(404, "NoSuchBucket"));
+    assert_eq!(j("pages"), serde_json::json!([1000, 100]));
+    assert_eq!(j("keys_in_order"), true);
+    assert_eq!(j("top"), serde_json::json!([["in/", "many/"], []]), "{v}");
+    assert_eq!(j("v1_total"), 1100);
+    assert_eq!(j("copy"), serde_json::json!([true, {"owner": "ann"}]));
+    assert_eq!(j("deleted"), e(404, "404"));
+    assert_eq!(j("delete_many"), 1000);
+    assert_eq!(j("left"), 100);
+    assert_eq!(
+        j("multipart"),
+        serde_json::json!([true, true, "application/x-test"])
+    );
+    assert_eq!(j("aborted"), e(404, "NoSuchUpload"));
+    assert_eq!(j("presigned_get"), 4000);
+    assert_eq!(j("presigned_put"), "via presigned PUT");
+    assert_eq!(j("presigned_tampered"), 403);
+    assert_eq!(j("presigned_v4"), serde_json::json!([true, 4000]));
+    assert_eq!(j("presigned_v4_put"), "v4 put");
+    assert_eq!(j("presigned_v4_tampered"), 403);
+    assert_eq!(j("wrong_secret"), e(403, "SignatureDoesNotMatch"));
+    assert_eq!(j("unknown_key"), e(403, "InvalidAccessKeyId"));
+    assert_eq!(j("other_ns_buckets"), serde_json::json!([]));
+    assert_eq!(j("other_ns_get"), e(404, "NoSuchBucket"));
+    assert_eq!(j("not_empty"), e(409, "BucketNotEmpty"));
+    assert_eq!(j("after_delete"), e(404, "404"));
+}
+
+#[tokio::test]
+async fn the_aws_cli_copies_lists_syncs_and_round_trips_200_mb() {
+    let node = Node::fresh("s3-cli", &[]);
+    let key = access_key(&node, &["--role", "deployer"]);
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", out(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(run_aws(&node, &key, &["s3", "mb", "s3://cli"]));
+    let work = node.dir.join("cli-work");
+    std::fs::create_dir_all(work.join("tree/sub")).unwrap();
+    std::fs::write(work.join("tree/a.txt"), "alpha").unwrap();
+    std::fs::write(work.join("tree/sub/b.txt"), "beta").unwrap();
+    std::fs::write(work.join("tree/sub/c.bin"), vec![7u8; 70_000]).unwrap();
+    ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3",
+            "cp",
+            work.join("tree/a.txt").to_str().unwrap(),
+            "s3://cli/one/a.txt",
+        ],
+    ));
+    let ls = ok(run_aws(&node, &key, &["s3", "ls", "s3://cli/one/"]));
+    assert!(ls.contains("a.txt") && ls.contains(" 5 "), "{ls}");
+    let sync = ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3",
+            "sync",
+            work.join("tree").to_str().unwrap(),
+            "s3://cli/tree/",
+        ],
+    ));
+    assert_eq!(sync.matches("upload:").count(), 3, "{sync}");
+    // A second sync finds nothing to do.
+    let again = ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3",
+            "sync",
+            work.join("tree").to_str().unwrap(),
+            "s3://cli/tree/",
+        ],
+    ));
+    assert_eq!(again.matches("upload:").count(), 0, "{again}");
+    let ls = ok(run_aws(
+        &node,
+        &key,
+        &["s3", "ls", "--recursive", "s3://cli/tree/"],
+    ));
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+    // Down again, byte for byte.
+    ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3",
+            "sync",
+            "s3://cli/tree/",
+            work.join("back").to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(work.join("back/sub/c.bin")).unwrap(),
+        vec![7u8; 70_000]
+    );
+    ok(run_aws(&node, &key, &["s3", "rm", "s3://cli/one/a.txt"]));
+    let ls = ok(run_aws(&node, &key, &["s3", "ls", "s3://cli/"]));
+    assert!(!ls.contains("one/"), "{ls}");
+
+    // 200 MB: the CLI splits it into a multipart upload (8 MB parts, in
+    // parallel) and downloads it with ranged GETs.
+    let big = work.join("big.bin");
+    let o = std::process::Command::new("head")
+        .args(["-c", "209715200", "/dev/urandom"])
+        .output()
+        .unwrap();
+    std::fs::write(&big, &o.stdout).unwrap();
+    drop(o);
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "cp", big.to_str().unwrap(), "s3://cli/big.bin"],
+    ));
+    let back = work.join("big.back");
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "cp", "s3://cli/big.bin", back.to_str().unwrap()],
+    ));
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), 209_715_200);
+    assert_eq!(sha256_file(&big), sha256_file(&back));
+    let head = ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "cli",
+            "--key",
+            "big.bin",
+        ],
+    ));
+    assert!(
+        head.contains("-25\\\""),
+        "a multipart ETag of 25 parts: {head}"
+    );
+    let _ = std::fs::remove_file(&big);
+    let _ = std::fs::remove_file(&back);
+}

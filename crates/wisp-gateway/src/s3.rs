@@ -1,0 +1,1071 @@
+//! The S3-compatible API, on its own listener (`wisp serve --s3-listen`,
+//! default `127.0.0.1:9000`), path-style (`/{bucket}/{key}`).
+//!
+//! Requests are authenticated with AWS Signature V4 against Wisp access
+//! keys (`wisp accesskey create`): in the `Authorization` header, or in
+//! the query of a presigned URL. The key's namespace is the one the
+//! request acts in, so buckets are per namespace. Reading needs any role;
+//! writing objects needs `invoker`, `deployer` or `admin`; creating and
+//! deleting buckets needs `deployer` or `admin`.
+//!
+//! Operations: ListBuckets, CreateBucket, DeleteBucket, HeadBucket,
+//! GetBucketLocation, ListObjects (v1 and v2: prefix, delimiter, paging),
+//! PutObject, GetObject (with Range), HeadObject, DeleteObject,
+//! DeleteObjects, CopyObject, and multipart uploads (Create, UploadPart,
+//! Complete, Abort). Bodies stream to and from disk.
+
+use crate::AppState;
+use crate::sigv4::{self, Received, SigError};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use wisp_core::time::{civil_from_days, now_ms, percent_decode};
+use wisp_core::{Namespace, Permission, Role};
+use wisp_objects::{Blob, MAX_KEYS, ObjectError, ObjectMeta, ObjectStore};
+
+const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// An S3 error response.
+struct S3Error {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+fn err(status: StatusCode, code: &'static str, message: impl Into<String>) -> S3Error {
+    S3Error {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<ObjectError> for S3Error {
+    fn from(e: ObjectError) -> Self {
+        let m = e.to_string();
+        match e {
+            ObjectError::InvalidBucketName(_) => {
+                err(StatusCode::BAD_REQUEST, "InvalidBucketName", m)
+            }
+            ObjectError::InvalidKey(_) => err(StatusCode::BAD_REQUEST, "KeyTooLongError", m),
+            ObjectError::NoSuchBucket(_) => err(StatusCode::NOT_FOUND, "NoSuchBucket", m),
+            ObjectError::NoSuchKey(_) => err(StatusCode::NOT_FOUND, "NoSuchKey", m),
+            ObjectError::BucketNotEmpty(_) => err(StatusCode::CONFLICT, "BucketNotEmpty", m),
+            ObjectError::NoSuchUpload(_) => err(StatusCode::NOT_FOUND, "NoSuchUpload", m),
+            ObjectError::InvalidPart(_) => err(StatusCode::BAD_REQUEST, "InvalidPart", m),
+            ObjectError::BadDigest(_) => err(StatusCode::BAD_REQUEST, "BadDigest", m),
+            _ => {
+                tracing::error!(error = %m, "object storage failed");
+                err(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
+            }
+        }
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#13;", "\r")
+        .replace("&#10;", "\n")
+        .replace("&amp;", "&")
+}
+
+/// The text of every `<tag>…</tag>` in `xml`, in order.
+fn xml_all(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        let Some(j) = after.find(&close) else { break };
+        out.push(xml_unescape(&after[..j]));
+        rest = &after[j + close.len()..];
+    }
+    out
+}
+
+fn xml_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/xml")],
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}"),
+    )
+        .into_response()
+}
+
+fn error_response(e: S3Error, resource: &str, head: bool) -> Response {
+    if head {
+        // HEAD responses carry no body; the status says it.
+        return (e.status, [("x-amz-error-code", e.code)]).into_response();
+    }
+    xml_response(
+        e.status,
+        format!(
+            "<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+            e.code,
+            xml_escape(&e.message),
+            xml_escape(resource),
+            wisp_core::ActivationId::generate()
+        ),
+    )
+}
+
+/// ISO 8601 with milliseconds, as S3 lists times.
+fn iso8601(ms: i64) -> String {
+    let s = ms.div_euclid(1000);
+    let (y, mo, d) = civil_from_days(s.div_euclid(86_400));
+    let t = s.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t / 3600,
+        t % 3600 / 60,
+        t % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+/// RFC 7231 date, for Last-Modified.
+fn http_date(ms: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let s = ms.div_euclid(1000);
+    let days = s.div_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    let t = s.rem_euclid(86_400);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(mo - 1) as usize],
+        t / 3600,
+        t % 3600 / 60,
+        t % 60
+    )
+}
+
+/// Who is calling and what they may do.
+struct Caller {
+    ns: Namespace,
+    role: Role,
+    /// The SHA-256 the client signed the body with (none: unsigned).
+    body_sha256: Option<String>,
+}
+
+fn authenticate(st: &AppState, req: &Request) -> Result<Caller, S3Error> {
+    let headers = req.headers();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let r = Received {
+        method: req.method().as_str(),
+        raw_path: req.uri().path(),
+        raw_query: req.uri().query().unwrap_or(""),
+        headers,
+        body: b"",
+    };
+    let now_s = now_ms() / 1000;
+    let mut found = None;
+    let secret_of = |id: &str| {
+        st.gate.access_key(id).map(|(k, secret)| {
+            found = Some(k);
+            secret
+        })
+    };
+    let (verified, body_sha256) = if auth.starts_with(sigv4::ALGORITHM) {
+        match sigv4::verify_s3(auth, &r, now_s, secret_of) {
+            Ok((_, claimed)) => (Ok(()), claimed),
+            Err(e) => (Err(e), None),
+        }
+    } else if r.raw_query.contains("X-Amz-Signature=") {
+        (
+            sigv4::verify_presigned(&r, now_s, secret_of).map(|_| ()),
+            None,
+        )
+    } else if r.raw_query.contains("AWSAccessKeyId=") && r.raw_query.contains("Signature=") {
+        (
+            sigv4::verify_presigned_v2(&r, now_s, secret_of).map(|_| ()),
+            None,
+        )
+    } else {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "anonymous requests are not allowed: sign requests with a Wisp access key (`wisp accesskey create`), as AWS SDKs and the AWS CLI do",
+        ));
+    };
+    match (verified, found) {
+        (Ok(()), Some(k)) => Ok(Caller {
+            ns: k.namespace,
+            role: k.role,
+            body_sha256,
+        }),
+        (Err(e @ SigError::UnknownKey(_)), _) => Err(err(
+            StatusCode::FORBIDDEN,
+            "InvalidAccessKeyId",
+            e.to_string(),
+        )),
+        (Err(e @ SigError::Malformed(_)), _) => Err(err(
+            StatusCode::FORBIDDEN,
+            "AuthorizationHeaderMalformed",
+            e.to_string(),
+        )),
+        (Err(e), _) => Err(err(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            e.to_string(),
+        )),
+        (Ok(()), None) => Err(err(
+            StatusCode::FORBIDDEN,
+            "InvalidAccessKeyId",
+            "unknown access key",
+        )),
+    }
+}
+
+fn require(caller: &Caller, what: &str, ok: bool) -> Result<(), S3Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            format!(
+                "a {} access key may not {what} (create one with `wisp accesskey create --role deployer`)",
+                caller.role
+            ),
+        ))
+    }
+}
+
+fn can_write_objects(c: &Caller) -> bool {
+    c.role.allows(Permission::Invoke) || c.role.allows(Permission::Deploy)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ObjectError> + Send + 'static,
+) -> Result<T, S3Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?
+        .map_err(S3Error::from)
+}
+
+async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    let resource = percent_decode(req.uri().path(), false);
+    let head = req.method() == Method::HEAD;
+    match dispatch(&st, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(e, &resource, head),
+    }
+}
+
+async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
+    let caller = authenticate(st, &req)?;
+    let store = st.engine.objects().clone();
+    let path = req.uri().path().trim_start_matches('/').to_string();
+    let (bucket, key) = match path.split_once('/') {
+        Some((b, k)) => (percent_decode(b, false), percent_decode(k, false)),
+        None => (percent_decode(&path, false), String::new()),
+    };
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect();
+    let method = req.method().clone();
+    let ns = caller.ns.clone();
+    if bucket.is_empty() {
+        return match method {
+            Method::GET => list_buckets(store, ns).await,
+            _ => Err(err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "only GET (ListBuckets) is allowed on /",
+            )),
+        };
+    }
+    if key.is_empty() {
+        return match method {
+            Method::PUT => {
+                require(
+                    &caller,
+                    "create buckets",
+                    caller.role.allows(Permission::Deploy),
+                )?;
+                let b = bucket.clone();
+                if !blocking(move || store.create_bucket(&ns, &b)).await? {
+                    return Err(err(
+                        StatusCode::CONFLICT,
+                        "BucketAlreadyOwnedByYou",
+                        format!("bucket {bucket:?} already exists in this namespace"),
+                    ));
+                }
+                Ok((StatusCode::OK, [(header::LOCATION, format!("/{bucket}"))]).into_response())
+            }
+            Method::DELETE => {
+                require(
+                    &caller,
+                    "delete buckets",
+                    caller.role.allows(Permission::Deploy),
+                )?;
+                blocking(move || store.delete_bucket(&ns, &bucket)).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            Method::HEAD => {
+                let b = bucket.clone();
+                if blocking(move || store.bucket_exists(&ns, &b)).await? {
+                    Ok(StatusCode::OK.into_response())
+                } else {
+                    Err(ObjectError::NoSuchBucket(bucket).into())
+                }
+            }
+            Method::GET if query.contains_key("location") => {
+                let b = bucket.clone();
+                if !blocking(move || store.bucket_exists(&ns, &b)).await? {
+                    return Err(ObjectError::NoSuchBucket(bucket).into());
+                }
+                Ok(xml_response(
+                    StatusCode::OK,
+                    format!("<LocationConstraint xmlns=\"{XMLNS}\"></LocationConstraint>"),
+                ))
+            }
+            Method::GET => list_objects(store, ns, bucket, &query).await,
+            Method::POST if query.contains_key("delete") => {
+                require(&caller, "delete objects", can_write_objects(&caller))?;
+                let body = small_body(req, &caller).await?;
+                delete_objects(st, store, ns, bucket, &body).await
+            }
+            _ => Err(err(
+                StatusCode::NOT_IMPLEMENTED,
+                "NotImplemented",
+                format!("{method} on a bucket with this query is not supported by Wisp"),
+            )),
+        };
+    }
+    match method {
+        Method::GET | Method::HEAD => {
+            if query.contains_key("uploadId") {
+                return Err(err(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "NotImplemented",
+                    "ListParts is not supported by Wisp",
+                ));
+            }
+            get_object(
+                store,
+                ns,
+                bucket,
+                key,
+                req.headers(),
+                method == Method::HEAD,
+            )
+            .await
+        }
+        Method::PUT => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
+            if let Some(src) = req.headers().get("x-amz-copy-source") {
+                let src = percent_decode(src.to_str().unwrap_or(""), false);
+                return copy_object(st, store, ns, bucket, key, &src, req.headers()).await;
+            }
+            if let (Some(n), Some(id)) = (query.get("partNumber"), query.get("uploadId")) {
+                let n: u32 = n.parse().map_err(|_| {
+                    err(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidArgument",
+                        "partNumber must be a number",
+                    )
+                })?;
+                let id = id.clone();
+                let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+                let upload = blocking(move || s2.upload(&n2, &b2, &k2, &id)).await?;
+                let blob = receive(&store, req, &caller).await?;
+                let s2 = store.clone();
+                let etag = blocking(move || s2.put_part(&upload, n, blob)).await?;
+                return Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response());
+            }
+            put_object(st, store, ns, bucket, key, req, &caller).await
+        }
+        Method::DELETE => {
+            require(&caller, "delete objects", can_write_objects(&caller))?;
+            if let Some(id) = query.get("uploadId") {
+                let id = id.clone();
+                blocking(move || {
+                    let up = store.upload(&ns, &bucket, &key, &id)?;
+                    store.abort_upload(&up)
+                })
+                .await?;
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+            let (b2, k2, n2) = (bucket.clone(), key.clone(), ns.clone());
+            let gone = blocking(move || store.delete(&n2, &b2, &k2)).await?;
+            if let Some(m) = gone {
+                st.engine.object_changed(&ns, &bucket, &m, false);
+            }
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Method::POST if query.contains_key("uploads") => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
+            let (ct, md) = content_meta(req.headers());
+            let (b2, k2) = (bucket.clone(), key.clone());
+            let id = blocking(move || store.create_upload(&ns, &b2, &k2, &ct, &md)).await?;
+            Ok(xml_response(
+                StatusCode::OK,
+                format!(
+                    "<InitiateMultipartUploadResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>",
+                    xml_escape(&bucket),
+                    xml_escape(&key)
+                ),
+            ))
+        }
+        Method::POST if query.contains_key("uploadId") => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
+            let id = query["uploadId"].clone();
+            let body = small_body(req, &caller).await?;
+            let numbers = xml_all(&body, "PartNumber");
+            let etags = xml_all(&body, "ETag");
+            if numbers.len() != etags.len() {
+                return Err(err(
+                    StatusCode::BAD_REQUEST,
+                    "MalformedXML",
+                    "every Part needs a PartNumber and an ETag",
+                ));
+            }
+            let mut parts = Vec::with_capacity(numbers.len());
+            for (n, e) in numbers.iter().zip(etags) {
+                let n: u32 = n.trim().parse().map_err(|_| {
+                    err(
+                        StatusCode::BAD_REQUEST,
+                        "MalformedXML",
+                        format!("PartNumber {n:?}"),
+                    )
+                })?;
+                parts.push((n, e));
+            }
+            let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+            let meta = blocking(move || {
+                let up = s2.upload(&n2, &b2, &k2, &id)?;
+                s2.complete_upload(&up, &parts)
+            })
+            .await?;
+            st.engine.object_changed(&ns, &bucket, &meta, true);
+            Ok(xml_response(
+                StatusCode::OK,
+                format!(
+                    "<CompleteMultipartUploadResult xmlns=\"{XMLNS}\"><Location>/{}/{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
+                    xml_escape(&bucket),
+                    xml_escape(&key),
+                    xml_escape(&bucket),
+                    xml_escape(&key),
+                    xml_escape(&meta.etag)
+                ),
+            ))
+        }
+        _ => Err(err(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            format!("{method} on an object with this query is not supported by Wisp"),
+        )),
+    }
+}
+
+async fn list_buckets(store: Arc<ObjectStore>, ns: Namespace) -> Result<Response, S3Error> {
+    let n2 = ns.clone();
+    let list = blocking(move || store.list_buckets(&n2)).await?;
+    let mut xml = format!(
+        "<ListAllMyBucketsResult xmlns=\"{XMLNS}\"><Owner><ID>{ns}</ID><DisplayName>{ns}</DisplayName></Owner><Buckets>"
+    );
+    for (name, created) in list {
+        xml.push_str(&format!(
+            "<Bucket><Name>{}</Name><CreationDate>{}</CreationDate></Bucket>",
+            xml_escape(&name),
+            iso8601(created)
+        ));
+    }
+    xml.push_str("</Buckets></ListAllMyBucketsResult>");
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
+fn token_encode(after: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
+}
+
+fn token_decode(t: &str) -> Result<String, S3Error> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                "The continuation token provided is incorrect",
+            )
+        })
+}
+
+async fn list_objects(
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    bucket: String,
+    q: &HashMap<String, String>,
+) -> Result<Response, S3Error> {
+    let v2 = q.get("list-type").map(String::as_str) == Some("2");
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let delimiter = q.get("delimiter").cloned().filter(|d| !d.is_empty());
+    let max = q
+        .get("max-keys")
+        .and_then(|m| m.parse::<usize>().ok())
+        .unwrap_or(MAX_KEYS)
+        .min(MAX_KEYS);
+    let url = q.get("encoding-type").map(String::as_str) == Some("url");
+    let after = if v2 {
+        match q.get("continuation-token") {
+            Some(t) => Some(token_decode(t)?),
+            None => q.get("start-after").cloned(),
+        }
+    } else {
+        q.get("marker").cloned()
+    };
+    let (b2, p2, d2) = (bucket.clone(), prefix.clone(), delimiter.clone());
+    let listing =
+        blocking(move || store.list(&ns, &b2, &p2, d2.as_deref(), after.as_deref(), max)).await?;
+    let enc = |s: &str| {
+        if url {
+            let mut o = String::new();
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+                    o.push(b as char);
+                } else {
+                    o.push_str(&format!("%{b:02X}"));
+                }
+            }
+            o
+        } else {
+            xml_escape(s)
+        }
+    };
+    let truncated = listing.next_after.is_some();
+    let mut xml = format!(
+        "<ListBucketResult xmlns=\"{XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix><MaxKeys>{max}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&bucket),
+        enc(&prefix)
+    );
+    if let Some(d) = &delimiter {
+        xml.push_str(&format!("<Delimiter>{}</Delimiter>", enc(d)));
+    }
+    if url {
+        xml.push_str("<EncodingType>url</EncodingType>");
+    }
+    if v2 {
+        xml.push_str(&format!(
+            "<KeyCount>{}</KeyCount>",
+            listing.objects.len() + listing.common_prefixes.len()
+        ));
+        if let Some(t) = q.get("continuation-token") {
+            xml.push_str(&format!(
+                "<ContinuationToken>{}</ContinuationToken>",
+                xml_escape(t)
+            ));
+        }
+        if let Some(a) = &listing.next_after {
+            xml.push_str(&format!(
+                "<NextContinuationToken>{}</NextContinuationToken>",
+                token_encode(a)
+            ));
+        }
+    } else {
+        xml.push_str(&format!(
+            "<Marker>{}</Marker>",
+            enc(q.get("marker").map(String::as_str).unwrap_or(""))
+        ));
+        if let Some(a) = &listing.next_after {
+            xml.push_str(&format!("<NextMarker>{}</NextMarker>", enc(a)));
+        }
+    }
+    for m in &listing.objects {
+        xml.push_str(&format!(
+            "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
+            enc(&m.key),
+            iso8601(m.modified_ms),
+            xml_escape(&m.etag),
+            m.size
+        ));
+    }
+    for p in &listing.common_prefixes {
+        xml.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            enc(p)
+        ));
+    }
+    xml.push_str("</ListBucketResult>");
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
+/// Content type and `x-amz-meta-*` of a write.
+fn content_meta(h: &HeaderMap) -> (String, BTreeMap<String, String>) {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("binary/octet-stream")
+        .to_string();
+    let md = h
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.as_str().strip_prefix("x-amz-meta-")?;
+            Some((name.to_string(), v.to_str().ok()?.to_string()))
+        })
+        .collect();
+    (ct, md)
+}
+
+/// Streams the request body into a temp blob, checking it against the
+/// signed SHA-256 and any `Content-MD5`.
+async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Result<Blob, S3Error> {
+    let content_md5 = req
+        .headers()
+        .get("content-md5")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let s2 = store.clone();
+    let mut w = blocking(move || s2.writer()).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            w.write(&chunk)?;
+        }
+        w.finish()
+    });
+    let mut stream = req.into_body().into_data_stream();
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                if tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let blob = writer
+        .await
+        .map_err(|e| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?
+        .map_err(S3Error::from)?;
+    if let Some(e) = failed {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+            format!("the request body ended early: {e}"),
+        ));
+    }
+    if let Some(claimed) = &caller.body_sha256
+        && hex::encode(blob.sha256) != *claimed
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "XAmzContentSHA256Mismatch",
+            "the body's SHA-256 does not match x-amz-content-sha256",
+        ));
+    }
+    if let Some(md5) = content_md5 {
+        let ours = base64::engine::general_purpose::STANDARD.encode(blob.md5);
+        if md5.trim() != ours {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "BadDigest",
+                "the Content-MD5 you specified did not match what was received",
+            ));
+        }
+    }
+    Ok(blob)
+}
+
+/// A small body (XML requests), checked like a streamed one.
+async fn small_body(req: Request, caller: &Caller) -> Result<String, S3Error> {
+    let md5 = req
+        .headers()
+        .get("content-md5")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = axum::body::to_bytes(req.into_body(), 16 << 20)
+        .await
+        .map_err(|e| err(StatusCode::BAD_REQUEST, "IncompleteBody", e.to_string()))?;
+    if let Some(claimed) = &caller.body_sha256 {
+        let ours = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        if ours != *claimed {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "XAmzContentSHA256Mismatch",
+                "the body's SHA-256 does not match x-amz-content-sha256",
+            ));
+        }
+    }
+    if let Some(md5) = md5 {
+        use md5::Digest as _;
+        let ours = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&bytes));
+        if md5.trim() != ours {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "BadDigest",
+                "the Content-MD5 you specified did not match what was received",
+            ));
+        }
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        err(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "the body is not UTF-8",
+        )
+    })
+}
+
+async fn put_object(
+    st: &AppState,
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    bucket: String,
+    key: String,
+    req: Request,
+    caller: &Caller,
+) -> Result<Response, S3Error> {
+    wisp_objects::check_key(&key)?;
+    let (ct, md) = content_meta(req.headers());
+    let (s2, n2, b2) = (store.clone(), ns.clone(), bucket.clone());
+    if !blocking(move || s2.bucket_exists(&n2, &b2)).await? {
+        return Err(ObjectError::NoSuchBucket(bucket).into());
+    }
+    let blob = receive(&store, req, caller).await?;
+    let (n2, b2, k2) = (ns.clone(), bucket.clone(), key.clone());
+    let meta = blocking(move || store.commit(&n2, &b2, &k2, blob, &ct, &md)).await?;
+    st.engine.object_changed(&ns, &bucket, &meta, true);
+    Ok((StatusCode::OK, [(header::ETAG, meta.etag)]).into_response())
+}
+
+async fn copy_object(
+    st: &AppState,
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    bucket: String,
+    key: String,
+    src: &str,
+    h: &HeaderMap,
+) -> Result<Response, S3Error> {
+    let src = src.split('?').next().unwrap_or("").trim_start_matches('/');
+    let Some((sb, sk)) = src.split_once('/') else {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "x-amz-copy-source must be BUCKET/KEY",
+        ));
+    };
+    let (sb, sk) = (sb.to_string(), sk.to_string());
+    let replace = h
+        .get("x-amz-metadata-directive")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
+    let (ct, md) = content_meta(h);
+    let (n2, b2, k2) = (ns.clone(), bucket.clone(), key.clone());
+    let meta = blocking(move || {
+        store.copy(
+            &n2,
+            (&sb, &sk),
+            (&b2, &k2),
+            replace.then_some((ct.as_str(), &md)),
+        )
+    })
+    .await?;
+    st.engine.object_changed(&ns, &bucket, &meta, true);
+    Ok(xml_response(
+        StatusCode::OK,
+        format!(
+            "<CopyObjectResult xmlns=\"{XMLNS}\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyObjectResult>",
+            iso8601(meta.modified_ms),
+            xml_escape(&meta.etag)
+        ),
+    ))
+}
+
+async fn delete_objects(
+    st: &AppState,
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    bucket: String,
+    body: &str,
+) -> Result<Response, S3Error> {
+    let keys = xml_all(body, "Key");
+    let quiet = xml_all(body, "Quiet").first().is_some_and(|q| q == "true");
+    if keys.len() > 1000 {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "at most 1,000 keys per DeleteObjects request",
+        ));
+    }
+    let (n2, b2, k2) = (ns.clone(), bucket.clone(), keys.clone());
+    let results = blocking(move || {
+        Ok(k2
+            .iter()
+            .map(|k| store.delete(&n2, &b2, k))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let mut xml = format!("<DeleteResult xmlns=\"{XMLNS}\">");
+    for (k, r) in keys.iter().zip(results) {
+        match r {
+            Ok(gone) => {
+                if let Some(m) = gone {
+                    st.engine.object_changed(&ns, &bucket, &m, false);
+                }
+                if !quiet {
+                    xml.push_str(&format!("<Deleted><Key>{}</Key></Deleted>", xml_escape(k)));
+                }
+            }
+            Err(e) => {
+                let e = S3Error::from(e);
+                xml.push_str(&format!(
+                    "<Error><Key>{}</Key><Code>{}</Code><Message>{}</Message></Error>",
+                    xml_escape(k),
+                    e.code,
+                    xml_escape(&e.message)
+                ));
+            }
+        }
+    }
+    xml.push_str("</DeleteResult>");
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
+/// `Range: bytes=a-b | a- | -n` against `size`: the inclusive range, or
+/// none for the whole object.
+fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, S3Error> {
+    let Some(v) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        err(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "InvalidRange",
+            format!("The requested range {v:?} is not satisfiable (the object is {size} bytes)"),
+        )
+    };
+    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
+    if spec.contains(',') {
+        // Several ranges: S3 answers with the whole object.
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            if n == 0 || size == 0 {
+                return Err(bad());
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().map_err(|_| bad())?, size.saturating_sub(1)),
+        (a, b) => {
+            let a: u64 = a.parse().map_err(|_| bad())?;
+            let b: u64 = b.parse().map_err(|_| bad())?;
+            (a, b.min(size.saturating_sub(1)))
+        }
+    };
+    if start >= size || start > end {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+fn object_headers(m: &ObjectMeta) -> Vec<(header::HeaderName, HeaderValue)> {
+    let mut h = vec![
+        (header::ETAG, HeaderValue::from_str(&m.etag).ok()),
+        (
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&http_date(m.modified_ms)).ok(),
+        ),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&m.content_type).ok(),
+        ),
+        (
+            header::ACCEPT_RANGES,
+            Some(HeaderValue::from_static("bytes")),
+        ),
+    ];
+    for (k, v) in &m.metadata {
+        if let Ok(name) = header::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes()) {
+            h.push((name, HeaderValue::from_str(v).ok()));
+        }
+    }
+    h.into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
+async fn get_object(
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    bucket: String,
+    key: String,
+    h: &HeaderMap,
+    head: bool,
+) -> Result<Response, S3Error> {
+    let (meta, file) = if head {
+        let m = blocking(move || store.head(&ns, &bucket, &key)).await?;
+        (m, None)
+    } else {
+        let (m, f) = blocking(move || store.open_read(&ns, &bucket, &key)).await?;
+        (m, Some(f))
+    };
+    // Conditional GETs on the ETag.
+    if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+        && (inm == "*" || inm.split(',').any(|t| t.trim() == meta.etag))
+    {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().insert(
+            header::ETAG,
+            HeaderValue::from_str(&meta.etag).unwrap_or(HeaderValue::from_static("")),
+        );
+        return Ok(r);
+    }
+    let range = parse_range(h, meta.size)?;
+    let (status, start, len) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        None => (StatusCode::OK, 0, meta.size),
+    };
+    let body = match file {
+        None => Body::empty(),
+        Some(f) => stream_file(f, start, len),
+    };
+    let mut r = Response::builder().status(status);
+    for (k, v) in object_headers(&meta) {
+        r = r.header(k, v);
+    }
+    r = r.header(header::CONTENT_LENGTH, len);
+    if range.is_some() {
+        r = r.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{}", start + len - 1, meta.size),
+        );
+    }
+    r.body(body).map_err(|e| {
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    })
+}
+
+/// The file's bytes `start..start+len`, read on a blocking thread.
+fn stream_file(mut f: std::fs::File, start: u64, len: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        if let Err(e) = f.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; (left.min(1 << 20)) as usize];
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_ranges_and_xml() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            http_date(1_795_000_000_000),
+            "Sun, 18 Nov 2026 17:46:40 GMT"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, "bytes=2-5".parse().unwrap());
+        assert_eq!(parse_range(&h, 10).ok().flatten(), Some((2, 5)));
+        h.insert(header::RANGE, "bytes=-3".parse().unwrap());
+        assert_eq!(parse_range(&h, 10).ok().flatten(), Some((7, 9)));
+        h.insert(header::RANGE, "bytes=8-".parse().unwrap());
+        assert_eq!(parse_range(&h, 10).ok().flatten(), Some((8, 9)));
+        h.insert(header::RANGE, "bytes=10-".parse().unwrap());
+        assert!(parse_range(&h, 10).is_err());
+        let body = "<CompleteMultipartUpload><Part><ETag>&quot;a&quot;</ETag><PartNumber>1</PartNumber></Part><Part><ETag>\"b\"</ETag><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>";
+        assert_eq!(xml_all(body, "PartNumber"), ["1", "2"]);
+        assert_eq!(xml_all(body, "ETag"), ["\"a\"", "\"b\""]);
+        assert_eq!(xml_escape("a<&>\"b"), "a&lt;&amp;&gt;&quot;b");
+    }
+}

@@ -1,0 +1,1026 @@
+//! The object store: buckets of objects per namespace, on disk.
+//!
+//! An object's bytes live in a blob file with a random name under
+//! `<root>/blobs/`; its metadata (size, ETag, content type, user metadata,
+//! which blob) is a row in SQLite (`<data-dir>/objects.db`). A write goes
+//! to a temp file under `<root>/tmp/`, is fsynced, renamed into `blobs/`
+//! (and the directory fsynced), and only then does the metadata row point
+//! at it: no partial object is ever visible, also not after a crash. A
+//! blob whose row was never written (a crash between the rename and the
+//! commit) is removed at the next start, as are leftover temp files.
+//! Replacing an object writes a new blob and removes the old one after the
+//! row moved, so a reader that already opened the old blob reads it whole.
+//!
+//! Everything here blocks (files, SQLite): callers run it on blocking
+//! threads.
+
+use md5::{Digest as _, Md5};
+use ring::digest;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wisp_core::Namespace;
+
+/// Longest key, in bytes (as S3).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Keys one listing returns at most (as S3).
+pub const MAX_KEYS: usize = 1000;
+/// Parts of one multipart upload (as S3).
+pub const MAX_PARTS: u32 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    #[error("{0}")]
+    InvalidBucketName(String),
+    #[error("{0}")]
+    InvalidKey(String),
+    #[error("The specified bucket does not exist: {0}")]
+    NoSuchBucket(String),
+    #[error("The specified key does not exist: {0}")]
+    NoSuchKey(String),
+    #[error("The bucket you tried to delete is not empty: {0} (delete its objects first)")]
+    BucketNotEmpty(String),
+    #[error("The specified multipart upload does not exist: {0}")]
+    NoSuchUpload(String),
+    #[error("{0}")]
+    InvalidPart(String),
+    #[error("{0}")]
+    BadDigest(String),
+    #[error("object storage I/O on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("object metadata database: {0}")]
+    Db(String),
+}
+
+fn db(e: rusqlite::Error) -> ObjectError {
+    ObjectError::Db(e.to_string())
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ObjectError + '_ {
+    move |source| ObjectError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// S3's bucket naming rules: 3-63 characters, lowercase letters, digits,
+/// '.' and '-', starting and ending with a letter or digit, no "..".
+pub fn check_bucket(name: &str) -> Result<(), ObjectError> {
+    let b = name.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ObjectError::InvalidBucketName(format!(
+            "The specified bucket is not valid: {name:?} (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+        )))
+    }
+}
+
+pub fn check_key(key: &str) -> Result<(), ObjectError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(ObjectError::InvalidKey(format!(
+            "an object key must be 1 to {MAX_KEY_BYTES} bytes, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What is known about an object besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Quoted, as S3 sends it: `"<md5 hex>"`, or `"<hex>-N"` for an object
+    /// made of N parts.
+    pub etag: String,
+    pub content_type: String,
+    pub modified_ms: i64,
+    /// `x-amz-meta-*` headers, names lowercased without the prefix.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub objects: Vec<ObjectMeta>,
+    pub common_prefixes: Vec<String>,
+    /// Where the next page starts (after this key or prefix), when the
+    /// listing was cut at `max_keys`.
+    pub next_after: Option<String>,
+}
+
+/// A blob being written: a temp file with its running digests.
+pub struct BlobWriter {
+    path: PathBuf,
+    file: io::BufWriter<File>,
+    size: u64,
+    md5: Md5,
+    sha256: digest::Context,
+}
+
+/// A fully written, fsynced temp blob.
+pub struct Blob {
+    path: PathBuf,
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub sha256: [u8; 32],
+}
+
+impl BlobWriter {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ObjectError> {
+        self.md5.update(chunk);
+        self.sha256.update(chunk);
+        self.size += chunk.len() as u64;
+        self.file.write_all(chunk).map_err(io_at(&self.path))
+    }
+
+    /// Flushes and fsyncs the temp file.
+    pub fn finish(self) -> Result<Blob, ObjectError> {
+        let path = self.path;
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| io_at(&path)(e.into_error()))?;
+        file.sync_all().map_err(io_at(&path))?;
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(self.sha256.finish().as_ref());
+        Ok(Blob {
+            path,
+            size: self.size,
+            md5: self.md5.finalize().into(),
+            sha256,
+        })
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        // Not committed (an error, a digest mismatch): the temp file goes.
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Blob {
+    fn take_path(&mut self) -> PathBuf {
+        std::mem::take(&mut self.path)
+    }
+}
+
+/// A multipart upload's record.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: String,
+    pub namespace: Namespace,
+    pub bucket: String,
+    pub key: String,
+    pub content_type: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS obj_buckets (
+    namespace  TEXT NOT NULL,
+    bucket     TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (namespace, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects (
+    namespace    TEXT NOT NULL,
+    bucket       TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    etag         TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    metadata     TEXT NOT NULL,
+    modified_ms  INTEGER NOT NULL,
+    blob         TEXT NOT NULL,
+    PRIMARY KEY (namespace, bucket, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    id           TEXT PRIMARY KEY,
+    namespace    TEXT NOT NULL,
+    bucket       TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    metadata     TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    upload_id TEXT NOT NULL,
+    number    INTEGER NOT NULL,
+    size      INTEGER NOT NULL,
+    md5       TEXT NOT NULL,
+    blob      TEXT NOT NULL,
+    PRIMARY KEY (upload_id, number)
+) WITHOUT ROWID;
+";
+
+/// The node's object store.
+pub struct ObjectStore {
+    root: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now_ms() -> i64 {
+    wisp_core::time::now_ms()
+}
+
+fn random_name() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn meta_json(m: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+}
+
+fn meta_parse(s: &str) -> BTreeMap<String, String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+impl ObjectStore {
+    /// Opens the store: blobs under `root`, metadata in `db_path`. Removes
+    /// leftover temp files and blobs no object refers to.
+    pub fn open(root: &Path, db_path: &Path) -> Result<Self, ObjectError> {
+        for d in ["tmp", "blobs"] {
+            fs::create_dir_all(root.join(d)).map_err(io_at(root))?;
+        }
+        let conn = Connection::open(db_path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let store = Self {
+            root: root.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.clean_up()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn blob_path(&self, name: &str) -> PathBuf {
+        self.root.join("blobs").join(&name[..2]).join(name)
+    }
+
+    fn clean_up(&self) -> Result<(), ObjectError> {
+        let tmp = self.root.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let referenced: std::collections::HashSet<String> = {
+            let conn = self.conn();
+            let mut names = std::collections::HashSet::new();
+            for sql in ["SELECT blob FROM objects", "SELECT blob FROM upload_parts"] {
+                let mut q = conn.prepare(sql).map_err(db)?;
+                let rows = q.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+                for r in rows {
+                    names.insert(r.map_err(db)?);
+                }
+            }
+            names
+        };
+        let mut removed = 0;
+        if let Ok(dirs) = fs::read_dir(self.root.join("blobs")) {
+            for d in dirs.flatten() {
+                let Ok(files) = fs::read_dir(d.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if !referenced.contains(&name) && fs::remove_file(f.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed blobs no object refers to (left by a crash)"
+            );
+        }
+        Ok(())
+    }
+
+    // ---- buckets ----
+
+    /// Makes a bucket; false when it existed.
+    pub fn create_bucket(&self, ns: &Namespace, bucket: &str) -> Result<bool, ObjectError> {
+        check_bucket(bucket)?;
+        let n = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO obj_buckets (namespace, bucket, created_ms) VALUES (?1, ?2, ?3)",
+                params![ns.as_str(), bucket, now_ms()],
+            )
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    pub fn bucket_exists(&self, ns: &Namespace, bucket: &str) -> Result<bool, ObjectError> {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM obj_buckets WHERE namespace = ?1 AND bucket = ?2",
+                params![ns.as_str(), bucket],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(db)
+    }
+
+    fn require_bucket(&self, ns: &Namespace, bucket: &str) -> Result<(), ObjectError> {
+        if self.bucket_exists(ns, bucket)? {
+            Ok(())
+        } else {
+            Err(ObjectError::NoSuchBucket(bucket.to_string()))
+        }
+    }
+
+    /// The namespace's buckets with their creation times, by name.
+    pub fn list_buckets(&self, ns: &Namespace) -> Result<Vec<(String, i64)>, ObjectError> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare(
+                "SELECT bucket, created_ms FROM obj_buckets WHERE namespace = ?1 ORDER BY bucket",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map(params![ns.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// Removes an empty bucket.
+    pub fn delete_bucket(&self, ns: &Namespace, bucket: &str) -> Result<(), ObjectError> {
+        let conn = self.conn();
+        let any: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM objects WHERE namespace = ?1 AND bucket = ?2 LIMIT 1",
+                params![ns.as_str(), bucket],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        if any.is_some() {
+            return Err(ObjectError::BucketNotEmpty(bucket.to_string()));
+        }
+        let n = conn
+            .execute(
+                "DELETE FROM obj_buckets WHERE namespace = ?1 AND bucket = ?2",
+                params![ns.as_str(), bucket],
+            )
+            .map_err(db)?;
+        if n == 0 {
+            return Err(ObjectError::NoSuchBucket(bucket.to_string()));
+        }
+        Ok(())
+    }
+
+    // ---- objects ----
+
+    /// Starts writing a blob (a temp file).
+    pub fn writer(&self) -> Result<BlobWriter, ObjectError> {
+        let path = self.root.join("tmp").join(random_name());
+        let file = File::create(&path).map_err(io_at(&path))?;
+        Ok(BlobWriter {
+            path,
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            size: 0,
+            md5: Md5::new(),
+            sha256: digest::Context::new(&digest::SHA256),
+        })
+    }
+
+    /// Moves a finished temp blob into `blobs/` durably; returns its name.
+    fn place(&self, blob: &mut Blob) -> Result<String, ObjectError> {
+        let name = random_name();
+        let dest = self.blob_path(&name);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let tmp = blob.take_path();
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_at(&dest)(e));
+        }
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(&dir))?;
+        Ok(name)
+    }
+
+    /// Makes `blob` the object `key`: visible whole from here on. The old
+    /// object's blob, if any, is removed. Returns the new metadata.
+    pub fn commit(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        mut blob: Blob,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<ObjectMeta, ObjectError> {
+        check_key(key)?;
+        self.require_bucket(ns, bucket)?;
+        let etag = format!("\"{}\"", hex::encode(blob.md5));
+        let size = blob.size;
+        let name = self.place(&mut blob)?;
+        self.put_row(ns, bucket, key, size, &etag, content_type, metadata, &name)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put_row(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: &str,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+        blob: &str,
+    ) -> Result<ObjectMeta, ObjectError> {
+        let modified_ms = now_ms();
+        let old: Option<String> = {
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(db)?;
+            let old = tx
+                .query_row(
+                    "SELECT blob FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                    params![ns.as_str(), bucket, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            tx.execute(
+                "INSERT INTO objects (namespace, bucket, key, size, etag, content_type, metadata, modified_ms, blob)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (namespace, bucket, key) DO UPDATE SET size = excluded.size,
+                   etag = excluded.etag, content_type = excluded.content_type,
+                   metadata = excluded.metadata, modified_ms = excluded.modified_ms, blob = excluded.blob",
+                params![ns.as_str(), bucket, key, size as i64, etag, content_type, meta_json(metadata), modified_ms, blob],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            old
+        };
+        if let Some(old) = old {
+            let _ = fs::remove_file(self.blob_path(&old));
+        }
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size,
+            etag: etag.to_string(),
+            content_type: content_type.to_string(),
+            modified_ms,
+            metadata: metadata.clone(),
+        })
+    }
+
+    fn row(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(ObjectMeta, String)>, ObjectError> {
+        self.conn()
+            .query_row(
+                "SELECT size, etag, content_type, metadata, modified_ms, blob FROM objects
+                 WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                params![ns.as_str(), bucket, key],
+                |r| {
+                    Ok((
+                        ObjectMeta {
+                            key: key.to_string(),
+                            size: r.get::<_, i64>(0)? as u64,
+                            etag: r.get(1)?,
+                            content_type: r.get(2)?,
+                            metadata: meta_parse(&r.get::<_, String>(3)?),
+                            modified_ms: r.get(4)?,
+                        },
+                        r.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    pub fn head(&self, ns: &Namespace, bucket: &str, key: &str) -> Result<ObjectMeta, ObjectError> {
+        match self.row(ns, bucket, key)? {
+            Some((m, _)) => Ok(m),
+            None => {
+                self.require_bucket(ns, bucket)?;
+                Err(ObjectError::NoSuchKey(key.to_string()))
+            }
+        }
+    }
+
+    /// The object's metadata and its blob, opened.
+    pub fn open_read(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectMeta, File), ObjectError> {
+        // The blob may be replaced between reading the row and opening
+        // it: then read the row again.
+        for _ in 0..3 {
+            let Some((m, blob)) = self.row(ns, bucket, key)? else {
+                self.require_bucket(ns, bucket)?;
+                return Err(ObjectError::NoSuchKey(key.to_string()));
+            };
+            let path = self.blob_path(&blob);
+            match File::open(&path) {
+                Ok(f) => return Ok((m, f)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+        Err(ObjectError::NoSuchKey(key.to_string()))
+    }
+
+    /// Deletes an object; its metadata when it existed.
+    pub fn delete(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, ObjectError> {
+        self.require_bucket(ns, bucket)?;
+        let Some((m, blob)) = self.row(ns, bucket, key)? else {
+            return Ok(None);
+        };
+        self.conn()
+            .execute(
+                "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3 AND blob = ?4",
+                params![ns.as_str(), bucket, key, blob],
+            )
+            .map_err(db)?;
+        let _ = fs::remove_file(self.blob_path(&blob));
+        Ok(Some(m))
+    }
+
+    /// Copies an object (its bytes and, unless replaced, its metadata).
+    pub fn copy(
+        &self,
+        ns: &Namespace,
+        (src_bucket, src_key): (&str, &str),
+        (bucket, key): (&str, &str),
+        replace: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> Result<ObjectMeta, ObjectError> {
+        check_key(key)?;
+        self.require_bucket(ns, bucket)?;
+        let (meta, mut src) = self.open_read(ns, src_bucket, src_key)?;
+        let mut w = self.writer()?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = io::Read::read(&mut src, &mut buf).map_err(io_at(&self.root))?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n])?;
+        }
+        let mut blob = w.finish()?;
+        let name = self.place(&mut blob)?;
+        let (ct, md) = match replace {
+            Some((ct, md)) => (ct.to_string(), md.clone()),
+            None => (meta.content_type.clone(), meta.metadata.clone()),
+        };
+        // The copy keeps the source's ETag (the same bytes).
+        self.put_row(ns, bucket, key, meta.size, &meta.etag, &ct, &md, &name)
+    }
+
+    /// Lists keys in byte order: those starting with `prefix`, after
+    /// `after`, with keys that hold `delimiter` past the prefix rolled up
+    /// into common prefixes; at most `max` entries (objects and prefixes).
+    pub fn list(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<Listing, ObjectError> {
+        self.require_bucket(ns, bucket)?;
+        let mut out = Listing::default();
+        if max == 0 {
+            return Ok(out);
+        }
+        let conn = self.conn();
+        let mut q = conn
+            .prepare_cached(
+                "SELECT key, size, etag, content_type, metadata, modified_ms FROM objects
+                 WHERE namespace = ?1 AND bucket = ?2 AND key > ?3 AND key >= ?4
+                 ORDER BY key LIMIT ?5",
+            )
+            .map_err(db)?;
+        let mut cursor = after.unwrap_or("").to_string();
+        let delim = delimiter.filter(|d| !d.is_empty());
+        loop {
+            let rows: Vec<ObjectMeta> = q
+                .query_map(
+                    params![ns.as_str(), bucket, cursor, prefix, (max + 1) as i64],
+                    |r| {
+                        Ok(ObjectMeta {
+                            key: r.get(0)?,
+                            size: r.get::<_, i64>(1)? as u64,
+                            etag: r.get(2)?,
+                            content_type: r.get(3)?,
+                            metadata: meta_parse(&r.get::<_, String>(4)?),
+                            modified_ms: r.get(5)?,
+                        })
+                    },
+                )
+                .map_err(db)?
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
+            let fetched = rows.len();
+            for m in rows {
+                if !m.key.starts_with(prefix) {
+                    return Ok(out);
+                }
+                let entry = match delim.and_then(|d| {
+                    m.key[prefix.len()..]
+                        .find(d)
+                        .map(|i| m.key[..prefix.len() + i + d.len()].to_string())
+                }) {
+                    Some(cp) => {
+                        if out.common_prefixes.last() == Some(&cp) {
+                            cursor = m.key.clone();
+                            continue;
+                        }
+                        Err(cp)
+                    }
+                    None => Ok(m),
+                };
+                if out.objects.len() + out.common_prefixes.len() == max {
+                    out.next_after = Some(cursor);
+                    return Ok(out);
+                }
+                match entry {
+                    Ok(m) => {
+                        cursor = m.key.clone();
+                        out.objects.push(m);
+                    }
+                    Err(cp) => {
+                        // Skip every key under this prefix.
+                        cursor = format!("{cp}\u{10FFFF}");
+                        out.common_prefixes.push(cp);
+                    }
+                }
+            }
+            if fetched <= max {
+                return Ok(out);
+            }
+        }
+    }
+
+    // ---- multipart uploads ----
+
+    pub fn create_upload(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, ObjectError> {
+        check_key(key)?;
+        self.require_bucket(ns, bucket)?;
+        let id = random_name();
+        self.conn()
+            .execute(
+                "INSERT INTO uploads (id, namespace, bucket, key, content_type, metadata, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, ns.as_str(), bucket, key, content_type, meta_json(metadata), now_ms()],
+            )
+            .map_err(db)?;
+        Ok(id)
+    }
+
+    /// The upload `id` of `ns`/`bucket`/`key`.
+    pub fn upload(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<Upload, ObjectError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT content_type, metadata FROM uploads
+                 WHERE id = ?1 AND namespace = ?2 AND bucket = ?3 AND key = ?4",
+                params![id, ns.as_str(), bucket, key],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let (content_type, md) = row.ok_or_else(|| ObjectError::NoSuchUpload(id.to_string()))?;
+        Ok(Upload {
+            id: id.to_string(),
+            namespace: ns.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            content_type,
+            metadata: meta_parse(&md),
+        })
+    }
+
+    /// Stores a part; returns its quoted ETag.
+    pub fn put_part(
+        &self,
+        upload: &Upload,
+        number: u32,
+        mut blob: Blob,
+    ) -> Result<String, ObjectError> {
+        if !(1..=MAX_PARTS).contains(&number) {
+            return Err(ObjectError::InvalidPart(format!(
+                "part number {number} is not between 1 and {MAX_PARTS}"
+            )));
+        }
+        let md5 = hex::encode(blob.md5);
+        let size = blob.size;
+        let name = self.place(&mut blob)?;
+        let old: Option<String> = {
+            let conn = self.conn();
+            let old = conn
+                .query_row(
+                    "SELECT blob FROM upload_parts WHERE upload_id = ?1 AND number = ?2",
+                    params![upload.id, number],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            conn.execute(
+                "INSERT INTO upload_parts (upload_id, number, size, md5, blob) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (upload_id, number) DO UPDATE SET size = excluded.size, md5 = excluded.md5, blob = excluded.blob",
+                params![upload.id, number, size as i64, md5, name],
+            )
+            .map_err(db)?;
+            old
+        };
+        if let Some(old) = old {
+            let _ = fs::remove_file(self.blob_path(&old));
+        }
+        Ok(format!("\"{md5}\""))
+    }
+
+    /// Joins the listed parts (in order, each as uploaded) into the
+    /// object; the upload and its parts are gone afterwards.
+    pub fn complete_upload(
+        &self,
+        upload: &Upload,
+        parts: &[(u32, String)],
+    ) -> Result<ObjectMeta, ObjectError> {
+        if parts.is_empty() {
+            return Err(ObjectError::InvalidPart(
+                "You must specify at least one part".into(),
+            ));
+        }
+        let stored: BTreeMap<u32, (u64, String, String)> = {
+            let conn = self.conn();
+            let mut q = conn
+                .prepare("SELECT number, size, md5, blob FROM upload_parts WHERE upload_id = ?1")
+                .map_err(db)?;
+            let rows = q
+                .query_map(params![upload.id], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        (r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?),
+                    ))
+                })
+                .map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        let mut w = self.writer()?;
+        let mut md5s = Vec::with_capacity(parts.len() * 16);
+        let mut last = 0;
+        for (n, etag) in parts {
+            if *n <= last {
+                return Err(ObjectError::InvalidPart(
+                    "The list of parts was not in ascending order".into(),
+                ));
+            }
+            last = *n;
+            let Some((_, md5, blob)) = stored.get(n) else {
+                return Err(ObjectError::InvalidPart(format!(
+                    "part {n} was not uploaded"
+                )));
+            };
+            if etag.trim_matches('"') != md5 {
+                return Err(ObjectError::InvalidPart(format!(
+                    "part {n}'s ETag {etag} does not match the uploaded part's \"{md5}\""
+                )));
+            }
+            md5s.extend(hex::decode(md5).unwrap_or_default());
+            let path = self.blob_path(blob);
+            let mut f = File::open(&path).map_err(io_at(&path))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let k = io::Read::read(&mut f, &mut buf).map_err(io_at(&path))?;
+                if k == 0 {
+                    break;
+                }
+                w.write(&buf[..k])?;
+            }
+        }
+        let mut blob = w.finish()?;
+        let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&md5s)), parts.len());
+        let size = blob.size;
+        let name = self.place(&mut blob)?;
+        let meta = self.put_row(
+            &upload.namespace,
+            &upload.bucket,
+            &upload.key,
+            size,
+            &etag,
+            &upload.content_type,
+            &upload.metadata,
+            &name,
+        )?;
+        self.drop_upload(&upload.id, stored.values().map(|(_, _, b)| b.clone()))?;
+        Ok(meta)
+    }
+
+    pub fn abort_upload(&self, upload: &Upload) -> Result<(), ObjectError> {
+        let blobs: Vec<String> = {
+            let conn = self.conn();
+            let mut q = conn
+                .prepare("SELECT blob FROM upload_parts WHERE upload_id = ?1")
+                .map_err(db)?;
+            let rows = q.query_map(params![upload.id], |r| r.get(0)).map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        self.drop_upload(&upload.id, blobs.into_iter())
+    }
+
+    fn drop_upload(
+        &self,
+        id: &str,
+        blobs: impl Iterator<Item = String>,
+    ) -> Result<(), ObjectError> {
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(db)?;
+            tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", params![id])
+                .map_err(db)?;
+            tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])
+                .map_err(db)?;
+            tx.commit().map_err(db)?;
+        }
+        for b in blobs {
+            let _ = fs::remove_file(self.blob_path(&b));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(tag: &str) -> (ObjectStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("wisp-obj-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        (
+            ObjectStore::open(&dir.join("objects"), &dir.join("objects.db")).unwrap(),
+            dir,
+        )
+    }
+
+    fn put(s: &ObjectStore, ns: &Namespace, b: &str, k: &str, data: &[u8]) -> ObjectMeta {
+        let mut w = s.writer().unwrap();
+        w.write(data).unwrap();
+        s.commit(
+            ns,
+            b,
+            k,
+            w.finish().unwrap(),
+            "text/plain",
+            &BTreeMap::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn objects_list_and_replace() {
+        let (s, dir) = store("list");
+        let ns = Namespace::new("default").unwrap();
+        assert!(s.create_bucket(&ns, "photos").unwrap());
+        assert!(!s.create_bucket(&ns, "photos").unwrap());
+        assert!(check_bucket("Bad_Name").is_err());
+        let m = put(&s, &ns, "photos", "a.txt", b"hello");
+        assert_eq!(m.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
+        for k in ["in/1.jpg", "in/2.jpg", "in/sub/3.jpg", "out/1.png", "z"] {
+            put(&s, &ns, "photos", k, k.as_bytes());
+        }
+        let l = s.list(&ns, "photos", "", Some("/"), None, 1000).unwrap();
+        let keys: Vec<_> = l.objects.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(keys, ["a.txt", "z"]);
+        assert_eq!(l.common_prefixes, ["in/", "out/"]);
+        let l = s.list(&ns, "photos", "in/", Some("/"), None, 1000).unwrap();
+        assert_eq!(l.objects.len(), 2);
+        assert_eq!(l.common_prefixes, ["in/sub/"]);
+        // Pages of 2.
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let l = s
+                .list(&ns, "photos", "", None, after.as_deref(), 2)
+                .unwrap();
+            all.extend(l.objects.into_iter().map(|m| m.key));
+            match l.next_after {
+                Some(a) => after = Some(a),
+                None => break,
+            }
+        }
+        assert_eq!(all.len(), 6);
+        // Replacing keeps one blob.
+        put(&s, &ns, "photos", "a.txt", b"bye");
+        let (m, mut f) = s.open_read(&ns, "photos", "a.txt").unwrap();
+        let mut got = String::new();
+        io::Read::read_to_string(&mut f, &mut got).unwrap();
+        assert_eq!((m.size, got.as_str()), (3, "bye"));
+        let blobs: usize = fs::read_dir(dir.join("objects/blobs"))
+            .unwrap()
+            .flatten()
+            .map(|d| fs::read_dir(d.path()).unwrap().count())
+            .sum();
+        assert_eq!(blobs, 6);
+        assert!(matches!(
+            s.delete_bucket(&ns, "photos"),
+            Err(ObjectError::BucketNotEmpty(_))
+        ));
+        // Other namespaces see nothing.
+        let other = Namespace::new("other").unwrap();
+        assert!(matches!(
+            s.head(&other, "photos", "a.txt"),
+            Err(ObjectError::NoSuchBucket(_))
+        ));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn multipart_and_crash_leftovers() {
+        let (s, dir) = store("mp");
+        let ns = Namespace::new("default").unwrap();
+        s.create_bucket(&ns, "big").unwrap();
+        let id = s
+            .create_upload(
+                &ns,
+                "big",
+                "f.bin",
+                "application/octet-stream",
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        let up = s.upload(&ns, "big", "f.bin", &id).unwrap();
+        let mut etags = Vec::new();
+        for (n, data) in [(1u32, vec![1u8; 1000]), (2, vec![2u8; 10])] {
+            let mut w = s.writer().unwrap();
+            w.write(&data).unwrap();
+            etags.push((n, s.put_part(&up, n, w.finish().unwrap()).unwrap()));
+        }
+        let m = s.complete_upload(&up, &etags).unwrap();
+        assert_eq!(m.size, 1010);
+        assert!(m.etag.ends_with("-2\""), "{}", m.etag);
+        assert!(matches!(
+            s.upload(&ns, "big", "f.bin", &id),
+            Err(ObjectError::NoSuchUpload(_))
+        ));
+        // A temp file and an unreferenced blob, as a crash leaves them.
+        fs::write(dir.join("objects/tmp/partial"), b"half").unwrap();
+        fs::create_dir_all(dir.join("objects/blobs/ff")).unwrap();
+        fs::write(dir.join("objects/blobs/ff/ff00"), b"orphan").unwrap();
+        drop(s);
+        let s = ObjectStore::open(&dir.join("objects"), &dir.join("objects.db")).unwrap();
+        assert!(!dir.join("objects/tmp/partial").exists());
+        assert!(!dir.join("objects/blobs/ff/ff00").exists());
+        assert_eq!(s.head(&ns, "big", "f.bin").unwrap().size, 1010);
+        let _ = fs::remove_dir_all(dir);
+    }
+}
