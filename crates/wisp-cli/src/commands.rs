@@ -61,6 +61,11 @@ pub struct DeployArgs {
     /// `default`: --kv default
     #[arg(long = "kv", value_name = "BUCKET")]
     kv: Vec<String>,
+    /// An object-store bucket of the namespace the function may read and
+    /// write (repeatable): outbound HTTP to $WISP_S3_ENDPOINT, authorized
+    /// by Wisp (the function holds no keys)
+    #[arg(long = "objects", value_name = "BUCKET")]
+    objects: Vec<String>,
     /// What runs the function: wasm (a wasi:http component) or process (a
     /// .zip/.tar.gz bundle speaking the AWS Lambda Runtime API)
     #[arg(long, default_value = "wasm", value_parser = ["wasm", "process"])]
@@ -138,6 +143,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         "on_failure": a.on_failure,
         "secrets": a.secrets,
         "kv": a.kv,
+        "objects": a.objects,
         "direct_url": !a.no_direct_url,
         "runtime": a.runtime,
         "handler": a.handler,

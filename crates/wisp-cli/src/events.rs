@@ -200,6 +200,28 @@ enum AddTrigger {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run a function when objects are created or deleted in a bucket
+    Object {
+        /// Trigger name
+        name: String,
+        /// Function to run
+        #[arg(long)]
+        function: String,
+        /// Bucket to watch (it must exist)
+        #[arg(long)]
+        bucket: String,
+        /// Only keys starting with this (e.g. in/)
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only keys ending with this (e.g. .jpg)
+        #[arg(long, default_value = "")]
+        suffix: String,
+        /// Which changes: created, deleted, or both (comma-separated)
+        #[arg(long, default_value = "created,deleted", value_delimiter = ',', value_parser = ["created", "deleted"])]
+        events: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Run a function for every event published to a topic
     Topic {
         /// Trigger name
@@ -248,6 +270,20 @@ async fn list_triggers(client: &ClientArgs) -> anyhow::Result<()> {
                 t["schedule"].as_str().unwrap_or(""),
                 t["timezone"].as_str().unwrap_or("")
             ),
+            "object" => format!(
+                "bucket {} {}*{} ({})",
+                t["bucket"].as_str().unwrap_or(""),
+                t["prefix"].as_str().unwrap_or(""),
+                t["suffix"].as_str().unwrap_or(""),
+                t["events"]
+                    .as_array()
+                    .map(|e| e
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default()
+            ),
             _ => format!("topic {}", t["topic"].as_str().unwrap_or("")),
         };
         println!(
@@ -290,6 +326,19 @@ pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
                     client,
                     json!({"name": name, "function": function, "kind": "cron",
                            "schedule": schedule, "timezone": tz, "missed": missed}),
+                ),
+                AddTrigger::Object {
+                    name,
+                    function,
+                    bucket,
+                    prefix,
+                    suffix,
+                    events,
+                    client,
+                } => (
+                    client,
+                    json!({"name": name, "function": function, "kind": "object", "bucket": bucket,
+                           "prefix": prefix, "suffix": suffix, "events": events}),
                 ),
                 AddTrigger::Topic {
                     name,

@@ -350,3 +350,252 @@ async fn the_aws_cli_copies_lists_syncs_and_round_trips_200_mb() {
     let _ = std::fs::remove_file(&big);
     let _ = std::fs::remove_file(&back);
 }
+
+#[tokio::test]
+async fn kill_9_during_a_large_put_leaves_no_partial_object() {
+    let mut node = Node::fresh("s3-crash", &[]);
+    let key = access_key(&node, &["--role", "deployer"]);
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", out(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(run_aws(&node, &key, &["s3", "mb", "s3://crash"]));
+    // A complete object under the same key first: after the crash it must
+    // be this one, whole, or the new one, whole.
+    let small = node.dir.join("small.bin");
+    std::fs::write(&small, vec![1u8; 1000]).unwrap();
+    ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3api",
+            "put-object",
+            "--bucket",
+            "crash",
+            "--key",
+            "big.bin",
+            "--body",
+            small.to_str().unwrap(),
+        ],
+    ));
+    let big = node.dir.join("big.bin");
+    let o = std::process::Command::new("head")
+        .args(["-c", "314572800", "/dev/zero"])
+        .output()
+        .unwrap();
+    std::fs::write(&big, &o.stdout).unwrap();
+    drop(o);
+    // One PUT (no multipart), killed while the body streams in.
+    let upload = std::process::Command::new(aws())
+        .args(["--endpoint-url", node.s3_url.as_deref().unwrap()])
+        .args([
+            "s3api",
+            "put-object",
+            "--bucket",
+            "crash",
+            "--key",
+            "big.bin",
+            "--body",
+        ])
+        .arg(&big)
+        .env("AWS_ACCESS_KEY_ID", &key.0)
+        .env("AWS_SECRET_ACCESS_KEY", &key.1)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the body is arriving: a temp file grows.
+    let tmp = node.dir.join("objects/tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let growing = std::fs::read_dir(&tmp)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.metadata().map(|m| m.len() > 1 << 20).unwrap_or(false))
+            })
+            .unwrap_or(false);
+        if growing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node.kill9();
+    let mut upload = upload;
+    let _ = upload.wait();
+    let dir = node.dir.clone();
+    let node = Node::start(&dir, &[]);
+    let head = ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3api",
+            "head-object",
+            "--bucket",
+            "crash",
+            "--key",
+            "big.bin",
+        ],
+    ));
+    let v: Value = serde_json::from_str(&head).unwrap();
+    let len = v["ContentLength"].as_u64().unwrap();
+    assert!(
+        len == 1000 || len == 314_572_800,
+        "a partial object is visible: {head}"
+    );
+    let back = dir.join("back.bin");
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "cp", "s3://crash/big.bin", back.to_str().unwrap()],
+    ));
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), len);
+    // The crash's temp file is gone.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let _ = std::fs::remove_file(&big);
+}
+
+#[tokio::test]
+async fn functions_reach_granted_buckets_and_uploads_trigger_them() {
+    let node = Node::fresh("s3-functions", &[]);
+    let key = access_key(&node, &["--role", "deployer"]);
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", out(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(run_aws(&node, &key, &["s3", "mb", "s3://photos"]));
+    ok(run_aws(&node, &key, &["s3", "mb", "s3://private"]));
+    let cat = node.dir.join("cat.txt");
+    std::fs::write(&cat, "meow").unwrap();
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "cp", cat.to_str().unwrap(), "s3://photos/in/cat.txt"],
+    ));
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "cp", cat.to_str().unwrap(), "s3://private/x.txt"],
+    ));
+    let wasm = support::fixture("testfn");
+    node.deploy_ok("reader", &wasm, serde_json::json!({"objects": ["photos"]}))
+        .await;
+    node.deploy_ok("stranger", &wasm, serde_json::json!({}))
+        .await;
+    // The endpoint Wisp gives the function, and the internal name.
+    let (s, endpoint) = {
+        let r = node
+            .get("/fn/reader/env/WISP_S3_ENDPOINT")
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    assert_eq!(
+        (s.as_u16(), endpoint.as_str()),
+        (200, node.s3_url.as_deref().unwrap())
+    );
+    for base in [endpoint.as_str(), "http://s3.wisp.internal"] {
+        let r = node
+            .get(&format!("/fn/reader/fetch?url={base}/photos/in/cat.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "200 meow", "{base}");
+    }
+    // Not granted: the bucket of its own namespace it was not given.
+    let t = node
+        .get(&format!("/fn/reader/fetch?url={endpoint}/private/x.txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        t.starts_with("403 ") && t.contains("--objects private"),
+        "{t}"
+    );
+    // No grants at all: the request is refused before it leaves.
+    let r = node
+        .get(&format!(
+            "/fn/stranger/fetch?url={endpoint}/photos/in/cat.txt"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502, "{}", r.text().await.unwrap());
+
+    // Object triggers: created under in/ only.
+    node.deploy_ok("watcher", &wasm, serde_json::json!({}))
+        .await;
+    let o = node.cli(&[
+        "trigger",
+        "add",
+        "object",
+        "on-upload",
+        "--function",
+        "watcher",
+        "--bucket",
+        "photos",
+        "--prefix",
+        "in/",
+        "--events",
+        "created",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&[
+        "trigger",
+        "add",
+        "object",
+        "bad",
+        "--function",
+        "watcher",
+        "--bucket",
+        "nope",
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("does not exist"),
+        "{}",
+        out(&o)
+    );
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "cp", cat.to_str().unwrap(), "s3://photos/in/dog.txt"],
+    ));
+    ok(run_aws(
+        &node,
+        &key,
+        &[
+            "s3",
+            "cp",
+            cat.to_str().unwrap(),
+            "s3://photos/out/skip.txt",
+        ],
+    ));
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "rm", "s3://photos/in/cat.txt"],
+    ));
+    let acts = node.activations("watcher", 1).await;
+    let logs = acts[0]["logs"].as_str().unwrap();
+    assert!(logs.contains("ce-type: dev.wisp.object.created"), "{logs}");
+    assert!(logs.contains("ce-subject: in/dog.txt"), "{logs}");
+    assert!(
+        logs.contains("ce-source: /wisp/default/objects/photos"),
+        "{logs}"
+    );
+    assert!(logs.contains("\"size\":4"), "{logs}");
+    // Give a wrongly delivered event time to show up, then count.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let acts = node.activations("watcher", 1).await;
+    assert_eq!(acts.len(), 1, "only in/dog.txt's creation: {acts:?}");
+}

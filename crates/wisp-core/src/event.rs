@@ -338,6 +338,8 @@ pub enum Origin {
     Topic,
     /// An on-success / on-failure destination.
     Destination,
+    /// A storage trigger (object store).
+    Storage,
 }
 
 impl Origin {
@@ -347,6 +349,7 @@ impl Origin {
             Origin::Cron => "cron",
             Origin::Topic => "topic",
             Origin::Destination => "destination",
+            Origin::Storage => "storage",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -355,6 +358,7 @@ impl Origin {
             Origin::Cron,
             Origin::Topic,
             Origin::Destination,
+            Origin::Storage,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)
@@ -446,6 +450,39 @@ pub enum TriggerKind {
     },
     /// Every event published to a topic.
     Topic { topic: TopicName },
+    /// Objects created (written, copied, completed multipart uploads)
+    /// and/or deleted in a bucket, filtered by key prefix and suffix.
+    Object {
+        bucket: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prefix: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        suffix: String,
+        #[serde(default = "object_events")]
+        events: Vec<ObjectEvent>,
+    },
+}
+
+fn object_events() -> Vec<ObjectEvent> {
+    vec![ObjectEvent::Created, ObjectEvent::Deleted]
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectEvent {
+    Created,
+    Deleted,
+}
+
+impl ObjectEvent {
+    /// The CloudEvent type Wisp sends.
+    pub fn ce_type(self) -> &'static str {
+        match self {
+            ObjectEvent::Created => "dev.wisp.object.created",
+            ObjectEvent::Deleted => "dev.wisp.object.deleted",
+        }
+    }
 }
 
 fn utc() -> String {

@@ -70,6 +70,10 @@ pub struct FunctionSpec {
     /// `wasi:keyvalue` (`--kv NAME`). Deploying makes missing ones.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kv: Vec<String>,
+    /// Object-store buckets of its namespace the function may read and
+    /// write through outbound HTTP to `WISP_S3_ENDPOINT` (`--objects NAME`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
     /// Whether the function answers at its direct URL (`/fn/NAME/…`,
     /// `/ns/NS/fn/NAME/…`), which does no auth. Off for functions that
     /// must only be reached through routes with API keys or JWTs.
@@ -141,6 +145,7 @@ impl Default for FunctionSpec {
             on_failure: None,
             secrets: Vec::new(),
             kv: Vec::new(),
+            objects: Vec::new(),
             direct_url: true,
             runtime: Runtime::Wasm,
             handler: None,
@@ -242,6 +247,23 @@ impl FunctionSpec {
             return Err(SpecError::Kv(
                 "kv grants are for WebAssembly functions (wasi:keyvalue); a process function reaches the store over HTTP at /v1/kv with a token".into(),
             ));
+        }
+        if self.runtime == Runtime::Process && !self.objects.is_empty() {
+            return Err(SpecError::Kv(
+                "object grants are for WebAssembly functions; a process function uses the S3 API with an access key".into(),
+            ));
+        }
+        for b in &self.objects {
+            if b.len() < 3
+                || b.len() > 63
+                || !b
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+            {
+                return Err(SpecError::Kv(format!(
+                    "objects grant {b:?} is not a valid bucket name"
+                )));
+            }
         }
         for b in &self.kv {
             if let Err(e) = crate::kv::check_bucket(b) {

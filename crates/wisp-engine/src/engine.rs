@@ -82,6 +82,10 @@ pub enum EngineError {
     #[error(transparent)]
     Kv(#[from] wisp_core::kv::KvError),
     #[error(
+        "bucket {0:?} does not exist in this namespace (create it first, e.g. `aws s3 mb s3://{0}`)"
+    )]
+    NoSuchBucket(String),
+    #[error(
         "topic {topic:?} not found in namespace {namespace:?} (create it with `wisp topic create {topic}` or subscribe a function with `wisp trigger add topic`)"
     )]
     TopicNotFound {
@@ -420,7 +424,8 @@ impl Engine {
         let wasm = self.inner.wasm.clone();
         let artifacts = self.inner.artifacts.clone();
         let secrets = self.inner.secrets.clone();
-        let (digest, mut spec, ns) = (artifact.clone(), spec.clone(), ns.clone());
+        let (digest, mut spec, ns, name) =
+            (artifact.clone(), spec.clone(), ns.clone(), name.clone());
         let queued = Instant::now();
         let (prepared, values) = blocking(move || {
             let mut values = Vec::new();
@@ -433,7 +438,7 @@ impl Engine {
                 artifacts.get_artifact(&digest).map_err(EngineError::from)
             })?;
             let loaded = Instant::now();
-            let prepared = wasm.prepare(&digest, component, spec, &ns)?;
+            let prepared = wasm.prepare(&digest, component, spec, (&ns, &name))?;
             tracing::debug!(
                 artifact = %digest,
                 queued_us = (started - queued).as_micros() as u64,
@@ -843,21 +848,15 @@ impl Engine {
         &self.inner.kv
     }
 
+    /// Lets Wasm functions reach the object store through outbound HTTP to
+    /// `url` (the S3 listener) or `http://s3.wisp.internal`.
+    pub fn attach_objects(&self, hook: Arc<dyn wisp_exec_wasm::ObjectsHook>, url: Option<String>) {
+        self.inner.wasm.attach_objects(hook, url);
+    }
+
     /// The node's object store.
     pub fn objects(&self) -> &Arc<wisp_objects::ObjectStore> {
         &self.inner.objects
-    }
-
-    /// An object was written (`created`) or deleted: storage triggers
-    /// whose filters match get an event.
-    pub fn object_changed(
-        &self,
-        ns: &Namespace,
-        bucket: &str,
-        meta: &wisp_objects::ObjectMeta,
-        created: bool,
-    ) {
-        tracing::debug!(namespace = %ns, bucket, key = %meta.key, created, "object changed");
     }
 
     /// Whether the function answers at its direct URL (`/fn/…`).

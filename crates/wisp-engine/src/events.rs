@@ -571,7 +571,7 @@ impl Engine {
     }
 
     /// Stores deliveries of `ev` to `targets` durably, then schedules them.
-    async fn enqueue_to_functions(
+    pub(crate) async fn enqueue_to_functions(
         &self,
         ns: &Namespace,
         targets: Vec<(FunctionName, Option<String>)>,

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wisp_core::event::{Delivery, Origin, Trigger, TriggerKind};
 use wisp_core::time::now_ms;
-use wisp_core::{Namespace, QueueOp, QueueOpResult, TopicName, TriggerName};
+use wisp_core::{
+    CloudEvent, FunctionName, Namespace, QueueOp, QueueOpResult, TopicName, TriggerName,
+};
 use wisp_triggers::CronSchedule;
 
 impl Engine {
@@ -106,6 +108,22 @@ impl Engine {
             TriggerKind::Topic { topic } => {
                 self.create_topic(&t.namespace, topic).await?;
             }
+            TriggerKind::Object { bucket, events, .. } => {
+                if events.is_empty() {
+                    return Err(EngineError::Spec(wisp_core::SpecError::Kv(
+                        "an object trigger needs at least one of the events created, deleted"
+                            .into(),
+                    )));
+                }
+                let (objects, ns, b) =
+                    (self.objects().clone(), t.namespace.clone(), bucket.clone());
+                let exists = blocking(move || objects.bucket_exists(&ns, &b))
+                    .await?
+                    .map_err(|e| EngineError::Internal(e.to_string()))?;
+                if !exists {
+                    return Err(EngineError::NoSuchBucket(bucket.clone()));
+                }
+            }
         }
         let store = self.events().store.clone();
         let t2 = t.clone();
@@ -122,7 +140,7 @@ impl Engine {
                 .ok()
                 .and_then(|s| s.next_after(now_ms()))
                 .map(wisp_core::event::rfc3339_ms),
-            TriggerKind::Topic { .. } => None,
+            TriggerKind::Topic { .. } | TriggerKind::Object { .. } => None,
         };
         TriggerView { trigger, next_fire }
     }
@@ -159,6 +177,8 @@ impl Engine {
                     .push((t.name.clone(), t.function.clone()));
                 None
             }
+            // Object triggers are found when an object changes.
+            TriggerKind::Object { .. } => None,
         };
         self.events()
             .triggers
@@ -214,6 +234,73 @@ impl Engine {
         let (n, nm) = (ns.clone(), name.clone());
         blocking(move || store.delete_trigger(&n, &nm)).await??;
         Ok(())
+    }
+
+    /// An object was created or deleted: every object trigger of the
+    /// bucket whose filters match gets the event through the durable queue
+    /// (returns once it is queued). A write made by a function never
+    /// triggers that same function (the loop guard).
+    pub async fn object_changed(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        meta: &wisp_objects::ObjectMeta,
+        created: bool,
+        writer: Option<&FunctionName>,
+    ) -> Result<(), EngineError> {
+        let what = if created {
+            wisp_core::ObjectEvent::Created
+        } else {
+            wisp_core::ObjectEvent::Deleted
+        };
+        let targets: Vec<(FunctionName, Option<String>)> = self
+            .events()
+            .triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|(t, _)| match &t.kind {
+                TriggerKind::Object {
+                    bucket: b,
+                    prefix,
+                    suffix,
+                    events,
+                } if &t.namespace == ns
+                    && b == bucket
+                    && meta.key.starts_with(prefix.as_str())
+                    && meta.key.ends_with(suffix.as_str())
+                    && events.contains(&what)
+                    && Some(&t.function) != writer =>
+                {
+                    Some((t.function.clone(), Some(t.name.to_string())))
+                }
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let mut ev = CloudEvent::new(
+            wisp_core::ActivationId::generate().to_string(),
+            format!("/wisp/{ns}/objects/{bucket}"),
+            what.ce_type(),
+        );
+        ev.subject = Some(meta.key.clone());
+        ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
+        ev.datacontenttype = Some("application/json".into());
+        ev.data = serde_json::to_vec(&serde_json::json!({
+            "namespace": ns,
+            "bucket": bucket,
+            "key": meta.key,
+            "size": meta.size,
+            "etag": meta.etag,
+            "content_type": meta.content_type,
+        }))
+        .unwrap_or_default()
+        .into();
+        self.enqueue_to_functions(ns, targets, ev, Origin::Storage, None, false)
+            .await
+            .map(|_| ())
     }
 
     /// Fires a cron trigger at each tick, through the queue. The store

@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wisp_core::{Digest, FunctionSpec, Namespace};
+use wisp_core::{Digest, FunctionName, FunctionSpec, Namespace};
 
 /// Node-level settings of the executor.
 #[derive(Debug, Clone)]
@@ -75,6 +75,8 @@ struct Inner {
     live: Mutex<HashMap<Digest, Weak<Component>>>,
     /// The node's key-value store, for `wasi:keyvalue`.
     kv: std::sync::OnceLock<wisp_kv::Kv>,
+    /// The node's object store, for outbound requests to its S3 endpoint.
+    objects: std::sync::OnceLock<crate::host::ObjectsEndpoint>,
 }
 
 /// The node's WebAssembly engine. Cheap to clone.
@@ -150,6 +152,7 @@ impl WasmEngine {
                 cache_dir,
                 live: Mutex::default(),
                 kv: std::sync::OnceLock::new(),
+                objects: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -157,6 +160,28 @@ impl WasmEngine {
     /// Gives functions the node's key-value store (once, at start).
     pub fn attach_kv(&self, kv: wisp_kv::Kv) {
         let _ = self.inner.kv.set(kv);
+    }
+
+    /// Lets functions reach the node's object store: outbound requests to
+    /// `url` (or to `http://s3.wisp.internal`) go to `hook` (once, at start).
+    pub fn attach_objects(
+        &self,
+        hook: std::sync::Arc<dyn crate::host::ObjectsHook>,
+        url: Option<String>,
+    ) {
+        let mut authorities = vec![crate::host::INTERNAL_S3_AUTHORITY.to_string()];
+        if let Some(a) = url
+            .as_deref()
+            .and_then(|u| u.parse::<http::Uri>().ok())
+            .and_then(|u| u.authority().map(|a| a.to_string()))
+        {
+            authorities.push(a);
+        }
+        let _ = self.inner.objects.set(crate::host::ObjectsEndpoint {
+            hook,
+            url: url.unwrap_or_else(|| format!("http://{}", crate::host::INTERNAL_S3_AUTHORITY)),
+            authorities,
+        });
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -259,16 +284,32 @@ impl WasmEngine {
         })
     }
 
-    /// Links a compiled component into a ready-to-instantiate function of
-    /// namespace `ns`.
+    /// Links a compiled component into a ready-to-instantiate function
+    /// `name` of namespace `ns`.
     pub fn prepare(
         &self,
         digest: &Digest,
         component: Arc<Component>,
-        spec: FunctionSpec,
-        ns: &Namespace,
+        mut spec: FunctionSpec,
+        (ns, name): (&Namespace, &FunctionName),
     ) -> Result<Prepared, DeployError> {
         let pre = self.check_world(digest, &component)?;
+        let objects = self.inner.objects.get().map(|endpoint| {
+            (
+                endpoint.clone(),
+                crate::host::FunctionCaller {
+                    namespace: ns.clone(),
+                    function: name.clone(),
+                    grants: spec.objects.iter().cloned().collect(),
+                },
+            )
+        });
+        if let Some((endpoint, _)) = &objects
+            && !spec.objects.is_empty()
+        {
+            spec.env
+                .insert("WISP_S3_ENDPOINT".into(), endpoint.url.clone());
+        }
         let kv = crate::kv::KvCtx {
             kv: self.inner.kv.get().cloned(),
             namespace: ns.clone(),
@@ -281,6 +322,7 @@ impl WasmEngine {
             spec,
             self.inner.config.log_capture_bytes,
             kv,
+            objects,
         ))
     }
 }

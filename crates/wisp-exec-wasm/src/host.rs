@@ -43,12 +43,47 @@ impl WasiHttpView for Host {
     }
 }
 
+/// Who is calling the object store from inside a function.
+#[derive(Clone)]
+pub struct FunctionCaller {
+    pub namespace: wisp_core::Namespace,
+    pub function: wisp_core::FunctionName,
+    /// The buckets the function's spec grants (`--objects`).
+    pub grants: Arc<[String]>,
+}
+
+/// Serves a function's requests to the node's S3 endpoint in-process, as
+/// that function (Wisp authorizes them; the function holds no keys).
+pub trait ObjectsHook: Send + Sync + 'static {
+    fn call(
+        &self,
+        caller: FunctionCaller,
+        req: http::Request<WasiBody>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<WasiBody>> + Send>>;
+}
+
+/// Where functions reach the object store.
+#[derive(Clone)]
+pub struct ObjectsEndpoint {
+    pub hook: Arc<dyn ObjectsHook>,
+    /// The URL functions are given (`WISP_S3_ENDPOINT`).
+    pub url: String,
+    /// Authorities (`host:port`) that mean the object store.
+    pub authorities: Vec<String>,
+}
+
+/// The name that always means the node's object store, also when the S3
+/// listener is off.
+pub const INTERNAL_S3_AUTHORITY: &str = "s3.wisp.internal";
+
 /// Denies outbound HTTP to any host the function's spec does not list.
 pub struct OutboundPolicy {
     pub spec: Arc<FunctionSpec>,
     /// Denials are written into the invocation's logs, so `wisp logs` says
     /// why a request failed.
     pub logs: LogCapture,
+    /// Requests to the object store, and who makes them.
+    pub objects: Option<(ObjectsEndpoint, FunctionCaller)>,
 }
 
 type SendFuture = Box<
@@ -71,6 +106,27 @@ impl WasiHttpHooks for OutboundPolicy {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         let uri = request.uri();
+        if let Some((endpoint, caller)) = &self.objects
+            && uri
+                .authority()
+                .is_some_and(|a| endpoint.authorities.iter().any(|e| e == a.as_str()))
+        {
+            if caller.grants.is_empty() {
+                self.logs.note(&format!(
+                    "[wisp] request to the object store ({uri}) denied: the function has no bucket grants (deploy with --objects BUCKET)\n"
+                ));
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+            let fut = endpoint.hook.call(caller.clone(), request);
+            return Box::new(async move {
+                let resp = fut.await;
+                Ok((
+                    resp,
+                    Box::new(async { Ok(()) })
+                        as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ))
+            });
+        }
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let allowed = uri.host().is_some_and(|host| {
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });

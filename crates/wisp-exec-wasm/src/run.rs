@@ -45,6 +45,7 @@ pub struct Prepared {
     env: Vec<(String, String)>,
     log_cap: usize,
     kv: crate::kv::KvCtx,
+    objects: Option<(crate::host::ObjectsEndpoint, crate::host::FunctionCaller)>,
 }
 
 type Responder = Arc<Mutex<Option<oneshot::Sender<http::Response<ResponseBody>>>>>;
@@ -88,6 +89,7 @@ impl Prepared {
         spec: FunctionSpec,
         log_cap: usize,
         kv: crate::kv::KvCtx,
+        objects: Option<(crate::host::ObjectsEndpoint, crate::host::FunctionCaller)>,
     ) -> Self {
         let env = spec
             .env
@@ -103,6 +105,7 @@ impl Prepared {
             env,
             log_cap,
             kv,
+            objects,
         }
     }
 
@@ -184,6 +187,7 @@ impl Prepared {
             outbound: OutboundPolicy {
                 spec: self.spec.clone(),
                 logs: logs.clone(),
+                objects: self.objects.clone(),
             },
             limiter: MemoryLimiter {
                 limit_bytes: (self.spec.memory_mb as usize) << 20,

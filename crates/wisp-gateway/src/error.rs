@@ -124,6 +124,7 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "function_not_found", msg)
             }
             EngineError::Kv(e) => e.into(),
+            EngineError::NoSuchBucket(_) => Self::new(StatusCode::NOT_FOUND, "no_such_bucket", msg),
             _ => {
                 tracing::error!(error = %msg, "internal error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)

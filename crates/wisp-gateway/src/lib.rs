@@ -95,6 +95,20 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let s3_url = s3_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| format!("http://{a}"));
+    engine.attach_objects(
+        Arc::new(s3::FunctionObjects {
+            state: AppState {
+                engine: engine.clone(),
+                gate: gate.clone(),
+                config: Arc::new(config.clone()),
+            },
+        }),
+        s3_url,
+    );
     let s3 = s3_listener.map(|l| {
         let state = AppState {
             engine: engine.clone(),

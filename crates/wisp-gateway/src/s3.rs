@@ -173,11 +173,38 @@ fn http_date(ms: i64) -> String {
 }
 
 /// Who is calling and what they may do.
-struct Caller {
-    ns: Namespace,
-    role: Role,
+pub(crate) struct Caller {
+    pub ns: Namespace,
+    pub role: Role,
     /// The SHA-256 the client signed the body with (none: unsigned).
-    body_sha256: Option<String>,
+    pub body_sha256: Option<String>,
+    /// A function calling from inside Wisp: its name (its writes do not
+    /// trigger it) and the buckets its spec grants (the only ones it
+    /// reaches).
+    pub function: Option<(wisp_core::FunctionName, Arc<[String]>)>,
+}
+
+/// Queues the storage events of a change; the change is acknowledged
+/// only once they are queued.
+async fn notify(
+    st: &AppState,
+    caller: &Caller,
+    ns: &Namespace,
+    bucket: &str,
+    meta: &ObjectMeta,
+    created: bool,
+) -> Result<(), S3Error> {
+    let writer = caller.function.as_ref().map(|(f, _)| f);
+    st.engine
+        .object_changed(ns, bucket, meta, created, writer)
+        .await
+        .map_err(|e| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                format!("the object was stored, but its storage events could not be queued ({e}); retry the request"),
+            )
+        })
 }
 
 fn authenticate(st: &AppState, req: &Request) -> Result<Caller, S3Error> {
@@ -228,6 +255,7 @@ fn authenticate(st: &AppState, req: &Request) -> Result<Caller, S3Error> {
             ns: k.namespace,
             role: k.role,
             body_sha256,
+            function: None,
         }),
         (Err(e @ SigError::UnknownKey(_)), _) => Err(err(
             StatusCode::FORBIDDEN,
@@ -297,12 +325,27 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
 
 async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
     let caller = authenticate(st, &req)?;
+    dispatch_as(st, caller, req).await
+}
+
+async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Response, S3Error> {
     let store = st.engine.objects().clone();
     let path = req.uri().path().trim_start_matches('/').to_string();
     let (bucket, key) = match path.split_once('/') {
         Some((b, k)) => (percent_decode(b, false), percent_decode(k, false)),
         None => (percent_decode(&path, false), String::new()),
     };
+    if let Some((f, grants)) = &caller.function
+        && !grants.contains(&bucket)
+    {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            format!(
+                "function {f} may not use bucket {bucket:?}: deploy it with --objects {bucket} (it reaches only granted buckets of its own namespace)"
+            ),
+        ));
+    }
     let query: HashMap<String, String> = req
         .uri()
         .query()
@@ -375,7 +418,7 @@ async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
             Method::POST if query.contains_key("delete") => {
                 require(&caller, "delete objects", can_write_objects(&caller))?;
                 let body = small_body(req, &caller).await?;
-                delete_objects(st, store, ns, bucket, &body).await
+                delete_objects(st, store, &caller, bucket, &body).await
             }
             _ => Err(err(
                 StatusCode::NOT_IMPLEMENTED,
@@ -407,7 +450,7 @@ async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
             require(&caller, "write objects", can_write_objects(&caller))?;
             if let Some(src) = req.headers().get("x-amz-copy-source") {
                 let src = percent_decode(src.to_str().unwrap_or(""), false);
-                return copy_object(st, store, ns, bucket, key, &src, req.headers()).await;
+                return copy_object(st, store, &caller, (bucket, key), &src, req.headers()).await;
             }
             if let (Some(n), Some(id)) = (query.get("partNumber"), query.get("uploadId")) {
                 let n: u32 = n.parse().map_err(|_| {
@@ -441,7 +484,7 @@ async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
             let (b2, k2, n2) = (bucket.clone(), key.clone(), ns.clone());
             let gone = blocking(move || store.delete(&n2, &b2, &k2)).await?;
             if let Some(m) = gone {
-                st.engine.object_changed(&ns, &bucket, &m, false);
+                notify(st, &caller, &ns, &bucket, &m, false).await?;
             }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -489,7 +532,7 @@ async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
                 s2.complete_upload(&up, &parts)
             })
             .await?;
-            st.engine.object_changed(&ns, &bucket, &meta, true);
+            notify(st, &caller, &ns, &bucket, &meta, true).await?;
             Ok(xml_response(
                 StatusCode::OK,
                 format!(
@@ -790,19 +833,19 @@ async fn put_object(
     let blob = receive(&store, req, caller).await?;
     let (n2, b2, k2) = (ns.clone(), bucket.clone(), key.clone());
     let meta = blocking(move || store.commit(&n2, &b2, &k2, blob, &ct, &md)).await?;
-    st.engine.object_changed(&ns, &bucket, &meta, true);
+    notify(st, caller, &ns, &bucket, &meta, true).await?;
     Ok((StatusCode::OK, [(header::ETAG, meta.etag)]).into_response())
 }
 
 async fn copy_object(
     st: &AppState,
     store: Arc<ObjectStore>,
-    ns: Namespace,
-    bucket: String,
-    key: String,
+    caller: &Caller,
+    (bucket, key): (String, String),
     src: &str,
     h: &HeaderMap,
 ) -> Result<Response, S3Error> {
+    let ns = caller.ns.clone();
     let src = src.split('?').next().unwrap_or("").trim_start_matches('/');
     let Some((sb, sk)) = src.split_once('/') else {
         return Err(err(
@@ -826,7 +869,7 @@ async fn copy_object(
         )
     })
     .await?;
-    st.engine.object_changed(&ns, &bucket, &meta, true);
+    notify(st, caller, &ns, &bucket, &meta, true).await?;
     Ok(xml_response(
         StatusCode::OK,
         format!(
@@ -840,10 +883,11 @@ async fn copy_object(
 async fn delete_objects(
     st: &AppState,
     store: Arc<ObjectStore>,
-    ns: Namespace,
+    caller: &Caller,
     bucket: String,
     body: &str,
 ) -> Result<Response, S3Error> {
+    let ns = caller.ns.clone();
     let keys = xml_all(body, "Key");
     let quiet = xml_all(body, "Quiet").first().is_some_and(|q| q == "true");
     if keys.len() > 1000 {
@@ -866,7 +910,7 @@ async fn delete_objects(
         match r {
             Ok(gone) => {
                 if let Some(m) = gone {
-                    st.engine.object_changed(&ns, &bucket, &m, false);
+                    notify(st, caller, &ns, &bucket, &m, false).await?;
                 }
                 if !quiet {
                     xml.push_str(&format!("<Deleted><Key>{}</Key></Deleted>", xml_escape(k)));
@@ -1040,6 +1084,44 @@ fn stream_file(mut f: std::fs::File, start: u64, len: u64) -> Body {
         rx.recv().await.map(|item| (item, rx))
     });
     Body::from_stream(stream)
+}
+
+/// Functions' requests to the S3 endpoint, served in-process as the
+/// function (see `wisp_exec_wasm::ObjectsHook`).
+pub(crate) struct FunctionObjects {
+    pub state: AppState,
+}
+
+impl wisp_exec_wasm::ObjectsHook for FunctionObjects {
+    fn call(
+        &self,
+        caller: wisp_exec_wasm::FunctionCaller,
+        req: http::Request<wisp_exec_wasm::WasiBody>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<wisp_exec_wasm::WasiBody>> + Send>>
+    {
+        use http_body_util::BodyExt;
+        let st = self.state.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let req = Request::from_parts(parts, Body::new(body));
+            let resource = percent_decode(req.uri().path(), false);
+            let head = req.method() == Method::HEAD;
+            let who = Caller {
+                ns: caller.namespace,
+                role: Role::Invoker,
+                body_sha256: None,
+                function: Some((caller.function, caller.grants)),
+            };
+            let resp = match dispatch_as(&st, who, req).await {
+                Ok(r) => r,
+                Err(e) => error_response(e, &resource, head),
+            };
+            resp.map(|b| {
+                b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
+                    .boxed_unsync()
+            })
+        })
+    }
 }
 
 #[cfg(test)]
