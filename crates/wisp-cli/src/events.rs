@@ -222,6 +222,25 @@ enum AddTrigger {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run a function when keys are set or deleted in a key-value bucket
+    Kv {
+        /// Trigger name
+        name: String,
+        /// Function to run
+        #[arg(long)]
+        function: String,
+        /// Key-value bucket to watch
+        #[arg(long)]
+        bucket: String,
+        /// Only keys starting with this
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Which changes: set, deleted, or both (comma-separated)
+        #[arg(long, default_value = "set,deleted", value_delimiter = ',', value_parser = ["set", "deleted"])]
+        events: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Run a function for every event published to a topic
     Topic {
         /// Trigger name
@@ -269,6 +288,19 @@ async fn list_triggers(client: &ClientArgs) -> anyhow::Result<()> {
                 "{} ({})",
                 t["schedule"].as_str().unwrap_or(""),
                 t["timezone"].as_str().unwrap_or("")
+            ),
+            "kv" => format!(
+                "kv {} {}* ({})",
+                t["bucket"].as_str().unwrap_or(""),
+                t["prefix"].as_str().unwrap_or(""),
+                t["events"]
+                    .as_array()
+                    .map(|e| e
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default()
             ),
             "object" => format!(
                 "bucket {} {}*{} ({})",
@@ -339,6 +371,18 @@ pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
                     client,
                     json!({"name": name, "function": function, "kind": "object", "bucket": bucket,
                            "prefix": prefix, "suffix": suffix, "events": events}),
+                ),
+                AddTrigger::Kv {
+                    name,
+                    function,
+                    bucket,
+                    prefix,
+                    events,
+                    client,
+                } => (
+                    client,
+                    json!({"name": name, "function": function, "kind": "kv", "bucket": bucket,
+                           "prefix": prefix, "events": events}),
                 ),
                 AddTrigger::Topic {
                     name,

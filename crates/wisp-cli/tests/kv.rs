@@ -281,3 +281,75 @@ async fn a_function_reaches_only_granted_buckets_of_its_own_namespace() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn key_changes_trigger_functions_but_never_their_own_writer() {
+    let node = Node::fresh("kv-triggers", &[]);
+    node.deploy_ok("audit", &fixture("testfn"), json!({})).await;
+    node.deploy_ok("kvfn", &fixture("kvfn"), json!({"kv": ["loop"]}))
+        .await;
+    let o = node.cli(&[
+        "trigger",
+        "add",
+        "kv",
+        "on-pref",
+        "--function",
+        "audit",
+        "--bucket",
+        "prefs",
+        "--prefix",
+        "theme",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&["kv", "set", "default/prefs", "theme", "dark"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&["kv", "set", "default/prefs", "lang", "en"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = node.cli(&["kv", "rm", "prefs", "theme"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let acts = node.activations("audit", 2).await;
+    let logs: Vec<&str> = acts.iter().map(|a| a["logs"].as_str().unwrap()).collect();
+    assert!(
+        logs.iter().any(|l| l.contains("ce-type: dev.wisp.kv.set")
+            && l.contains("ce-subject: theme")
+            && l.contains("ce-source: /wisp/default/kv/prefs")
+            && l.contains("\"size\":4")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("ce-type: dev.wisp.kv.deleted")),
+        "{logs:?}"
+    );
+    // A function triggered by its own bucket: its writes do not wake it.
+    let o = node.cli(&[
+        "trigger",
+        "add",
+        "kv",
+        "self-loop",
+        "--function",
+        "kvfn",
+        "--bucket",
+        "loop",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let r = node
+        .post("/fn/kvfn/set/loop/k")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Another writer (the CLI) does wake it.
+    let o = node.cli(&["kv", "set", "loop", "other", "x"]);
+    assert!(o.status.success(), "{}", out(&o));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let acts = node.activations("kvfn", 2).await;
+    assert_eq!(
+        acts.len(),
+        2,
+        "the HTTP call and the CLI's write only: {acts:?}"
+    );
+    let audit = node.activations("audit", 2).await;
+    assert_eq!(audit.len(), 2, "lang is outside the prefix: {audit:?}");
+}

@@ -461,6 +461,37 @@ pub enum TriggerKind {
         #[serde(default = "object_events")]
         events: Vec<ObjectEvent>,
     },
+    /// Keys set (set, increment, compare-and-swap) and/or deleted in a
+    /// key-value bucket, filtered by key prefix.
+    Kv {
+        bucket: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prefix: String,
+        #[serde(default = "kv_events")]
+        events: Vec<KvEvent>,
+    },
+}
+
+fn kv_events() -> Vec<KvEvent> {
+    vec![KvEvent::Set, KvEvent::Deleted]
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvEvent {
+    Set,
+    Deleted,
+}
+
+impl KvEvent {
+    /// The CloudEvent type Wisp sends.
+    pub fn ce_type(self) -> &'static str {
+        match self {
+            KvEvent::Set => "dev.wisp.kv.set",
+            KvEvent::Deleted => "dev.wisp.kv.deleted",
+        }
+    }
 }
 
 fn object_events() -> Vec<ObjectEvent> {

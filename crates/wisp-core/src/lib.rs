@@ -16,7 +16,8 @@ pub mod time;
 
 pub use activation::{Activation, Outcome, UsageRow};
 pub use event::{
-    CloudEvent, DeadLetter, Delivery, EventError, Missed, ObjectEvent, Origin, Trigger, TriggerKind,
+    CloudEvent, DeadLetter, Delivery, EventError, KvEvent, Missed, ObjectEvent, Origin, Trigger,
+    TriggerKind,
 };
 pub use ids::{
     ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,

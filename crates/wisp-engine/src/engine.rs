@@ -258,6 +258,7 @@ impl Engine {
             objects,
         } = stores;
         wasm.attach_kv(kv.clone());
+        let kv_listener = kv.clone();
         let events = Events::new(event_store, settings.queue.clone())
             .map_err(|e| EngineError::Internal(format!("starting the queue writer: {e}")))?;
         let metrics = Arc::new(Metrics::default());
@@ -294,6 +295,21 @@ impl Engine {
             engine.insert_entry(r, None);
         }
         engine.start_events().await?;
+        // Key changes reach kv triggers; a write is acknowledged once its
+        // events are queued.
+        let weak = Arc::downgrade(&engine.inner);
+        kv_listener.set_listener(Arc::new(move |change| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let Some(inner) = weak.upgrade() else {
+                    return Ok(());
+                };
+                Engine { inner }
+                    .kv_changed(change)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }));
         let weak = Arc::downgrade(&engine.inner);
         let idle = engine.inner.settings.idle_evict;
         tokio::spawn(async move {

@@ -124,6 +124,14 @@ impl Engine {
                     return Err(EngineError::NoSuchBucket(bucket.clone()));
                 }
             }
+            TriggerKind::Kv { bucket, events, .. } => {
+                wisp_core::kv::check_bucket(bucket)?;
+                if events.is_empty() {
+                    return Err(EngineError::Spec(wisp_core::SpecError::Kv(
+                        "a kv trigger needs at least one of the events set, deleted".into(),
+                    )));
+                }
+            }
         }
         let store = self.events().store.clone();
         let t2 = t.clone();
@@ -140,7 +148,7 @@ impl Engine {
                 .ok()
                 .and_then(|s| s.next_after(now_ms()))
                 .map(wisp_core::event::rfc3339_ms),
-            TriggerKind::Topic { .. } | TriggerKind::Object { .. } => None,
+            TriggerKind::Topic { .. } | TriggerKind::Object { .. } | TriggerKind::Kv { .. } => None,
         };
         TriggerView { trigger, next_fire }
     }
@@ -177,8 +185,8 @@ impl Engine {
                     .push((t.name.clone(), t.function.clone()));
                 None
             }
-            // Object triggers are found when an object changes.
-            TriggerKind::Object { .. } => None,
+            // Storage triggers are found when an object or key changes.
+            TriggerKind::Object { .. } | TriggerKind::Kv { .. } => None,
         };
         self.events()
             .triggers
@@ -295,6 +303,62 @@ impl Engine {
             "size": meta.size,
             "etag": meta.etag,
             "content_type": meta.content_type,
+        }))
+        .unwrap_or_default()
+        .into();
+        self.enqueue_to_functions(ns, targets, ev, Origin::Storage, None, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// A key was set or deleted: every kv trigger of the bucket whose
+    /// prefix matches gets the event through the durable queue (returns
+    /// once it is queued). A function's own writes never trigger it.
+    pub async fn kv_changed(&self, c: wisp_kv::KvChange) -> Result<(), EngineError> {
+        let what = if c.size.is_some() {
+            wisp_core::KvEvent::Set
+        } else {
+            wisp_core::KvEvent::Deleted
+        };
+        let targets: Vec<(FunctionName, Option<String>)> = self
+            .events()
+            .triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|(t, _)| match &t.kind {
+                TriggerKind::Kv {
+                    bucket,
+                    prefix,
+                    events,
+                } if t.namespace == c.namespace
+                    && *bucket == c.bucket
+                    && c.key.starts_with(prefix.as_str())
+                    && events.contains(&what)
+                    && c.by.as_deref() != Some(t.function.as_str()) =>
+                {
+                    Some((t.function.clone(), Some(t.name.to_string())))
+                }
+                _ => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let ns = &c.namespace;
+        let mut ev = CloudEvent::new(
+            wisp_core::ActivationId::generate().to_string(),
+            format!("/wisp/{ns}/kv/{}", c.bucket),
+            what.ce_type(),
+        );
+        ev.subject = Some(c.key.clone());
+        ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
+        ev.datacontenttype = Some("application/json".into());
+        ev.data = serde_json::to_vec(&serde_json::json!({
+            "namespace": ns,
+            "bucket": c.bucket,
+            "key": c.key,
+            "size": c.size,
         }))
         .unwrap_or_default()
         .into();

@@ -314,6 +314,7 @@ impl WasmEngine {
             kv: self.inner.kv.get().cloned(),
             namespace: ns.clone(),
             grants: spec.kv.iter().cloned().collect(),
+            function: Some(name.to_string()),
         };
         Ok(Prepared::new(
             self.inner.engine.clone(),

@@ -49,6 +49,8 @@ pub struct KvCtx {
     pub namespace: Namespace,
     /// Buckets the function's spec grants.
     pub grants: Arc<[String]>,
+    /// The function's name.
+    pub function: Option<String>,
 }
 
 /// An open bucket.
@@ -76,8 +78,17 @@ impl<'a> KvView<'a> {
             .ok_or_else(|| KvError::Store("this node has no key-value store".into()))
     }
 
-    fn owned(&self) -> (Result<Kv, KvError>, Namespace) {
-        (self.kv(), self.ctx.namespace.clone())
+    fn owned(&self) -> (Result<Kv, KvError>, Namespace, Option<String>) {
+        (
+            self.kv(),
+            self.ctx.namespace.clone(),
+            self.by().map(str::to_string),
+        )
+    }
+
+    /// The function making changes (its writes do not trigger it).
+    fn by(&self) -> Option<&str> {
+        self.ctx.function.as_deref()
     }
 
     fn bucket(&self, b: &Resource<BucketHandle>) -> wasmtime::Result<String> {
@@ -164,8 +175,14 @@ impl d1::store::HostBucket for KvView<'_> {
         let name = self.bucket(&b)?;
         let r = match self.kv() {
             Ok(kv) => {
-                kv.set(&self.ctx.namespace, &name, &key, Bytes::from(value))
-                    .await
+                kv.set(
+                    &self.ctx.namespace,
+                    &name,
+                    &key,
+                    Bytes::from(value),
+                    self.by(),
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -176,7 +193,7 @@ impl d1::store::HostBucket for KvView<'_> {
         let name = self.bucket(&b)?;
         let r = match self.kv() {
             Ok(kv) => kv
-                .delete(&self.ctx.namespace, &name, &key)
+                .delete(&self.ctx.namespace, &name, &key, self.by())
                 .await
                 .map(|_| ()),
             Err(e) => Err(e),
@@ -228,7 +245,10 @@ impl d1::atomics::Host for KvView<'_> {
             ))));
         };
         let r = match self.kv() {
-            Ok(kv) => kv.increment(&self.ctx.namespace, &name, &key, delta).await,
+            Ok(kv) => {
+                kv.increment(&self.ctx.namespace, &name, &key, delta, self.by())
+                    .await
+            }
             Err(e) => Err(e),
         };
         Ok(r.map_err(e1).and_then(|n| {
@@ -278,25 +298,26 @@ impl d1::batch::Host for KvView<'_> {
 }
 
 async fn set_many(
-    (kv, ns): (Result<Kv, KvError>, Namespace),
+    (kv, ns, by): (Result<Kv, KvError>, Namespace, Option<String>),
     bucket: &str,
     key_values: Vec<(String, Vec<u8>)>,
 ) -> Result<(), KvError> {
     let kv = kv?;
     for (k, v) in key_values {
-        kv.set(&ns, bucket, &k, Bytes::from(v)).await?;
+        kv.set(&ns, bucket, &k, Bytes::from(v), by.as_deref())
+            .await?;
     }
     Ok(())
 }
 
 async fn delete_many(
-    (kv, ns): (Result<Kv, KvError>, Namespace),
+    (kv, ns, by): (Result<Kv, KvError>, Namespace, Option<String>),
     bucket: &str,
     keys: Vec<String>,
 ) -> Result<(), KvError> {
     let kv = kv?;
     for k in keys {
-        kv.delete(&ns, bucket, &k).await?;
+        kv.delete(&ns, bucket, &k, by.as_deref()).await?;
     }
     Ok(())
 }
@@ -337,8 +358,14 @@ impl d2::store::HostBucket for KvView<'_> {
         let name = self.bucket(&b)?;
         let r = match self.kv() {
             Ok(kv) => {
-                kv.set(&self.ctx.namespace, &name, &key, Bytes::from(value))
-                    .await
+                kv.set(
+                    &self.ctx.namespace,
+                    &name,
+                    &key,
+                    Bytes::from(value),
+                    self.by(),
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -349,7 +376,7 @@ impl d2::store::HostBucket for KvView<'_> {
         let name = self.bucket(&b)?;
         let r = match self.kv() {
             Ok(kv) => kv
-                .delete(&self.ctx.namespace, &name, &key)
+                .delete(&self.ctx.namespace, &name, &key, self.by())
                 .await
                 .map(|_| ()),
             Err(e) => Err(e),
@@ -392,7 +419,10 @@ impl d2::atomics::Host for KvView<'_> {
     async fn increment(&mut self, b: Resource<BucketHandle>, key: String, delta: i64) -> R2<i64> {
         let name = self.bucket(&b)?;
         let r = match self.kv() {
-            Ok(kv) => kv.increment(&self.ctx.namespace, &name, &key, delta).await,
+            Ok(kv) => {
+                kv.increment(&self.ctx.namespace, &name, &key, delta, self.by())
+                    .await
+            }
             Err(e) => Err(e),
         };
         Ok(r.map_err(e2))
@@ -408,7 +438,7 @@ impl d2::atomics::Host for KvView<'_> {
             Ok(kv) => kv,
             Err(e) => return Ok(Err(d2::atomics::CasError::StoreError(e2(e)))),
         };
-        Ok(match kv.swap(handle, Bytes::from(value)).await {
+        Ok(match kv.swap(handle, Bytes::from(value), self.by()).await {
             Ok(()) => Ok(()),
             Err(SwapError::Store(e)) => Err(d2::atomics::CasError::StoreError(e2(e))),
             Err(SwapError::Changed(fresh)) => Err(d2::atomics::CasError::CasFailed(

@@ -130,7 +130,10 @@ async fn put_key(
     Path((bucket, key)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    st.engine.kv().set(&scope.ns, &bucket, &key, body).await?;
+    st.engine
+        .kv()
+        .set(&scope.ns, &bucket, &key, body, None)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -139,7 +142,10 @@ async fn delete_key(
     scope: Scope,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    st.engine.kv().delete(&scope.ns, &bucket, &key).await?;
+    st.engine
+        .kv()
+        .delete(&scope.ns, &bucket, &key, None)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -165,7 +171,7 @@ async fn update_key(
     let n = st
         .engine
         .kv()
-        .increment(&scope.ns, &bucket, &key, u.increment)
+        .increment(&scope.ns, &bucket, &key, u.increment, None)
         .await?;
     Ok(Json(json!({"key": key, "value": n})).into_response())
 }

@@ -1134,7 +1134,7 @@ mod tests {
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(
             http_date(1_795_000_000_000),
-            "Sun, 18 Nov 2026 17:46:40 GMT"
+            "Wed, 18 Nov 2026 11:06:40 GMT"
         );
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, "bytes=2-5".parse().unwrap());

@@ -84,12 +84,13 @@ fn main() {
         .build()
         .unwrap();
     let v = Bytes::from(value.clone());
-    rt.block_on(kv.set(&ns, "b", "bench", v.clone())).unwrap();
+    rt.block_on(kv.set(&ns, "b", "bench", v.clone(), None))
+        .unwrap();
     let wisp_get = timed(GETS, |_| {
         std::hint::black_box(kv.get(&ns, "b", "bench").unwrap());
     });
     let wisp_set = timed(SETS, |i| {
-        rt.block_on(kv.set(&ns, "b", &format!("bench-{}", i % 100), v.clone()))
+        rt.block_on(kv.set(&ns, "b", &format!("bench-{}", i % 100), v.clone(), None))
             .unwrap();
     });
 

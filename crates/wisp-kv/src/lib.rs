@@ -51,7 +51,30 @@ struct Inner {
     buckets: RwLock<HashMap<Key, Bucket>>,
     writer: std::sync::mpsc::Sender<Write>,
     version: AtomicU64,
+    listener: std::sync::OnceLock<Listener>,
 }
+
+/// A committed change of a key, for the change listener (storage
+/// triggers).
+#[derive(Debug, Clone)]
+pub struct KvChange {
+    pub namespace: Namespace,
+    pub bucket: String,
+    pub key: String,
+    /// The new value's size; none when the key was deleted.
+    pub size: Option<u64>,
+    /// The function that made the change (none: the API or the CLI).
+    pub by: Option<String>,
+}
+
+/// Told about every committed change; a write is acknowledged once the
+/// listener's future is done (an error fails the write's acknowledgement,
+/// not the write).
+pub type Listener = Arc<
+    dyn Fn(KvChange) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A bucket's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +149,37 @@ impl Kv {
                 buckets: RwLock::new(buckets),
                 writer: tx,
                 version: AtomicU64::new(version),
+                listener: std::sync::OnceLock::new(),
             }),
+        })
+    }
+
+    /// Sets the change listener (once, at start).
+    pub fn set_listener(&self, l: Listener) {
+        let _ = self.inner.listener.set(l);
+    }
+
+    async fn changed(
+        &self,
+        (ns, bucket, key): (&Namespace, &str, &str),
+        size: Option<u64>,
+        by: Option<&str>,
+    ) -> Result<(), KvError> {
+        let Some(l) = self.inner.listener.get() else {
+            return Ok(());
+        };
+        l(KvChange {
+            namespace: ns.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size,
+            by: by.map(str::to_string),
+        })
+        .await
+        .map_err(|e| {
+            KvError::Store(format!(
+                "the write was stored, but its storage events could not be queued ({e}); retry it"
+            ))
         })
     }
 
@@ -250,7 +303,9 @@ impl Kv {
         bucket: &str,
         key: &str,
         value: Bytes,
+        by: Option<&str>,
     ) -> Result<(), KvError> {
+        let size = value.len() as u64;
         check_key(key)?;
         check_value(key, &value)?;
         check_bucket(bucket)?;
@@ -268,7 +323,8 @@ impl Kv {
             });
             self.persist(ops)
         };
-        Self::committed(rx).await
+        Self::committed(rx).await?;
+        self.changed((ns, bucket, key), Some(size), by).await
     }
 
     /// The bucket for a write, made (and its creation queued) when missing.
@@ -290,7 +346,13 @@ impl Kv {
     }
 
     /// Deletes `key`; true when it existed.
-    pub async fn delete(&self, ns: &Namespace, bucket: &str, key: &str) -> Result<bool, KvError> {
+    pub async fn delete(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        by: Option<&str>,
+    ) -> Result<bool, KvError> {
         let rx = {
             let mut map = self.write();
             let b = map
@@ -306,7 +368,9 @@ impl Kv {
                 key: key.to_string(),
             }])
         };
-        Self::committed(rx).await.map(|()| true)
+        Self::committed(rx).await?;
+        self.changed((ns, bucket, key), None, by).await?;
+        Ok(true)
     }
 
     /// Keys in order, starting after `after`, at most `limit`, only those
@@ -353,6 +417,7 @@ impl Kv {
         bucket: &str,
         key: &str,
         delta: i64,
+        by: Option<&str>,
     ) -> Result<i64, KvError> {
         check_key(key)?;
         check_bucket(bucket)?;
@@ -384,7 +449,10 @@ impl Kv {
             });
             (n, self.persist(ops))
         };
-        Self::committed(rx).await.map(|()| n)
+        Self::committed(rx).await?;
+        let size = n.to_string().len() as u64;
+        self.changed((ns, bucket, key), Some(size), by).await?;
+        Ok(n)
     }
 
     /// A compare-and-swap handle on `key`, with its current value.
@@ -406,7 +474,9 @@ impl Kv {
 
     /// Sets the handle's key to `value` if nobody wrote it since the
     /// handle was taken.
-    pub async fn swap(&self, cas: Cas, value: Bytes) -> Result<(), SwapError> {
+    pub async fn swap(&self, cas: Cas, value: Bytes, by: Option<&str>) -> Result<(), SwapError> {
+        let (ns, bucket, key) = (cas.namespace.clone(), cas.bucket.clone(), cas.key.clone());
+        let size = value.len() as u64;
         check_value(&cas.key, &value).map_err(SwapError::Store)?;
         let rx = {
             let mut map = self.write();
@@ -431,7 +501,10 @@ impl Kv {
                 value: value.to_vec(),
             }])
         };
-        Self::committed(rx).await.map_err(SwapError::Store)
+        Self::committed(rx).await.map_err(SwapError::Store)?;
+        self.changed((&ns, &bucket, &key), Some(size), by)
+            .await
+            .map_err(SwapError::Store)
     }
 }
 
@@ -521,7 +594,7 @@ mod tests {
             Err(KvError::NoSuchBucket { .. })
         ));
         for k in ["theme", "lang", "tz", "a/b"] {
-            kv.set(&n, "prefs", k, Bytes::from(k.to_uppercase()))
+            kv.set(&n, "prefs", k, Bytes::from(k.to_uppercase()), None)
                 .await
                 .unwrap();
         }
@@ -536,8 +609,8 @@ mod tests {
             kv.list(&n, "prefs", "t", None, 10).unwrap().keys,
             vec!["theme", "tz"]
         );
-        assert!(kv.delete(&n, "prefs", "tz").await.unwrap());
-        assert!(!kv.delete(&n, "prefs", "tz").await.unwrap());
+        assert!(kv.delete(&n, "prefs", "tz", None).await.unwrap());
+        assert!(!kv.delete(&n, "prefs", "tz", None).await.unwrap());
         assert_eq!(kv.buckets(&n)[0].keys, 3);
         // Another namespace sees none of it.
         let other = Namespace::new("other").unwrap();
@@ -555,34 +628,36 @@ mod tests {
         let tasks: Vec<_> = (0..200)
             .map(|_| {
                 let (kv, n) = (kv.clone(), n.clone());
-                tokio::spawn(async move { kv.increment(&n, "c", "hits", 1).await.unwrap() })
+                tokio::spawn(async move { kv.increment(&n, "c", "hits", 1, None).await.unwrap() })
             })
             .collect();
         for t in tasks {
             t.await.unwrap();
         }
         assert_eq!(kv.get(&n, "c", "hits").unwrap().unwrap(), "200");
-        assert_eq!(kv.increment(&n, "c", "hits", -50).await.unwrap(), 150);
-        kv.set(&n, "c", "word", Bytes::from("abc")).await.unwrap();
+        assert_eq!(kv.increment(&n, "c", "hits", -50, None).await.unwrap(), 150);
+        kv.set(&n, "c", "word", Bytes::from("abc"), None)
+            .await
+            .unwrap();
         assert!(matches!(
-            kv.increment(&n, "c", "word", 1).await,
+            kv.increment(&n, "c", "word", 1, None).await,
             Err(KvError::NotANumber(_))
         ));
         let h = kv.cas(&n, "c", "word").unwrap();
         assert_eq!(h.value.as_deref(), Some(&b"abc"[..]));
         let stale = kv.cas(&n, "c", "word").unwrap();
-        kv.swap(h, Bytes::from("def")).await.unwrap();
-        let fresh = match kv.swap(stale, Bytes::from("xyz")).await {
+        kv.swap(h, Bytes::from("def"), None).await.unwrap();
+        let fresh = match kv.swap(stale, Bytes::from("xyz"), None).await {
             Err(SwapError::Changed(c)) => c,
             other => panic!("{other:?}"),
         };
         assert_eq!(fresh.value.as_deref(), Some(&b"def"[..]));
-        kv.swap(fresh, Bytes::from("xyz")).await.unwrap();
+        kv.swap(fresh, Bytes::from("xyz"), None).await.unwrap();
         assert_eq!(kv.get(&n, "c", "word").unwrap().unwrap(), "xyz");
         // CAS on an absent key: swap succeeds only while it stays absent.
         let h = kv.cas(&n, "c", "new").unwrap();
         assert!(h.value.is_none());
-        kv.swap(h, Bytes::from("1")).await.unwrap();
+        kv.swap(h, Bytes::from("1"), None).await.unwrap();
     }
 
     #[tokio::test]
@@ -591,11 +666,11 @@ mod tests {
         let n = ns();
         let big = Bytes::from(vec![0u8; wisp_core::kv::MAX_VALUE_BYTES + 1]);
         assert!(matches!(
-            kv.set(&n, "b", "k", big).await,
+            kv.set(&n, "b", "k", big, None).await,
             Err(KvError::Invalid(_))
         ));
         assert!(matches!(
-            kv.set(&n, "Bad Name", "k", Bytes::new()).await,
+            kv.set(&n, "Bad Name", "k", Bytes::new(), None).await,
             Err(KvError::Invalid(_))
         ));
         assert!(!kv.bucket_exists(&n, "b"));
