@@ -712,7 +712,7 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let s2 = store.clone();
-    let mut w = blocking(move || s2.writer()).await?;
+    let mut w = blocking(move || s2.writer_md5_only()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let writer = tokio::task::spawn_blocking(move || {
         while let Some(chunk) = rx.blocking_recv() {
@@ -720,11 +720,32 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
         }
         w.finish()
     });
+    // The signed SHA-256 is checked on another thread, beside the write
+    // (and its MD5): one core does not hash and write at disk speed.
+    let (htx, hasher) = match &caller.body_sha256 {
+        Some(_) => {
+            let (htx, mut hrx) = tokio::sync::mpsc::channel::<Bytes>(8);
+            let h = tokio::task::spawn_blocking(move || {
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+                while let Some(chunk) = hrx.blocking_recv() {
+                    ctx.update(&chunk);
+                }
+                hex::encode(ctx.finish())
+            });
+            (Some(htx), Some(h))
+        }
+        None => (None, None),
+    };
     let mut stream = req.into_body().into_data_stream();
     let mut failed = None;
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => {
+                if let Some(h) = &htx
+                    && h.send(c.clone()).await.is_err()
+                {
+                    break;
+                }
                 if tx.send(c).await.is_err() {
                     break;
                 }
@@ -736,6 +757,7 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
         }
     }
     drop(tx);
+    drop(htx);
     let blob = writer
         .await
         .map_err(|e| {
@@ -753,14 +775,21 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
             format!("the request body ended early: {e}"),
         ));
     }
-    if let Some(claimed) = &caller.body_sha256
-        && hex::encode(blob.sha256) != *claimed
-    {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            "XAmzContentSHA256Mismatch",
-            "the body's SHA-256 does not match x-amz-content-sha256",
-        ));
+    if let (Some(claimed), Some(h)) = (&caller.body_sha256, hasher) {
+        let ours = h.await.map_err(|e| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?;
+        if ours != *claimed {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "XAmzContentSHA256Mismatch",
+                "the body's SHA-256 does not match x-amz-content-sha256",
+            ));
+        }
     }
     if let Some(md5) = content_md5 {
         let ours = base64::engine::general_purpose::STANDARD.encode(blob.md5);
@@ -1063,7 +1092,7 @@ fn stream_file(mut f: std::fs::File, start: u64, len: u64) -> Body {
         }
         let mut left = len;
         while left > 0 {
-            let mut buf = vec![0u8; (left.min(1 << 20)) as usize];
+            let mut buf = vec![0u8; (left.min(4 << 20)) as usize];
             match f.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {

@@ -126,7 +126,8 @@ pub struct BlobWriter {
     file: io::BufWriter<File>,
     size: u64,
     md5: Md5,
-    sha256: digest::Context,
+    /// None when the caller hashes the stream itself (on another thread).
+    sha256: Option<digest::Context>,
 }
 
 /// A fully written, fsynced temp blob.
@@ -134,13 +135,16 @@ pub struct Blob {
     path: PathBuf,
     pub size: u64,
     pub md5: [u8; 16],
+    /// Zero when the writer was made without SHA-256 (`writer_md5_only`).
     pub sha256: [u8; 32],
 }
 
 impl BlobWriter {
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), ObjectError> {
         self.md5.update(chunk);
-        self.sha256.update(chunk);
+        if let Some(s) = &mut self.sha256 {
+            s.update(chunk);
+        }
         self.size += chunk.len() as u64;
         self.file.write_all(chunk).map_err(io_at(&self.path))
     }
@@ -154,7 +158,9 @@ impl BlobWriter {
             .map_err(|e| io_at(&path)(e.into_error()))?;
         file.sync_all().map_err(io_at(&path))?;
         let mut sha256 = [0u8; 32];
-        sha256.copy_from_slice(self.sha256.finish().as_ref());
+        if let Some(s) = self.sha256 {
+            sha256.copy_from_slice(s.finish().as_ref());
+        }
         Ok(Blob {
             path,
             size: self.size,
@@ -399,8 +405,16 @@ impl ObjectStore {
 
     // ---- objects ----
 
-    /// Starts writing a blob (a temp file).
+    /// Starts writing a blob (a temp file), computing its MD5 and SHA-256.
     pub fn writer(&self) -> Result<BlobWriter, ObjectError> {
+        let mut w = self.writer_md5_only()?;
+        w.sha256 = Some(digest::Context::new(&digest::SHA256));
+        Ok(w)
+    }
+
+    /// The same, computing only the MD5 (the caller hashes the stream for
+    /// SHA-256 elsewhere, in parallel).
+    pub fn writer_md5_only(&self) -> Result<BlobWriter, ObjectError> {
         let path = self.root.join("tmp").join(random_name());
         let file = File::create(&path).map_err(io_at(&path))?;
         Ok(BlobWriter {
@@ -408,7 +422,7 @@ impl ObjectStore {
             file: io::BufWriter::with_capacity(1 << 20, file),
             size: 0,
             md5: Md5::new(),
-            sha256: digest::Context::new(&digest::SHA256),
+            sha256: None,
         })
     }
 
