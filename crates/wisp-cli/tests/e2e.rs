@@ -48,6 +48,15 @@ async fn component_sees_method_path_query_headers_body_and_env() {
     assert_eq!(v["query"], "x=1&y=two");
     assert_eq!(v["headers"]["x-custom"], "value");
     assert_eq!(v["body"], "payload");
+    // The path arrives as the client encoded it (as under `wasmtime serve`).
+    let r = node
+        .get_fn("testfn/echo/my%20cat+1.png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["path"], "/echo/my%20cat+1.png");
 
     let r = node.get_fn("testfn/status/418").send().await.unwrap();
     assert_eq!(r.status(), 418);

@@ -599,3 +599,108 @@ async fn functions_reach_granted_buckets_and_uploads_trigger_them() {
     let acts = node.activations("watcher", 1).await;
     assert_eq!(acts.len(), 1, "only in/dog.txt's creation: {acts:?}");
 }
+
+/// Writes a `w`×`h` RGB gradient as a PNG (zlib + CRC from Python's
+/// standard library: no imaging package needed).
+fn png(path: &Path, w: u32, h: u32) {
+    let script = "import struct, sys, zlib\nw, h = int(sys.argv[1]), int(sys.argv[2])\nraw = b''.join(b'\\x00' + bytes(v for x in range(w) for v in (x * 255 // w, y * 255 // h, 128)) for y in range(h))\ndef chunk(t, d):\n    return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)\nopen(sys.argv[3], 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))";
+    let o = std::process::Command::new(python())
+        .args(["-c", script, &w.to_string(), &h.to_string()])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+/// A PNG's width and height, from its IHDR chunk.
+fn png_size(b: &[u8]) -> (u32, u32) {
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let n = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (n(16), n(20))
+}
+
+#[tokio::test]
+async fn the_thumbnail_example_end_to_end() {
+    let node = Node::fresh("s3-thumbs", &[]);
+    let key = access_key(&node, &["--role", "deployer"]);
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", out(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // As examples/thumbnail/README.md walks through it.
+    ok(run_aws(&node, &key, &["s3", "mb", "s3://photos"]));
+    let wasm = support::fixtures().join("thumbnail.wasm");
+    assert!(
+        wasm.is_file(),
+        "{} missing: run ./scripts/test",
+        wasm.display()
+    );
+    ok(node.cli(&[
+        "deploy",
+        "thumbs",
+        wasm.to_str().unwrap(),
+        "--objects",
+        "photos",
+    ]));
+    ok(node.cli(&[
+        "trigger",
+        "add",
+        "object",
+        "thumbs-on-upload",
+        "--function",
+        "thumbs",
+        "--bucket",
+        "photos",
+        "--prefix",
+        "in/",
+        "--events",
+        "created",
+    ]));
+    ok(node.cli(&[
+        "route",
+        "add",
+        "GET",
+        "/thumbs/{name}",
+        "--function",
+        "thumbs",
+    ]));
+    let cat = node.dir.join("cat.png");
+    png(&cat, 300, 200);
+    ok(run_aws(
+        &node,
+        &key,
+        &["s3", "cp", cat.to_str().unwrap(), "s3://photos/in/cat.png"],
+    ));
+    // The thumbnail appears under out/.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ls = ok(run_aws(&node, &key, &["s3", "ls", "s3://photos/out/"]));
+        if ls.contains("cat.png") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no thumbnail after 20 s; activations: {:?}",
+            node.json("/v1/activations?function=thumbs").await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Served through the route.
+    let r = node.get("/thumbs/cat.png").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(png_size(&body), (128, 85));
+    let r = node.get("/thumbs/dog.png").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // One run per upload: the function's own write under out/ wakes nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let acts = node.json("/v1/activations?function=thumbs").await;
+    let triggered = acts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["trigger"] != "http")
+        .count();
+    assert_eq!(triggered, 1, "{acts}");
+}

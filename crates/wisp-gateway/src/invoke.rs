@@ -76,6 +76,32 @@ pub(crate) fn limit_body(
     }))
 }
 
+/// The tail of the raw (still percent-encoded) `path` that decodes to
+/// `rest`: the function sees the path as the client sent it (`%20` stays
+/// `%20`), as under `wasmtime serve`.
+fn raw_rest(path: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        return String::new();
+    }
+    let segs: Vec<&str> = path.split('/').collect();
+    for k in 1..segs.len() {
+        let tail = segs[segs.len() - k..].join("/");
+        if wisp_core::time::percent_decode(&tail, false) == rest {
+            return tail;
+        }
+    }
+    // Not found (should not happen): encode what must be encoded.
+    let mut out = String::with_capacity(rest.len());
+    for b in rest.bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b'?' | b'#') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Rewrites the request so the function sees `/{rest}?{query}`.
 pub(crate) async fn invoke_with_path(
     st: &AppState,
@@ -86,9 +112,10 @@ pub(crate) async fn invoke_with_path(
     trigger: &'static str,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
+    let raw = raw_rest(parts.uri.path(), rest);
     let pq = match parts.uri.query() {
-        Some(q) => format!("/{rest}?{q}"),
-        None => format!("/{rest}"),
+        Some(q) => format!("/{raw}?{q}"),
+        None => format!("/{raw}"),
     };
     parts.uri = pq.parse().map_err(|e| {
         ApiError::bad_request("invalid_path", format!("invalid request path {pq:?}: {e}"))
