@@ -7,23 +7,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::{Node, fixture, out, python};
-
-/// `wisp accesskey create` → (id, secret).
-fn access_key(node: &Node, args: &[&str]) -> (String, String) {
-    let mut all = vec!["accesskey", "create"];
-    all.extend_from_slice(args);
-    let o = node.cli(&all);
-    assert!(o.status.success(), "{}", out(&o));
-    let text = String::from_utf8(o.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap_or_else(|| panic!("no {k} in {text}"))
-            .to_string()
-    };
-    (field("aws_access_key_id"), field("aws_secret_access_key"))
-}
+use support::{Node, access_key, fixture, out, python};
 
 /// Invokes with boto3 and prints one JSON line per call.
 const BOTO3: &str = r#"

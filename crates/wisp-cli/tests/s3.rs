@@ -7,23 +7,7 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use support::{Node, out, python};
-
-/// `wisp accesskey create` → (id, secret).
-fn access_key(node: &Node, args: &[&str]) -> (String, String) {
-    let mut all = vec!["accesskey", "create"];
-    all.extend_from_slice(args);
-    let o = node.cli(&all);
-    assert!(o.status.success(), "{}", out(&o));
-    let text = String::from_utf8(o.stdout).unwrap();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap_or_else(|| panic!("no {k} in {text}"))
-            .to_string()
-    };
-    (field("aws_access_key_id"), field("aws_secret_access_key"))
-}
+use support::{Node, access_key, out, python};
 
 /// Every operation through boto3; one JSON line per check.
 const BOTO3: &str = r#"
@@ -154,6 +138,12 @@ fn run_aws(node: &Node, key: &(String, String), args: &[&str]) -> std::process::
         .unwrap()
 }
 
+/// A command's stdout; it must have succeeded.
+fn ok(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", out(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn sha256_file(p: &Path) -> String {
     let o = std::process::Command::new("sha256sum")
         .arg(p)
@@ -239,10 +229,6 @@ async fn boto3_uses_every_operation() {
 async fn the_aws_cli_copies_lists_syncs_and_round_trips_200_mb() {
     let node = Node::fresh("s3-cli", &[]);
     let key = access_key(&node, &["--role", "deployer"]);
-    let ok = |o: std::process::Output| {
-        assert!(o.status.success(), "{}", out(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     ok(run_aws(&node, &key, &["s3", "mb", "s3://cli"]));
     let work = node.dir.join("cli-work");
     std::fs::create_dir_all(work.join("tree/sub")).unwrap();
@@ -355,10 +341,6 @@ async fn the_aws_cli_copies_lists_syncs_and_round_trips_200_mb() {
 async fn kill_9_during_a_large_put_leaves_no_partial_object() {
     let mut node = Node::fresh("s3-crash", &[]);
     let key = access_key(&node, &["--role", "deployer"]);
-    let ok = |o: std::process::Output| {
-        assert!(o.status.success(), "{}", out(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     ok(run_aws(&node, &key, &["s3", "mb", "s3://crash"]));
     // A complete object under the same key first: after the crash it must
     // be this one, whole, or the new one, whole.
@@ -465,10 +447,6 @@ async fn kill_9_during_a_large_put_leaves_no_partial_object() {
 async fn functions_reach_granted_buckets_and_uploads_trigger_them() {
     let node = Node::fresh("s3-functions", &[]);
     let key = access_key(&node, &["--role", "deployer"]);
-    let ok = |o: std::process::Output| {
-        assert!(o.status.success(), "{}", out(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     ok(run_aws(&node, &key, &["s3", "mb", "s3://photos"]));
     ok(run_aws(&node, &key, &["s3", "mb", "s3://private"]));
     let cat = node.dir.join("cat.txt");
@@ -623,10 +601,6 @@ fn png_size(b: &[u8]) -> (u32, u32) {
 async fn the_thumbnail_example_end_to_end() {
     let node = Node::fresh("s3-thumbs", &[]);
     let key = access_key(&node, &["--role", "deployer"]);
-    let ok = |o: std::process::Output| {
-        assert!(o.status.success(), "{}", out(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
     // As examples/thumbnail/README.md walks through it.
     ok(run_aws(&node, &key, &["s3", "mb", "s3://photos"]));
     let wasm = support::fixtures().join("thumbnail.wasm");

@@ -288,27 +288,17 @@ impl Engine {
         if targets.is_empty() {
             return Ok(());
         }
-        let mut ev = CloudEvent::new(
-            wisp_core::ActivationId::generate().to_string(),
-            format!("/wisp/{ns}/objects/{bucket}"),
-            what.ce_type(),
-        );
-        ev.subject = Some(meta.key.clone());
-        ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
-        ev.datacontenttype = Some("application/json".into());
-        ev.data = serde_json::to_vec(&serde_json::json!({
+        let data = serde_json::json!({
             "namespace": ns,
             "bucket": bucket,
             "key": meta.key,
             "size": meta.size,
             "etag": meta.etag,
             "content_type": meta.content_type,
-        }))
-        .unwrap_or_default()
-        .into();
-        self.enqueue_to_functions(ns, targets, ev, Origin::Storage, None, false)
+        });
+        let source = format!("/wisp/{ns}/objects/{bucket}");
+        self.storage_event(ns, targets, (source, what.ce_type()), &meta.key, data)
             .await
-            .map(|_| ())
     }
 
     /// A key was set or deleted: every kv trigger of the bucket whose
@@ -346,22 +336,36 @@ impl Engine {
             return Ok(());
         }
         let ns = &c.namespace;
-        let mut ev = CloudEvent::new(
-            wisp_core::ActivationId::generate().to_string(),
-            format!("/wisp/{ns}/kv/{}", c.bucket),
-            what.ce_type(),
-        );
-        ev.subject = Some(c.key.clone());
-        ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
-        ev.datacontenttype = Some("application/json".into());
-        ev.data = serde_json::to_vec(&serde_json::json!({
+        let data = serde_json::json!({
             "namespace": ns,
             "bucket": c.bucket,
             "key": c.key,
             "size": c.size,
-        }))
-        .unwrap_or_default()
-        .into();
+        });
+        let source = format!("/wisp/{ns}/kv/{}", c.bucket);
+        self.storage_event(ns, targets, (source, what.ce_type()), &c.key, data)
+            .await
+    }
+
+    /// Queues one storage event (a CloudEvent with the key as its subject
+    /// and `data` as JSON) for each target.
+    async fn storage_event(
+        &self,
+        ns: &Namespace,
+        targets: Vec<(FunctionName, Option<String>)>,
+        (source, ce_type): (String, &str),
+        key: &str,
+        data: serde_json::Value,
+    ) -> Result<(), EngineError> {
+        let mut ev = CloudEvent::new(
+            wisp_core::ActivationId::generate().to_string(),
+            source,
+            ce_type,
+        );
+        ev.subject = Some(key.to_string());
+        ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
+        ev.datacontenttype = Some("application/json".into());
+        ev.data = serde_json::to_vec(&data).unwrap_or_default().into();
         self.enqueue_to_functions(ns, targets, ev, Origin::Storage, None, false)
             .await
             .map(|_| ())

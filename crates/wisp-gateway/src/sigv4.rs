@@ -289,6 +289,23 @@ pub fn verify_s3<'a>(
     Ok((id, (!unsigned).then(|| claimed.to_ascii_lowercase())))
 }
 
+/// A query string's parameters, decoded.
+fn query_map(raw: &str) -> std::collections::HashMap<String, String> {
+    raw.split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (percent_decode(k, false), percent_decode(v, false)))
+        .collect()
+}
+
+fn param<'a>(
+    q: &'a std::collections::HashMap<String, String>,
+    k: &str,
+) -> Result<&'a str, SigError> {
+    q.get(k)
+        .map(String::as_str)
+        .ok_or_else(|| SigError::Malformed(format!("the presigned URL has no {k}")))
+}
+
 /// Verifies a presigned S3 URL (`X-Amz-Algorithm`, `X-Amz-Credential`,
 /// `X-Amz-Date`, `X-Amz-Expires`, `X-Amz-SignedHeaders`,
 /// `X-Amz-Signature` in the query). Returns the key id.
@@ -297,17 +314,8 @@ pub fn verify_presigned(
     now_s: i64,
     secret_of: impl FnOnce(&str) -> Option<String>,
 ) -> Result<String, SigError> {
-    let q: std::collections::HashMap<String, String> = r
-        .raw_query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (percent_decode(k, false), percent_decode(v, false)))
-        .collect();
-    let get = |k: &str| {
-        q.get(k)
-            .map(String::as_str)
-            .ok_or_else(|| SigError::Malformed(format!("the presigned URL has no {k}")))
-    };
+    let q = query_map(r.raw_query);
+    let get = |k: &str| param(&q, k);
     if get("X-Amz-Algorithm")? != ALGORITHM {
         return Err(SigError::Malformed(
             "X-Amz-Algorithm must be AWS4-HMAC-SHA256".into(),
@@ -360,17 +368,8 @@ pub fn verify_presigned_v2(
     now_s: i64,
     secret_of: impl FnOnce(&str) -> Option<String>,
 ) -> Result<String, SigError> {
-    let q: std::collections::HashMap<String, String> = r
-        .raw_query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (percent_decode(k, false), percent_decode(v, false)))
-        .collect();
-    let get = |k: &str| {
-        q.get(k)
-            .map(String::as_str)
-            .ok_or_else(|| SigError::Malformed(format!("the presigned URL has no {k}")))
-    };
+    let q = query_map(r.raw_query);
+    let get = |k: &str| param(&q, k);
     let key_id = get("AWSAccessKeyId")?;
     let expires = get("Expires")?;
     let e: i64 = expires

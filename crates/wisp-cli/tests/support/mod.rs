@@ -341,3 +341,19 @@ impl Drop for Node {
         }
     }
 }
+
+/// `wisp accesskey create ARGS` → (id, secret).
+pub fn access_key(node: &Node, args: &[&str]) -> (String, String) {
+    let mut all = vec!["accesskey", "create"];
+    all.extend_from_slice(args);
+    let o = node.cli(&all);
+    assert!(o.status.success(), "{}", out(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("no {k} in {text}"))
+            .to_string()
+    };
+    (field("aws_access_key_id"), field("aws_secret_access_key"))
+}
