@@ -86,7 +86,7 @@ enum Command {
     Usage(commands::UsageArgs),
     /// Publish events to topics; create, list and delete topics
     Topic(events::TopicArgs),
-    /// Add, list and delete triggers (cron schedules, topic subscriptions)
+    /// Add, list and delete triggers (cron schedules, topics, object uploads, key changes)
     Trigger(events::TriggerArgs),
     /// List triggers
     Triggers(events::TriggersArgs),
@@ -105,7 +105,7 @@ enum Command {
     /// The key-value store: buckets of keys, read and written by functions
     /// deployed with --kv BUCKET (wasi:keyvalue)
     Kv(kv::KvArgs),
-    /// AWS-style access keys for the Lambda Invoke API (boto3, the AWS CLI)
+    /// AWS-style access keys for the Lambda Invoke API and the S3 API (boto3, the AWS CLI)
     Accesskey(tenants::AccessKeyArgs),
     /// Requests on gateway routes: time, route, key, status, latency, activation
     AccessLog(tenants::AccessLogArgs),
