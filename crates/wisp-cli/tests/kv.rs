@@ -136,6 +136,8 @@ async fn functions_share_buckets_with_the_api_and_cli_atomically_and_durably() {
         assert_eq!(keys[0], "k00000");
         assert_eq!(keys[1499], "k01499");
     }
+    let m = node.metrics().await;
+    assert!(m.contains("wisp_kv_keys{namespace=\"default\"} "), "{m}");
     let page = node.json("/v1/kv/prefs?prefix=k0149").await;
     assert_eq!(page["keys"].as_array().unwrap().len(), 10);
     assert!(page["next"].is_null());

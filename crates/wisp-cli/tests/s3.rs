@@ -576,6 +576,16 @@ async fn functions_reach_granted_buckets_and_uploads_trigger_them() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let acts = node.activations("watcher", 1).await;
     assert_eq!(acts.len(), 1, "only in/dog.txt's creation: {acts:?}");
+    // Prometheus counts the S3 API's requests, the function's included.
+    let m = node.metrics().await;
+    assert!(
+        m.contains("wisp_s3_requests_total{method=\"GET\",code=\"200\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("wisp_s3_requests_total{method=\"GET\",code=\"403\"} 1"),
+        "{m}"
+    );
 }
 
 /// Writes a `w`×`h` RGB gradient as a PNG (zlib + CRC from Python's

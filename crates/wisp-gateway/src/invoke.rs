@@ -12,6 +12,16 @@ use wisp_core::{FunctionName, Namespace};
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut text = st.engine.metrics_text();
     st.gate.render_metrics(&mut text);
+    crate::s3::render_metrics(&mut text);
+    text.push_str("# HELP wisp_kv_keys Keys in the key-value store, by namespace.\n# TYPE wisp_kv_keys gauge\n");
+    let mut bytes = String::from(
+        "# HELP wisp_kv_bytes Bytes of keys and values in the key-value store, by namespace.\n# TYPE wisp_kv_bytes gauge\n",
+    );
+    for (ns, keys, b) in st.engine.kv().totals() {
+        text.push_str(&format!("wisp_kv_keys{{namespace=\"{ns}\"}} {keys}\n"));
+        bytes.push_str(&format!("wisp_kv_bytes{{namespace=\"{ns}\"}} {b}\n"));
+    }
+    text.push_str(&bytes);
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -314,13 +314,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(S3Error::from)
 }
 
+/// Requests served, by method and status (`wisp_s3_requests_total`).
+static REQUESTS: std::sync::Mutex<BTreeMap<(String, u16), u64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn count(method: &Method, r: &Response) {
+    *REQUESTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((method.to_string(), r.status().as_u16()))
+        .or_default() += 1;
+}
+
+/// Appends the S3 API's metrics (Prometheus text).
+pub(crate) fn render_metrics(out: &mut String) {
+    out.push_str("# HELP wisp_s3_requests_total Requests to the S3 API (functions' included), by method and status.\n# TYPE wisp_s3_requests_total counter\n");
+    for ((m, code), n) in REQUESTS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        out.push_str(&format!(
+            "wisp_s3_requests_total{{method=\"{m}\",code=\"{code}\"}} {n}\n"
+        ));
+    }
+}
+
 async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let resource = percent_decode(req.uri().path(), false);
-    let head = req.method() == Method::HEAD;
-    match dispatch(&st, req).await {
+    let method = req.method().clone();
+    let head = method == Method::HEAD;
+    let r = match dispatch(&st, req).await {
         Ok(r) => r,
         Err(e) => error_response(e, &resource, head),
-    }
+    };
+    count(&method, &r);
+    r
 }
 
 async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
@@ -1141,10 +1166,12 @@ impl wisp_exec_wasm::ObjectsHook for FunctionObjects {
                 body_sha256: None,
                 function: Some((caller.function, caller.grants)),
             };
+            let method = req.method().clone();
             let resp = match dispatch_as(&st, who, req).await {
                 Ok(r) => r,
                 Err(e) => error_response(e, &resource, head),
             };
+            count(&method, &resp);
             resp.map(|b| {
                 b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
                     .boxed_unsync()

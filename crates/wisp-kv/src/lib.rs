@@ -265,6 +265,19 @@ impl Kv {
         Self::committed(rx).await.map(|()| true)
     }
 
+    /// Keys and bytes held, per namespace (for metrics).
+    pub fn totals(&self) -> Vec<(Namespace, u64, u64)> {
+        let mut by: BTreeMap<String, (Namespace, u64, u64)> = BTreeMap::new();
+        for ((ns, _), b) in self.read().iter() {
+            let e = by
+                .entry(ns.to_string())
+                .or_insert_with(|| (ns.clone(), 0, 0));
+            e.1 += b.entries.len() as u64;
+            e.2 += b.bytes;
+        }
+        by.into_values().collect()
+    }
+
     /// The namespace's buckets, by name.
     pub fn buckets(&self, ns: &Namespace) -> Vec<BucketInfo> {
         let mut v: Vec<BucketInfo> = self
