@@ -442,7 +442,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
             Method::GET => list_objects(store, ns, bucket, &query).await,
             Method::POST if query.contains_key("delete") => {
                 require(&caller, "delete objects", can_write_objects(&caller))?;
-                let body = small_body(req, &caller).await?;
+                let body = small_text(req, &caller).await?;
                 delete_objects(st, store, &caller, bucket, &body).await
             }
             _ => Err(err(
@@ -530,7 +530,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
         Method::POST if query.contains_key("uploadId") => {
             require(&caller, "write objects", can_write_objects(&caller))?;
             let id = query["uploadId"].clone();
-            let body = small_body(req, &caller).await?;
+            let body = small_text(req, &caller).await?;
             let numbers = xml_all(&body, "PartNumber");
             let etags = xml_all(&body, "ETag");
             if numbers.len() != etags.len() {
@@ -829,8 +829,19 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
     Ok(blob)
 }
 
-/// A small body (XML requests), checked like a streamed one.
-async fn small_body(req: Request, caller: &Caller) -> Result<String, S3Error> {
+/// A small body (XML requests), checked like a streamed one, as text.
+async fn small_text(req: Request, caller: &Caller) -> Result<String, S3Error> {
+    String::from_utf8(small_body(req, caller).await?).map_err(|_| {
+        err(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "the body is not UTF-8",
+        )
+    })
+}
+
+/// A small body, checked against the signed SHA-256 and any Content-MD5.
+async fn small_body(req: Request, caller: &Caller) -> Result<Vec<u8>, S3Error> {
     let md5 = req
         .headers()
         .get("content-md5")
@@ -860,13 +871,7 @@ async fn small_body(req: Request, caller: &Caller) -> Result<String, S3Error> {
             ));
         }
     }
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        err(
-            StatusCode::BAD_REQUEST,
-            "MalformedXML",
-            "the body is not UTF-8",
-        )
-    })
+    Ok(bytes.to_vec())
 }
 
 async fn put_object(
@@ -884,9 +889,21 @@ async fn put_object(
     if !blocking(move || s2.bucket_exists(&n2, &b2)).await? {
         return Err(ObjectError::NoSuchBucket(bucket).into());
     }
-    let blob = receive(&store, req, caller).await?;
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= wisp_objects::INLINE_MAX);
     let (n2, b2, k2) = (ns.clone(), bucket.clone(), key.clone());
-    let meta = blocking(move || store.commit(&n2, &b2, &k2, blob, &ct, &md)).await?;
+    let meta = if small {
+        // Small: kept in the database, group-committed with other writes.
+        let data = small_body(req, caller).await?;
+        blocking(move || store.put_inline(&n2, &b2, &k2, data, &ct, &md)).await?
+    } else {
+        let blob = receive(&store, req, caller).await?;
+        blocking(move || store.commit(&n2, &b2, &k2, blob, &ct, &md)).await?
+    };
     notify(st, caller, &ns, &bucket, &meta, true).await?;
     Ok((StatusCode::OK, [(header::ETAG, meta.etag)]).into_response())
 }
@@ -1084,7 +1101,10 @@ async fn get_object(
     };
     let body = match file {
         None => Body::empty(),
-        Some(f) => stream_file(f, start, len),
+        Some(wisp_objects::Content::File(f)) => stream_file(f, start, len),
+        Some(wisp_objects::Content::Inline(b)) => {
+            Body::from(b[start as usize..(start + len) as usize].to_vec())
+        }
     };
     let mut r = Response::builder().status(status);
     for (k, v) in object_headers(&meta) {

@@ -30,6 +30,27 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_KEYS: usize = 1000;
 /// Parts of one multipart upload (as S3).
 pub const MAX_PARTS: u32 = 10_000;
+/// Objects up to this size are kept inside the metadata database (one
+/// group-committed, fsynced transaction for many concurrent PUTs) instead
+/// of a file of their own (a file fsync and a directory fsync each).
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// An object's bytes, as stored.
+pub enum Content {
+    File(File),
+    Inline(Vec<u8>),
+}
+
+struct InlinePut {
+    ns: Namespace,
+    bucket: String,
+    key: String,
+    data: Vec<u8>,
+    etag: String,
+    content_type: String,
+    metadata: BTreeMap<String, String>,
+    done: std::sync::mpsc::SyncSender<Result<ObjectMeta, ObjectError>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -213,6 +234,7 @@ CREATE TABLE IF NOT EXISTS objects (
     metadata     TEXT NOT NULL,
     modified_ms  INTEGER NOT NULL,
     blob         TEXT NOT NULL,
+    data         BLOB,
     PRIMARY KEY (namespace, bucket, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
@@ -238,6 +260,101 @@ CREATE TABLE IF NOT EXISTS upload_parts (
 pub struct ObjectStore {
     root: PathBuf,
     conn: Mutex<Connection>,
+    /// Small objects go to one writer thread that commits all that are
+    /// waiting in one fsynced transaction.
+    inline: Mutex<std::sync::mpsc::Sender<InlinePut>>,
+}
+
+fn blob_path(blobs: &Path, name: &str) -> PathBuf {
+    blobs.join(name.get(..2).unwrap_or("__")).join(name)
+}
+
+/// Removes a replaced or deleted object's file (inline objects have none).
+fn remove_blob(blobs: &Path, name: &str) {
+    if !name.is_empty() {
+        let _ = fs::remove_file(blob_path(blobs, name));
+    }
+}
+
+/// Commits every small object waiting, in one fsynced transaction.
+fn inline_writer(mut conn: Connection, rx: std::sync::mpsc::Receiver<InlinePut>, blobs: PathBuf) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let modified_ms = now_ms();
+        let mut results: Vec<Result<(ObjectMeta, Option<String>), ObjectError>> = Vec::new();
+        let committed = (|| -> Result<(), ObjectError> {
+            let tx = conn.transaction().map_err(db)?;
+            for j in &batch {
+                let exists: Option<i64> = tx
+                    .query_row(
+                        "SELECT 1 FROM obj_buckets WHERE namespace = ?1 AND bucket = ?2",
+                        params![j.ns.as_str(), j.bucket],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db)?;
+                if exists.is_none() {
+                    results.push(Err(ObjectError::NoSuchBucket(j.bucket.clone())));
+                    continue;
+                }
+                let old: Option<String> = tx
+                    .query_row(
+                        "SELECT blob FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
+                        params![j.ns.as_str(), j.bucket, j.key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db)?;
+                tx.execute(
+                    "INSERT INTO objects (namespace, bucket, key, size, etag, content_type, metadata, modified_ms, blob, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '', ?9)
+                     ON CONFLICT (namespace, bucket, key) DO UPDATE SET size = excluded.size,
+                       etag = excluded.etag, content_type = excluded.content_type,
+                       metadata = excluded.metadata, modified_ms = excluded.modified_ms,
+                       blob = '', data = excluded.data",
+                    params![j.ns.as_str(), j.bucket, j.key, j.data.len() as i64, j.etag,
+                            j.content_type, meta_json(&j.metadata), modified_ms, j.data],
+                )
+                .map_err(db)?;
+                results.push(Ok((
+                    ObjectMeta {
+                        key: j.key.clone(),
+                        size: j.data.len() as u64,
+                        etag: j.etag.clone(),
+                        content_type: j.content_type.clone(),
+                        modified_ms,
+                        metadata: j.metadata.clone(),
+                    },
+                    old,
+                )));
+            }
+            tx.commit().map_err(db)
+        })();
+        match committed {
+            Ok(()) => {
+                for (j, r) in batch.into_iter().zip(results) {
+                    let _ = j.done.send(r.map(|(m, old)| {
+                        if let Some(old) = old {
+                            remove_blob(&blobs, &old);
+                        }
+                        m
+                    }));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "small objects could not be stored");
+                for j in batch {
+                    let _ = j.done.send(Err(ObjectError::Db(e.to_string())));
+                }
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -270,12 +387,72 @@ impl ObjectStore {
             .map_err(db)?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        let has_data: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('objects') WHERE name = 'data'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if has_data == 0 {
+            conn.execute_batch("ALTER TABLE objects ADD COLUMN data BLOB")
+                .map_err(db)?;
+        }
+        // The inline writer's own connection: FULL, so a commit is fsynced.
+        let wconn = Connection::open(db_path).map_err(db)?;
+        wconn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        wconn
+            .pragma_update(None, "busy_timeout", 5000)
+            .map_err(db)?;
+        let (tx, rx) = std::sync::mpsc::channel::<InlinePut>();
+        let blobs = root.join("blobs");
+        std::thread::Builder::new()
+            .name("wisp-objects-writer".into())
+            .spawn(move || inline_writer(wconn, rx, blobs))
+            .map_err(io_at(root))?;
         let store = Self {
             root: root.to_path_buf(),
             conn: Mutex::new(conn),
+            inline: Mutex::new(tx),
         };
         store.clean_up()?;
         Ok(store)
+    }
+
+    /// Stores a small object (at most [`INLINE_MAX`] bytes) in the
+    /// database, group-committed with other small writes; returns once it
+    /// is durable.
+    pub fn put_inline(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        data: Vec<u8>,
+        content_type: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<ObjectMeta, ObjectError> {
+        check_key(key)?;
+        let etag = format!("\"{}\"", hex::encode(Md5::digest(&data)));
+        let (done, rx) = std::sync::mpsc::sync_channel(1);
+        let job = InlinePut {
+            ns: ns.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            data,
+            etag,
+            content_type: content_type.to_string(),
+            metadata: metadata.clone(),
+            done,
+        };
+        self.inline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .map_err(|_| ObjectError::Db("the object writer thread is gone".into()))?;
+        rx.recv()
+            .map_err(|_| ObjectError::Db("the object writer thread is gone".into()))?
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -283,7 +460,7 @@ impl ObjectStore {
     }
 
     fn blob_path(&self, name: &str) -> PathBuf {
-        self.root.join("blobs").join(&name[..2]).join(name)
+        blob_path(&self.root.join("blobs"), name)
     }
 
     fn clean_up(&self) -> Result<(), ObjectError> {
@@ -499,7 +676,7 @@ impl ObjectStore {
             old
         };
         if let Some(old) = old {
-            let _ = fs::remove_file(self.blob_path(&old));
+            remove_blob(&self.root.join("blobs"), &old);
         }
         Ok(ObjectMeta {
             key: key.to_string(),
@@ -517,25 +694,41 @@ impl ObjectStore {
         bucket: &str,
         key: &str,
     ) -> Result<Option<(ObjectMeta, String)>, ObjectError> {
+        self.row_with(ns, bucket, key, false)
+            .map(|o| o.map(|(m, blob, _)| (m, blob)))
+    }
+
+    /// The row, and with `data` the inline bytes too.
+    #[allow(clippy::type_complexity)]
+    fn row_with(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+        key: &str,
+        data: bool,
+    ) -> Result<Option<(ObjectMeta, String, Option<Vec<u8>>)>, ObjectError> {
+        let sql = if data {
+            "SELECT size, etag, content_type, metadata, modified_ms, blob, data FROM objects
+             WHERE namespace = ?1 AND bucket = ?2 AND key = ?3"
+        } else {
+            "SELECT size, etag, content_type, metadata, modified_ms, blob, NULL FROM objects
+             WHERE namespace = ?1 AND bucket = ?2 AND key = ?3"
+        };
         self.conn()
-            .query_row(
-                "SELECT size, etag, content_type, metadata, modified_ms, blob FROM objects
-                 WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
-                params![ns.as_str(), bucket, key],
-                |r| {
-                    Ok((
-                        ObjectMeta {
-                            key: key.to_string(),
-                            size: r.get::<_, i64>(0)? as u64,
-                            etag: r.get(1)?,
-                            content_type: r.get(2)?,
-                            metadata: meta_parse(&r.get::<_, String>(3)?),
-                            modified_ms: r.get(4)?,
-                        },
-                        r.get::<_, String>(5)?,
-                    ))
-                },
-            )
+            .query_row(sql, params![ns.as_str(), bucket, key], |r| {
+                Ok((
+                    ObjectMeta {
+                        key: key.to_string(),
+                        size: r.get::<_, i64>(0)? as u64,
+                        etag: r.get(1)?,
+                        content_type: r.get(2)?,
+                        metadata: meta_parse(&r.get::<_, String>(3)?),
+                        modified_ms: r.get(4)?,
+                    },
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
+                ))
+            })
             .optional()
             .map_err(db)
     }
@@ -550,23 +743,27 @@ impl ObjectStore {
         }
     }
 
-    /// The object's metadata and its blob, opened.
+    /// The object's metadata and its bytes: its blob opened, or the bytes
+    /// of a small object.
     pub fn open_read(
         &self,
         ns: &Namespace,
         bucket: &str,
         key: &str,
-    ) -> Result<(ObjectMeta, File), ObjectError> {
+    ) -> Result<(ObjectMeta, Content), ObjectError> {
         // The blob may be replaced between reading the row and opening
         // it: then read the row again.
         for _ in 0..3 {
-            let Some((m, blob)) = self.row(ns, bucket, key)? else {
+            let Some((m, blob, data)) = self.row_with(ns, bucket, key, true)? else {
                 self.require_bucket(ns, bucket)?;
                 return Err(ObjectError::NoSuchKey(key.to_string()));
             };
+            if blob.is_empty() {
+                return Ok((m, Content::Inline(data.unwrap_or_default())));
+            }
             let path = self.blob_path(&blob);
             match File::open(&path) {
-                Ok(f) => return Ok((m, f)),
+                Ok(f) => return Ok((m, Content::File(f))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_at(&path)(e)),
             }
@@ -591,7 +788,7 @@ impl ObjectStore {
                 params![ns.as_str(), bucket, key, blob],
             )
             .map_err(db)?;
-        let _ = fs::remove_file(self.blob_path(&blob));
+        remove_blob(&self.root.join("blobs"), &blob);
         Ok(Some(m))
     }
 
@@ -605,15 +802,20 @@ impl ObjectStore {
     ) -> Result<ObjectMeta, ObjectError> {
         check_key(key)?;
         self.require_bucket(ns, bucket)?;
-        let (meta, mut src) = self.open_read(ns, src_bucket, src_key)?;
+        let (meta, src) = self.open_read(ns, src_bucket, src_key)?;
         let mut w = self.writer()?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = io::Read::read(&mut src, &mut buf).map_err(io_at(&self.root))?;
-            if n == 0 {
-                break;
+        match src {
+            Content::Inline(b) => w.write(&b)?,
+            Content::File(mut f) => {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = io::Read::read(&mut f, &mut buf).map_err(io_at(&self.root))?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write(&buf[..n])?;
+                }
             }
-            w.write(&buf[..n])?;
         }
         let mut blob = w.finish()?;
         let name = self.place(&mut blob)?;
@@ -975,7 +1177,10 @@ mod tests {
         assert_eq!(all.len(), 6);
         // Replacing keeps one blob.
         put(&s, &ns, "photos", "a.txt", b"bye");
-        let (m, mut f) = s.open_read(&ns, "photos", "a.txt").unwrap();
+        let (m, c) = s.open_read(&ns, "photos", "a.txt").unwrap();
+        let Content::File(mut f) = c else {
+            panic!("a committed blob is a file")
+        };
         let mut got = String::new();
         io::Read::read_to_string(&mut f, &mut got).unwrap();
         assert_eq!((m.size, got.as_str()), (3, "bye"));
@@ -995,6 +1200,53 @@ mod tests {
             s.head(&other, "photos", "a.txt"),
             Err(ObjectError::NoSuchBucket(_))
         ));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn small_objects_live_in_the_database() {
+        let (s, dir) = store("inline");
+        let ns = Namespace::new("default").unwrap();
+        s.create_bucket(&ns, "small").unwrap();
+        // A file-backed object replaced by a small one: its file goes.
+        put(&s, &ns, "small", "k", b"from a file");
+        let m = s
+            .put_inline(
+                &ns,
+                "small",
+                "k",
+                b"tiny".to_vec(),
+                "text/plain",
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        assert_eq!(m.etag, format!("\"{}\"", hex::encode(Md5::digest(b"tiny"))));
+        let (_, c) = s.open_read(&ns, "small", "k").unwrap();
+        assert!(matches!(c, Content::Inline(ref b) if b == b"tiny"));
+        let files: usize = fs::read_dir(dir.join("objects/blobs"))
+            .unwrap()
+            .flatten()
+            .map(|d| fs::read_dir(d.path()).unwrap().count())
+            .sum();
+        assert_eq!(files, 0);
+        assert_eq!(
+            s.list(&ns, "small", "", None, None, 10)
+                .unwrap()
+                .objects
+                .len(),
+            1
+        );
+        assert!(matches!(
+            s.put_inline(&ns, "nope", "k", vec![], "x", &BTreeMap::new()),
+            Err(ObjectError::NoSuchBucket(_))
+        ));
+        // And back to a file.
+        put(&s, &ns, "small", "k", b"a file again");
+        assert!(matches!(
+            s.open_read(&ns, "small", "k").unwrap().1,
+            Content::File(_)
+        ));
+        assert_eq!(s.delete(&ns, "small", "k").unwrap().unwrap().size, 12);
         let _ = fs::remove_dir_all(dir);
     }
 
