@@ -300,7 +300,18 @@ fn main() {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
+        // Each round's own ratio: a round's dd and request ran back to back.
+        let paired = |a: &str, b: &str| {
+            let mut v: Vec<f64> = rounds
+                .iter()
+                .map(|r| r[a].as_f64().unwrap_or(0.0) / r[b].as_f64().unwrap_or(1.0))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2] * 100.0).round() / 100.0
+        };
         let large = serde_json::json!({
+            "put_vs_dd_paired": paired("put_mb_s", "dd_write_fsync_mb_s"),
+            "get_vs_dd_paired": paired("get_mb_s", "dd_read_mb_s"),
             "rounds": rounds,
             "median_put_mb_s": median("put_mb_s"),
             "median_dd_write_fsync_mb_s": median("dd_write_fsync_mb_s"),

@@ -1137,11 +1137,12 @@ fn stream_file(mut f: std::fs::File, start: u64, len: u64) -> Body {
         }
         let mut left = len;
         while left > 0 {
-            let mut buf = vec![0u8; (left.min(4 << 20)) as usize];
-            match f.read(&mut buf) {
+            // Read into fresh capacity (not zeroed first).
+            let want = left.min(4 << 20);
+            let mut buf = Vec::with_capacity(want as usize);
+            match (&mut f).take(want).read_to_end(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    buf.truncate(n);
                     left -= n as u64;
                     if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return;
