@@ -500,6 +500,29 @@ async fn functions_reach_granted_buckets_and_uploads_trigger_them() {
         t.starts_with("403 ") && t.contains("--objects private"),
         "{t}"
     );
+    // A function of another namespace, granted a bucket of the same name,
+    // reaches its own namespace's bucket (there is none), never this one.
+    assert!(node.cli(&["ns", "create", "shop"]).status.success());
+    let r = node
+        .deploy_in(
+            "shop",
+            "reader",
+            &wasm,
+            serde_json::json!({"objects": ["photos"]}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let t = node
+        .get(&format!(
+            "/ns/shop/fn/reader/fetch?url={endpoint}/photos/in/cat.txt"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(t.starts_with("404 ") && t.contains("NoSuchBucket"), "{t}");
     // No grants at all: the request is refused before it leaves.
     let r = node
         .get(&format!(
