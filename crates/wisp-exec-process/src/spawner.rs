@@ -13,8 +13,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 
 /// What the spawner hands back: the child and its Runtime API listener.
 pub type Spawned = (tokio::process::Child, std::net::TcpListener);
@@ -27,17 +27,17 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<io::Result<Spawned>>,
 }
 
-fn sender() -> io::Result<mpsc::Sender<Job>> {
-    static TX: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+fn sender() -> io::Result<&'static mpsc::Sender<Job>> {
+    static TX: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     if let Some(tx) = TX.get() {
-        return Ok(tx.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        return Ok(tx);
     }
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("wisp-spawner".into())
         .spawn(move || run(rx))?;
-    let tx = TX.get_or_init(|| Mutex::new(tx));
-    Ok(tx.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    // A racing first caller's thread ends when its unused sender drops.
+    Ok(TX.get_or_init(|| tx))
 }
 
 /// Starts `cmd` on the spawner thread, with `AWS_LAMBDA_RUNTIME_API` set to

@@ -78,14 +78,6 @@ impl<'a> KvView<'a> {
             .ok_or_else(|| KvError::Store("this node has no key-value store".into()))
     }
 
-    fn owned(&self) -> (Result<Kv, KvError>, Namespace, Option<String>) {
-        (
-            self.kv(),
-            self.ctx.namespace.clone(),
-            self.by().map(str::to_string),
-        )
-    }
-
     /// The function making changes (its writes do not trigger it).
     fn by(&self) -> Option<&str> {
         self.ctx.function.as_deref()
@@ -139,6 +131,100 @@ pub fn add_to_linker<T: Send + 'static>(
     Ok(())
 }
 
+// ---- what both drafts do ----
+//
+// The drafts differ in types (cursors, signedness, CAS), not in what the
+// store does: each operation is written once here, returning the store's
+// own error, and each draft maps it to its `error` variant. The outer
+// result is a trap (a bad resource handle).
+
+type Op<T> = wasmtime::Result<Result<T, KvError>>;
+
+impl KvView<'_> {
+    fn get_op(&self, b: &Resource<BucketHandle>, key: &str) -> Op<Option<Vec<u8>>> {
+        let name = self.bucket(b)?;
+        Ok(self
+            .kv()
+            .and_then(|kv| kv.get(&self.ctx.namespace, &name, key))
+            .map(|v| v.map(|v| v.to_vec())))
+    }
+
+    async fn set_op(&mut self, b: &Resource<BucketHandle>, key: &str, value: Vec<u8>) -> Op<()> {
+        let name = self.bucket(b)?;
+        let Ok(kv) = self.kv() else {
+            return Ok(self.kv().map(|_| ()));
+        };
+        Ok(kv
+            .set(
+                &self.ctx.namespace,
+                &name,
+                key,
+                Bytes::from(value),
+                self.by(),
+            )
+            .await)
+    }
+
+    async fn delete_op(&mut self, b: &Resource<BucketHandle>, key: &str) -> Op<()> {
+        let name = self.bucket(b)?;
+        let Ok(kv) = self.kv() else {
+            return Ok(self.kv().map(|_| ()));
+        };
+        Ok(kv
+            .delete(&self.ctx.namespace, &name, key, self.by())
+            .await
+            .map(|_| ()))
+    }
+
+    async fn increment_op(&mut self, b: &Resource<BucketHandle>, key: &str, delta: i64) -> Op<i64> {
+        let name = self.bucket(b)?;
+        let Ok(kv) = self.kv() else {
+            return Ok(self.kv().map(|_| 0));
+        };
+        Ok(kv
+            .increment(&self.ctx.namespace, &name, key, delta, self.by())
+            .await)
+    }
+
+    fn get_many_op(
+        &self,
+        b: &Resource<BucketHandle>,
+        keys: Vec<String>,
+    ) -> Op<Vec<(String, Option<Vec<u8>>)>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            match self.get_op(b, &k)? {
+                Ok(v) => out.push((k, v)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Not atomic, as the interface says: stops at the first error.
+    async fn set_many_op(
+        &mut self,
+        b: &Resource<BucketHandle>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> Op<()> {
+        for (k, v) in key_values {
+            if let Err(e) = self.set_op(b, &k, v).await? {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn delete_many_op(&mut self, b: &Resource<BucketHandle>, keys: Vec<String>) -> Op<()> {
+        for k in keys {
+            if let Err(e) = self.delete_op(b, &k).await? {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
 // ---- 0.2.0-draft ----
 
 fn e1(e: KvError) -> d1::store::Error {
@@ -163,51 +249,19 @@ impl d1::store::Host for KvView<'_> {
 
 impl d1::store::HostBucket for KvView<'_> {
     async fn get(&mut self, b: Resource<BucketHandle>, key: String) -> R1<Option<Vec<u8>>> {
-        let name = self.bucket(&b)?;
-        Ok(self
-            .kv()
-            .and_then(|kv| kv.get(&self.ctx.namespace, &name, &key))
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(e1))
+        Ok(self.get_op(&b, &key)?.map_err(e1))
     }
 
     async fn set(&mut self, b: Resource<BucketHandle>, key: String, value: Vec<u8>) -> R1<()> {
-        let name = self.bucket(&b)?;
-        let r = match self.kv() {
-            Ok(kv) => {
-                kv.set(
-                    &self.ctx.namespace,
-                    &name,
-                    &key,
-                    Bytes::from(value),
-                    self.by(),
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        Ok(r.map_err(e1))
+        Ok(self.set_op(&b, &key, value).await?.map_err(e1))
     }
 
     async fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> R1<()> {
-        let name = self.bucket(&b)?;
-        let r = match self.kv() {
-            Ok(kv) => kv
-                .delete(&self.ctx.namespace, &name, &key, self.by())
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        Ok(r.map_err(e1))
+        Ok(self.delete_op(&b, &key).await?.map_err(e1))
     }
 
     async fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> R1<bool> {
-        let name = self.bucket(&b)?;
-        Ok(self
-            .kv()
-            .and_then(|kv| kv.get(&self.ctx.namespace, &name, &key))
-            .map(|v| v.is_some())
-            .map_err(e1))
+        Ok(self.get_op(&b, &key)?.map(|v| v.is_some()).map_err(e1))
     }
 
     async fn list_keys(
@@ -238,26 +292,22 @@ impl d1::store::HostBucket for KvView<'_> {
 
 impl d1::atomics::Host for KvView<'_> {
     async fn increment(&mut self, b: Resource<BucketHandle>, key: String, delta: u64) -> R1<u64> {
-        let name = self.bucket(&b)?;
         let Ok(delta) = i64::try_from(delta) else {
             return Ok(Err(d1::store::Error::Other(format!(
                 "delta {delta} is larger than a signed 64-bit integer"
             ))));
         };
-        let r = match self.kv() {
-            Ok(kv) => {
-                kv.increment(&self.ctx.namespace, &name, &key, delta, self.by())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        Ok(r.map_err(e1).and_then(|n| {
-            u64::try_from(n).map_err(|_| {
-                d1::store::Error::Other(format!(
-                    "{key:?} is negative ({n}): use draft2's signed increment"
-                ))
-            })
-        }))
+        Ok(self
+            .increment_op(&b, &key, delta)
+            .await?
+            .map_err(e1)
+            .and_then(|n| {
+                u64::try_from(n).map_err(|_| {
+                    d1::store::Error::Other(format!(
+                        "{key:?} is negative ({n}): use draft2's signed increment"
+                    ))
+                })
+            }))
     }
 }
 
@@ -267,19 +317,10 @@ impl d1::batch::Host for KvView<'_> {
         b: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> R1<Vec<Option<(String, Vec<u8>)>>> {
-        let name = self.bucket(&b)?;
-        let kv = match self.kv() {
-            Ok(kv) => kv,
-            Err(e) => return Ok(Err(e1(e))),
-        };
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            match kv.get(&self.ctx.namespace, &name, &k) {
-                Ok(v) => out.push(v.map(|v| (k, v.to_vec()))),
-                Err(e) => return Ok(Err(e1(e))),
-            }
-        }
-        Ok(Ok(out))
+        Ok(self
+            .get_many_op(&b, keys)?
+            .map(|all| all.into_iter().map(|(k, v)| v.map(|v| (k, v))).collect())
+            .map_err(e1))
     }
 
     async fn set_many(
@@ -287,39 +328,12 @@ impl d1::batch::Host for KvView<'_> {
         b: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> R1<()> {
-        let name = self.bucket(&b)?;
-        Ok(set_many(self.owned(), &name, key_values).await.map_err(e1))
+        Ok(self.set_many_op(&b, key_values).await?.map_err(e1))
     }
 
     async fn delete_many(&mut self, b: Resource<BucketHandle>, keys: Vec<String>) -> R1<()> {
-        let name = self.bucket(&b)?;
-        Ok(delete_many(self.owned(), &name, keys).await.map_err(e1))
+        Ok(self.delete_many_op(&b, keys).await?.map_err(e1))
     }
-}
-
-async fn set_many(
-    (kv, ns, by): (Result<Kv, KvError>, Namespace, Option<String>),
-    bucket: &str,
-    key_values: Vec<(String, Vec<u8>)>,
-) -> Result<(), KvError> {
-    let kv = kv?;
-    for (k, v) in key_values {
-        kv.set(&ns, bucket, &k, Bytes::from(v), by.as_deref())
-            .await?;
-    }
-    Ok(())
-}
-
-async fn delete_many(
-    (kv, ns, by): (Result<Kv, KvError>, Namespace, Option<String>),
-    bucket: &str,
-    keys: Vec<String>,
-) -> Result<(), KvError> {
-    let kv = kv?;
-    for k in keys {
-        kv.delete(&ns, bucket, &k, by.as_deref()).await?;
-    }
-    Ok(())
 }
 
 // ---- 0.2.0-draft2 ----
@@ -346,51 +360,19 @@ impl d2::store::Host for KvView<'_> {
 
 impl d2::store::HostBucket for KvView<'_> {
     async fn get(&mut self, b: Resource<BucketHandle>, key: String) -> R2<Option<Vec<u8>>> {
-        let name = self.bucket(&b)?;
-        Ok(self
-            .kv()
-            .and_then(|kv| kv.get(&self.ctx.namespace, &name, &key))
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(e2))
+        Ok(self.get_op(&b, &key)?.map_err(e2))
     }
 
     async fn set(&mut self, b: Resource<BucketHandle>, key: String, value: Vec<u8>) -> R2<()> {
-        let name = self.bucket(&b)?;
-        let r = match self.kv() {
-            Ok(kv) => {
-                kv.set(
-                    &self.ctx.namespace,
-                    &name,
-                    &key,
-                    Bytes::from(value),
-                    self.by(),
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        Ok(r.map_err(e2))
+        Ok(self.set_op(&b, &key, value).await?.map_err(e2))
     }
 
     async fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> R2<()> {
-        let name = self.bucket(&b)?;
-        let r = match self.kv() {
-            Ok(kv) => kv
-                .delete(&self.ctx.namespace, &name, &key, self.by())
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        Ok(r.map_err(e2))
+        Ok(self.delete_op(&b, &key).await?.map_err(e2))
     }
 
     async fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> R2<bool> {
-        let name = self.bucket(&b)?;
-        Ok(self
-            .kv()
-            .and_then(|kv| kv.get(&self.ctx.namespace, &name, &key))
-            .map(|v| v.is_some())
-            .map_err(e2))
+        Ok(self.get_op(&b, &key)?.map(|v| v.is_some()).map_err(e2))
     }
 
     async fn list_keys(
@@ -417,15 +399,7 @@ impl d2::store::HostBucket for KvView<'_> {
 
 impl d2::atomics::Host for KvView<'_> {
     async fn increment(&mut self, b: Resource<BucketHandle>, key: String, delta: i64) -> R2<i64> {
-        let name = self.bucket(&b)?;
-        let r = match self.kv() {
-            Ok(kv) => {
-                kv.increment(&self.ctx.namespace, &name, &key, delta, self.by())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        Ok(r.map_err(e2))
+        Ok(self.increment_op(&b, &key, delta).await?.map_err(e2))
     }
 
     async fn swap(
@@ -482,19 +456,7 @@ impl d2::batch::Host for KvView<'_> {
         b: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> R2<Vec<(String, Option<Vec<u8>>)>> {
-        let name = self.bucket(&b)?;
-        let kv = match self.kv() {
-            Ok(kv) => kv,
-            Err(e) => return Ok(Err(e2(e))),
-        };
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            match kv.get(&self.ctx.namespace, &name, &k) {
-                Ok(v) => out.push((k, v.map(|v| v.to_vec()))),
-                Err(e) => return Ok(Err(e2(e))),
-            }
-        }
-        Ok(Ok(out))
+        Ok(self.get_many_op(&b, keys)?.map_err(e2))
     }
 
     async fn set_many(
@@ -502,12 +464,10 @@ impl d2::batch::Host for KvView<'_> {
         b: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> R2<()> {
-        let name = self.bucket(&b)?;
-        Ok(set_many(self.owned(), &name, key_values).await.map_err(e2))
+        Ok(self.set_many_op(&b, key_values).await?.map_err(e2))
     }
 
     async fn delete_many(&mut self, b: Resource<BucketHandle>, keys: Vec<String>) -> R2<()> {
-        let name = self.bucket(&b)?;
-        Ok(delete_many(self.owned(), &name, keys).await.map_err(e2))
+        Ok(self.delete_many_op(&b, keys).await?.map_err(e2))
     }
 }

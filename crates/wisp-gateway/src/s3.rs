@@ -731,11 +731,7 @@ fn content_meta(h: &HeaderMap) -> (String, BTreeMap<String, String>) {
 /// Streams the request body into a temp blob, checking it against the
 /// signed SHA-256 and any `Content-MD5`.
 async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Result<Blob, S3Error> {
-    let content_md5 = req
-        .headers()
-        .get("content-md5")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_md5 = content_md5(req.headers());
     let s2 = store.clone();
     let mut w = blocking(move || s2.writer_md5_only()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
@@ -800,33 +796,56 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
             format!("the request body ended early: {e}"),
         ));
     }
-    if let (Some(claimed), Some(h)) = (&caller.body_sha256, hasher) {
-        let ours = h.await.map_err(|e| {
+    let sha256 = match hasher {
+        Some(h) => Some(h.await.map_err(|e| {
             err(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
                 e.to_string(),
             )
-        })?;
-        if ours != *claimed {
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                "XAmzContentSHA256Mismatch",
-                "the body's SHA-256 does not match x-amz-content-sha256",
-            ));
-        }
-    }
-    if let Some(md5) = content_md5 {
-        let ours = base64::engine::general_purpose::STANDARD.encode(blob.md5);
-        if md5.trim() != ours {
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                "BadDigest",
-                "the Content-MD5 you specified did not match what was received",
-            ));
-        }
-    }
+        })?),
+        None => None,
+    };
+    check_digests(caller, content_md5.as_deref(), sha256.as_deref(), || {
+        blob.md5
+    })?;
     Ok(blob)
+}
+
+fn content_md5(h: &HeaderMap) -> Option<String> {
+    h.get("content-md5")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Checks a received body: its SHA-256 (`sha256`, hex, computed when the
+/// client signed one) against `x-amz-content-sha256`, and its MD5 against
+/// any `Content-MD5`.
+fn check_digests(
+    caller: &Caller,
+    content_md5: Option<&str>,
+    sha256: Option<&str>,
+    md5: impl FnOnce() -> [u8; 16],
+) -> Result<(), S3Error> {
+    if let (Some(claimed), Some(ours)) = (&caller.body_sha256, sha256)
+        && ours != claimed
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "XAmzContentSHA256Mismatch",
+            "the body's SHA-256 does not match x-amz-content-sha256",
+        ));
+    }
+    if let Some(given) = content_md5
+        && given.trim() != base64::engine::general_purpose::STANDARD.encode(md5())
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            "the Content-MD5 you specified did not match what was received",
+        ));
+    }
+    Ok(())
 }
 
 /// A small body (XML requests), checked like a streamed one, as text.
@@ -842,35 +861,18 @@ async fn small_text(req: Request, caller: &Caller) -> Result<String, S3Error> {
 
 /// A small body, checked against the signed SHA-256 and any Content-MD5.
 async fn small_body(req: Request, caller: &Caller) -> Result<Vec<u8>, S3Error> {
-    let md5 = req
-        .headers()
-        .get("content-md5")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let md5 = content_md5(req.headers());
     let bytes = axum::body::to_bytes(req.into_body(), 16 << 20)
         .await
         .map_err(|e| err(StatusCode::BAD_REQUEST, "IncompleteBody", e.to_string()))?;
-    if let Some(claimed) = &caller.body_sha256 {
-        let ours = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
-        if ours != *claimed {
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                "XAmzContentSHA256Mismatch",
-                "the body's SHA-256 does not match x-amz-content-sha256",
-            ));
-        }
-    }
-    if let Some(md5) = md5 {
+    let sha256 = caller
+        .body_sha256
+        .as_ref()
+        .map(|_| hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)));
+    check_digests(caller, md5.as_deref(), sha256.as_deref(), || {
         use md5::Digest as _;
-        let ours = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&bytes));
-        if md5.trim() != ours {
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                "BadDigest",
-                "the Content-MD5 you specified did not match what was received",
-            ));
-        }
-    }
+        md5::Md5::digest(&bytes).into()
+    })?;
     Ok(bytes.to_vec())
 }
 

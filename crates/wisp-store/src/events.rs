@@ -154,15 +154,9 @@ fn insert_delivery(tx: &Connection, d: &Delivery) -> Result<(), StoreError> {
 
 impl SqliteEvents {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
         // FULL: a commit is fsynced, so an accepted event survives an OS
         // crash too. Group commit makes that one fsync per batch.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = crate::sqlite::open_wal(path, "FULL", SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

@@ -34,13 +34,7 @@ pub struct SqliteKv {
 
 impl SqliteKv {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = crate::sqlite::open_wal(path, "NORMAL", SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

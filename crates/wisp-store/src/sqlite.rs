@@ -20,6 +20,23 @@ pub(crate) fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
+/// Opens a database file in WAL mode with `synchronous` as given, a busy
+/// timeout, and `schema` applied.
+pub(crate) fn open_wal(
+    path: &Path,
+    synchronous: &str,
+    schema: &str,
+) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db)?;
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(db)?;
+    conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
+    conn.execute_batch(schema).map_err(db)?;
+    Ok(conn)
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS functions (
     namespace TEXT NOT NULL,
@@ -76,15 +93,9 @@ CREATE INDEX IF NOT EXISTS activations_event ON activations (event_id) WHERE eve
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
         // NORMAL in WAL mode: a commit survives a process crash; only an OS
         // crash may lose the last transactions. Deploys use FULL explicitly.
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = open_wal(path, "NORMAL", SCHEMA)?;
         let has_event_columns: bool = conn
             .query_row(
                 "SELECT COUNT(*) FROM pragma_table_info('activations') WHERE name = 'delivery_id'",
