@@ -5,6 +5,7 @@ use crate::run::Prepared;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
@@ -67,6 +68,7 @@ pub enum DeployError {
 
 struct Inner {
     engine: Engine,
+    ticker: Arc<Ticker>,
     linker: Linker<Host>,
     config: EngineConfig,
     cache_dir: PathBuf,
@@ -77,6 +79,65 @@ struct Inner {
     kv: std::sync::OnceLock<wisp_kv::Kv>,
     /// The node's object store, for outbound requests to its S3 endpoint.
     objects: std::sync::OnceLock<crate::host::ObjectsEndpoint>,
+}
+
+/// Advances the engine's epoch every tick while a guest runs (deadlines
+/// and fair yielding need it) and sleeps while none does, so an idle node
+/// does not wake up hundreds of times a second.
+pub(crate) struct Ticker {
+    running: AtomicUsize,
+    thread: std::thread::Thread,
+}
+
+impl Ticker {
+    fn start(engine: &Engine, tick: Duration) -> anyhow::Result<Arc<Self>> {
+        let weak = engine.weak();
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Ticker>>();
+        let handle = std::thread::Builder::new()
+            .name("wisp-epoch".into())
+            .spawn(move || {
+                let Ok(me) = rx.recv() else { return };
+                drop(rx);
+                loop {
+                    if me.running.load(Ordering::Acquire) == 0 {
+                        // Woken by `enter`; the timeout only notices a
+                        // dropped engine.
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        if weak.upgrade().is_none() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                    std::thread::sleep(tick);
+                }
+            })?;
+        let me = Arc::new(Ticker {
+            running: AtomicUsize::new(0),
+            thread: handle.thread().clone(),
+        });
+        let _ = tx.send(me.clone());
+        Ok(me)
+    }
+
+    /// Marks a guest as running until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> TickerGuard {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        TickerGuard(self.clone())
+    }
+}
+
+pub(crate) struct TickerGuard(Arc<Ticker>);
+
+impl Drop for TickerGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The node's WebAssembly engine. Cheap to clone.
@@ -133,20 +194,11 @@ impl WasmEngine {
         let cache_dir = config.cache_dir.join(format!("{:016x}", h.finish()));
         std::fs::create_dir_all(&cache_dir)?;
 
-        let ticker = engine.weak();
-        let tick = config.epoch_tick;
-        std::thread::Builder::new()
-            .name("wisp-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(tick);
-                }
-            })?;
+        let ticker = Ticker::start(&engine, config.epoch_tick)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
+                ticker,
                 linker,
                 config,
                 cache_dir,
@@ -317,7 +369,7 @@ impl WasmEngine {
             function: Some(name.to_string()),
         };
         Ok(Prepared::new(
-            self.inner.engine.clone(),
+            (self.inner.engine.clone(), self.inner.ticker.clone()),
             component,
             pre,
             spec,

@@ -36,6 +36,7 @@ struct Instance {
 
 pub struct Prepared {
     engine: Engine,
+    ticker: Arc<crate::engine::Ticker>,
     /// Idle instances for reuse (only with `instance_reuse` > 1).
     idle: Mutex<Vec<Instance>>,
     /// Keeps the shared component alive while this function is loaded.
@@ -83,7 +84,7 @@ fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
 
 impl Prepared {
     pub(crate) fn new(
-        engine: Engine,
+        (engine, ticker): (Engine, Arc<crate::engine::Ticker>),
         component: Arc<Component>,
         pre: ProxyPre<Host>,
         spec: FunctionSpec,
@@ -98,6 +99,7 @@ impl Prepared {
             .collect();
         Self {
             engine,
+            ticker,
             idle: Mutex::new(Vec::new()),
             _component: component,
             pre,
@@ -251,6 +253,7 @@ impl Prepared {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let started = Instant::now();
+        let _ticking = self.ticker.enter();
         let mut inst = self.instance();
         inst.store.data_mut().deadline = started + timeout;
         inst.store.data_mut().limiter.hit = false;
