@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// limits, own IPC/UTS namespaces; it needs root)
     #[arg(long)]
     no_process_sandbox: bool,
+    /// Python interpreters kept started ahead of demand for process
+    /// functions run as `python3 -m MODULE` (per interpreter), so a cold
+    /// start skips the interpreter's start-up; 0 turns them off
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    prestart_runtimes: usize,
     /// How long an Idempotency-Key is remembered
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     idempotency_window: Duration,
@@ -174,6 +179,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             max_log_bytes: 64 * 1024,
             sandbox: !a.no_process_sandbox,
             hide: vec![dir.clone()],
+            prestart: a.prestart_runtimes,
         },
     };
     let events = Arc::new(

@@ -22,7 +22,9 @@ fn bundle(dir: &Path, tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
     let src = dir.join(format!("src-{tag}"));
     std::fs::create_dir_all(&src).unwrap();
     for (name, text) in files {
-        std::fs::write(src.join(name), text).unwrap();
+        let path = src.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
     let zip = dir.join(format!("{tag}.zip"));
     let script = "import os, sys, zipfile\nz = zipfile.ZipFile(sys.argv[3], 'w', zipfile.ZIP_DEFLATED)\nfor root in sys.argv[1:3]:\n    for d, _, fs in os.walk(root):\n        for f in fs:\n            p = os.path.join(d, f)\n            z.write(p, os.path.relpath(p, root))\nz.close()";
@@ -42,7 +44,10 @@ fn bundle(dir: &Path, tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
 const COMMAND: &str = "/usr/bin/python3 -m awslambdaric";
 
 const APP: &str = r#"
-import json, os, sys, time
+import json, os, sys, time, uuid
+
+# One per process: tells processes apart from outside.
+PROCESS = uuid.uuid4().hex
 
 def handler(event, context):
     print("event", json.dumps(event, sort_keys=True)[:300])
@@ -115,6 +120,10 @@ def handler(event, context):
                 "remaining_ms": context.get_remaining_time_in_millis(),
                 "request_id": context.aws_request_id,
                 "greeting": os.environ.get("GREETING"),
+                "process": PROCESS,
+                "cmdline": open("/proc/self/cmdline", "rb").read().decode(errors="replace").split("\0"),
+                "argv": sys.argv,
+                "cgroup": open("/proc/self/cgroup").read(),
             }),
         }
     # Not HTTP: a Lambda Invoke API payload, an async invocation or a CloudEvent.
@@ -385,6 +394,22 @@ print(json.dumps({"status": r["StatusCode"], "id": r["ResponseMetadata"]["Reques
     }
 }
 
+/// Cgroups of the function named `function` (namespace `default`) on this
+/// machine, when the node sandboxes its processes.
+fn cgroups_of(function: &str) -> usize {
+    ["/sys/fs/cgroup/pids/wisp", "/sys/fs/cgroup/wisp"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("default-{function}-"))
+        })
+        .count()
+}
+
 fn processes_of(handler: &str) -> usize {
     let o = std::process::Command::new("pgrep")
         .args(["-f", handler])
@@ -420,17 +445,21 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
         .map(|_| tokio::spawn(node.get("/fn/scale/sleep/1500").send()))
         .collect();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let running = processes_of(&handler);
     let metrics = node.metrics().await;
     assert!(
         metrics.contains(r#"wisp_function_processes{namespace="default",function="scale"} 10"#),
         "{metrics}"
     );
+    let mut seen = std::collections::HashSet::new();
     for c in calls {
-        assert_eq!(c.await.unwrap().unwrap().status(), 201);
+        let r = c.await.unwrap().unwrap();
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        seen.insert(body["process"].as_str().unwrap().to_string());
     }
     assert_eq!(
-        running, 10,
+        seen.len(),
+        10,
         "10 parallel slow invocations should run in 10 processes"
     );
     assert!(
@@ -440,9 +469,18 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
     );
     let acts = node.activations("scale", 10).await;
     assert_eq!(acts.iter().filter(|a| a["cold"] == true).count(), 10);
-    // After the idle period the pool is back to zero.
+    // After the idle period the pool is back to zero: the node says so,
+    // and no process of the function is left on the machine (processes
+    // from prestarted interpreters do not carry the handler in their
+    // command line, but in their cgroup's name).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while processes_of(&handler) > 0 {
+    while processes_of(&handler) > 0
+        || cgroups_of("scale") > 0
+        || node.metrics().await.lines().any(|l| {
+            l.starts_with(r#"wisp_function_processes{namespace="default",function="scale"}"#)
+                && !l.ends_with(" 0")
+        })
+    {
         assert!(
             Instant::now() < deadline,
             "processes still running after the idle period"
@@ -455,6 +493,139 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
         node.get("/fn/scale/after").send().await.unwrap().status(),
         201
     );
+}
+
+#[tokio::test]
+async fn cold_starts_take_prestarted_interpreters_into_the_same_sandbox() {
+    let node = Node::fresh("process-stem", &["--idle-evict", "1s"]);
+    let extra = "VALUE = 'found on PYTHONPATH'\n";
+    let app = format!(
+        "{APP}\nimport extra\n_plain = handler\ndef handler(event, context):\n    r = _plain(event, context)\n    if isinstance(r, dict) and r.get('statusCode') == 201:\n        b = json.loads(r['body'])\n        b['extra'] = extra.VALUE\n        r['body'] = json.dumps(b)\n    return r\n"
+    );
+    let zip = bundle(
+        &node.dir,
+        "stem",
+        &[("app.py", &app), ("lib/extra.py", extra)],
+    );
+    let o = node.cli(&[
+        "deploy",
+        "stemmed",
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "app.handler",
+        "--command",
+        COMMAND,
+        "--memory",
+        "96",
+        "--env",
+        "GREETING=hi",
+        "--env",
+        "PYTHONPATH=/var/task/lib",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    // Cold starts until one is served by a prestarted interpreter (the
+    // first may come before one is ready): the process idles out between.
+    let mut bodies: Vec<Value> = Vec::new();
+    for _ in 0..4 {
+        let r = node.get("/fn/stemmed/hello?a=1").send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        let prestarted = body["cmdline"].as_array().unwrap()[1] == "-c";
+        bodies.push(body);
+        if prestarted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let b = bodies.last().unwrap();
+    assert_eq!(
+        b["cmdline"].as_array().unwrap()[1],
+        "-c",
+        "no cold start was served by a prestarted interpreter: {bodies:#?}"
+    );
+    // What the function sees is what a freshly started process sees.
+    assert_eq!(b["function"], "stemmed");
+    assert_eq!(b["memory"], "96");
+    assert_eq!(b["handler"], "app.handler");
+    assert_eq!(b["greeting"], "hi");
+    assert_eq!(b["extra"], "found on PYTHONPATH");
+    assert_eq!(b["task_root"], true, "its working directory is /var/task");
+    assert_eq!(b["query"]["a"], "1");
+    assert_eq!(
+        b["argv"],
+        json!(["/var/task/awslambdaric/__main__.py", "app.handler"]),
+        "sys.argv as under `python3 -m awslambdaric app.handler`"
+    );
+    // Its cgroups carry the function's name and its memory limit.
+    let cgroup = b["cgroup"].as_str().unwrap();
+    assert!(cgroup.contains("/wisp/default-stemmed-1-"), "{cgroup}");
+    let rel = cgroup
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            (ctl == "memory" || ctl.is_empty()).then(|| (ctl.to_string(), path.to_string()))
+        })
+        .unwrap();
+    let limit = match rel.0.as_str() {
+        "memory" => std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory{}/memory.limit_in_bytes",
+            rel.1
+        )),
+        _ => std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.max", rel.1)),
+    };
+    assert_eq!(limit.unwrap().trim(), (96u64 << 20).to_string());
+    // The sandbox holds as for any process (this warm process is the
+    // prestarted one).
+    let data = node.dir.canonicalize().unwrap();
+    let port = node.url.rsplit(':').next().unwrap().to_string();
+    let probe = format!("probe?data={}&port={port}", data.display());
+    let r = node
+        .get(&format!("/fn/stemmed/{probe}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["uid"], 65534, "{p}");
+    assert_eq!(p["cwd"], "/var/task", "{p}");
+    assert!(
+        p["data_dir_entries"].is_null() || p["data_dir_entries"] == json!([]),
+        "the data dir is visible: {p}"
+    );
+    assert_eq!(p["read_admin_token"], false, "{p}");
+    assert_eq!(p["write_root"], false, "{p}");
+    assert_eq!(p["write_code"], false, "{p}");
+    assert_eq!(p["tmp_entries"], json!(["mine"]), "{p}");
+    assert!(
+        p["pids"].as_array().unwrap().len() <= 3,
+        "other processes are visible: {p}"
+    );
+    assert_eq!(p["read_shadow"], false, "{p}");
+    assert_eq!(p["reach_node"], false, "{p}");
+    // Over its memory limit it is stopped like any process.
+    let r = node.get("/fn/stemmed/hog").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let act = r.headers()["x-wisp-activation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut a = Value::Null;
+    for _ in 0..50 {
+        if let Ok(r) = node
+            .api(Method::GET, &format!("/v1/activations/{act}"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            a = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a["outcome"], "memory_limit", "{a}");
 }
 
 #[tokio::test]

@@ -50,6 +50,7 @@ impl Default for EngineSettings {
                 max_log_bytes: 64 * 1024,
                 sandbox: false,
                 hide: Vec::new(),
+                prestart: 0,
             },
         }
     }

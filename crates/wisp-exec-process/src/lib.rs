@@ -17,6 +17,7 @@ mod runtime_api;
 mod sandbox;
 pub mod shape;
 mod spawner;
+mod stem;
 
 pub use bundle::kind as bundle_kind;
 
@@ -25,7 +26,7 @@ use runtime_api::{ApiState, Invocation, Outcome as ApiOutcome};
 use shape::Shape;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -62,6 +63,9 @@ pub struct ProcessConfig {
     pub sandbox: bool,
     /// Directories sandboxed processes must not see (the data dir).
     pub hide: Vec<PathBuf>,
+    /// Interpreters kept started, ahead of demand, per runtime command
+    /// that can use them (`python3 -m MODULE`); 0 turns them off.
+    pub prestart: usize,
 }
 
 /// What a process function is, as the pool needs it.
@@ -87,6 +91,7 @@ pub struct ProcessSpec {
 pub struct ProcessRuntime {
     cfg: Arc<ProcessConfig>,
     sandbox: Option<Arc<sandbox::Sandbox>>,
+    stems: Arc<stem::Stems>,
 }
 
 impl ProcessRuntime {
@@ -102,8 +107,10 @@ impl ProcessRuntime {
         } else {
             None
         };
+        let cfg = Arc::new(cfg);
         Self {
-            cfg: Arc::new(cfg),
+            stems: stem::Stems::new(cfg.clone(), sandbox.clone()),
+            cfg,
             sandbox,
         }
     }
@@ -167,6 +174,13 @@ impl ProcessRuntime {
                 vec![b.to_string_lossy().into_owned()]
             }
         };
+        let python = stem::PythonLaunch::of(&argv, &spec.env);
+        if let Some(p) = &python {
+            self.stems.want(stem::Key {
+                program: p.program.clone(),
+                isolate_net: self.sandbox.is_some() && !spec.network,
+            });
+        }
         Ok(Arc::new(ProcessPool {
             cfg: self.cfg.clone(),
             sandbox: self.sandbox.clone(),
@@ -175,6 +189,8 @@ impl ProcessRuntime {
             argv,
             idle: Mutex::new(Vec::new()),
             processes: Arc::new(AtomicUsize::new(0)),
+            python,
+            stems: self.stems.clone(),
         }))
     }
 }
@@ -198,28 +214,52 @@ struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // The whole process group (setsid at start): children die too.
-        // SAFETY: signalling a process group this pool started.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-        }
         self.server.abort();
         self.processes.fetch_sub(1, Ordering::Relaxed);
-        if let Some(cell) = self.cell.take() {
-            // The group needs a moment to exit before its cgroups can go.
-            let remove = move || cell.remove();
-            match tokio::runtime::Handle::try_current() {
-                Ok(h) => {
-                    h.spawn_blocking(remove);
-                }
-                Err(_) => {
-                    let _ = std::thread::Builder::new()
-                        .name("wisp-cell-cleanup".into())
-                        .spawn(remove);
-                }
+        reap(self.pid, self.cell.take());
+    }
+}
+
+/// Kills a process group this executor started (setsid at start: its
+/// children die too) and removes its cell once it is gone.
+fn reap(pid: i32, cell: Option<sandbox::Cell>) {
+    if pid > 0 {
+        // SAFETY: signalling a process group this executor started.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    if let Some(cell) = cell {
+        // The group needs a moment to exit before its cgroups can go.
+        let remove = move || cell.remove();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(remove);
+            }
+            Err(_) => {
+                let _ = std::thread::Builder::new()
+                    .name("wisp-cell-cleanup".into())
+                    .spawn(remove);
             }
         }
     }
+}
+
+/// What every process starts with: a cleared environment plus these.
+fn base_env(tmp: &str) -> Vec<(String, String)> {
+    [
+        (
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        ("LANG", "C.UTF-8".into()),
+        ("TZ", ":UTC".into()),
+        ("TMPDIR", tmp.to_string()),
+        ("HOME", tmp.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The processes of one function version.
@@ -231,6 +271,9 @@ pub struct ProcessPool {
     argv: Vec<String>,
     idle: Mutex<Vec<Worker>>,
     processes: Arc<AtomicUsize>,
+    /// How to start it from a prestarted interpreter, when it can be.
+    python: Option<stem::PythonLaunch>,
+    stems: Arc<stem::Stems>,
 }
 
 /// The result of one invocation.
@@ -257,12 +300,57 @@ impl ProcessPool {
         self.processes.load(Ordering::Relaxed)
     }
 
+    /// The environment a process of this function starts with (the
+    /// Runtime API's address is added by whoever opens its listener).
+    fn env(&self, n: u64, tmp: &Path) -> Vec<(String, String)> {
+        let s = &self.spec;
+        let task_root = self.task_root().to_string_lossy().into_owned();
+        let tmp = tmp.to_string_lossy().into_owned();
+        let mut env: Vec<(String, String)> = base_env(&tmp);
+        env.extend(
+            [
+                ("AWS_LAMBDA_FUNCTION_NAME", s.name.clone()),
+                ("AWS_LAMBDA_FUNCTION_VERSION", s.version.to_string()),
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", s.memory_mb.to_string()),
+                (
+                    "AWS_LAMBDA_LOG_GROUP_NAME",
+                    format!("/wisp/{}/{}", s.namespace, s.name),
+                ),
+                ("AWS_LAMBDA_LOG_STREAM_NAME", format!("{}-{n}", s.version)),
+                ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+                ("AWS_EXECUTION_ENV", "AWS_Lambda_wisp".into()),
+                ("AWS_REGION", "us-east-1".into()),
+                ("AWS_DEFAULT_REGION", "us-east-1".into()),
+                ("LAMBDA_TASK_ROOT", task_root.clone()),
+                ("LAMBDA_RUNTIME_DIR", task_root),
+                ("_HANDLER", s.handler.clone().unwrap_or_default()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        env.extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
     async fn spawn(&self) -> Result<Worker, ProcessError> {
         // Unique across pools of this node: cells of a dropped pool may
         // still be being removed when a new pool starts.
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let n = stem::next_id();
         let s = &self.spec;
+        let isolate_net = self.sandbox.is_some() && !s.network;
+        if let Some(launch) = &self.python {
+            let key = stem::Key {
+                program: launch.program.clone(),
+                isolate_net,
+            };
+            if let Some(stem) = self.stems.take(&key) {
+                match self.adopt(stem, launch, n).await {
+                    Ok(w) => return Ok(w),
+                    Err(e) => {
+                        tracing::warn!(function = %s.name, error = %e, "could not use a prestarted interpreter; starting a new process");
+                    }
+                }
+            }
+        }
         // Inside the sandbox the code is at /var/task.
         let program = match (
             &self.sandbox,
@@ -272,34 +360,6 @@ impl ProcessPool {
             _ => PathBuf::from(&self.argv[0]),
         };
         let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&self.argv[1..])
-            .current_dir(&self.code_dir)
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .env("LANG", "C.UTF-8")
-            .env("TZ", ":UTC")
-            .env("AWS_LAMBDA_FUNCTION_NAME", &s.name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", s.version.to_string())
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", s.memory_mb.to_string())
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/wisp/{}/{}", s.namespace, s.name),
-            )
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("{}-{n}", s.version))
-            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-            .env("AWS_EXECUTION_ENV", "AWS_Lambda_wisp")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("LAMBDA_TASK_ROOT", self.task_root())
-            .env("LAMBDA_RUNTIME_DIR", self.task_root())
-            .env("_HANDLER", s.handler.as_deref().unwrap_or(""))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
         let t_cell = Instant::now();
         let cell = match &self.sandbox {
             Some(sb) => Some(
@@ -330,17 +390,25 @@ impl ProcessPool {
                 t
             }
         };
-        cmd.env("TMPDIR", &tmp).env("HOME", &tmp);
-        for (k, v) in &s.env {
-            cmd.env(k, v);
-        }
-        sandbox::prepare(&mut cmd, cell.as_ref(), &self.code_dir, &self.cfg.hide);
+        cmd.args(&self.argv[1..])
+            .current_dir(&self.code_dir)
+            .env_clear()
+            .envs(self.env(n, &tmp))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        sandbox::prepare(
+            &mut cmd,
+            cell.as_ref(),
+            Some(&self.code_dir),
+            &self.cfg.hide,
+        );
         let t_spawn = Instant::now();
         // Spawning waits until the program is exec'd, after the sandbox's
         // namespaces and mounts are set up: on the spawner thread, not on
         // a runtime thread, where it would hold up other requests.
-        let isolate_net = self.sandbox.is_some() && !s.network;
-        let (mut child, listener) = spawner::spawn(cmd, isolate_net)
+        let (child, listener) = spawner::spawn(cmd, isolate_net)
             .await
             .map_err(|e| ProcessError::Spawn(format!("{}: {e}", self.argv[0])))?;
         tracing::debug!(
@@ -349,6 +417,90 @@ impl ProcessPool {
             spawn_us = t_spawn.elapsed().as_micros() as u64,
             "process started"
         );
+        self.worker(child, listener, cell)
+    }
+
+    /// Makes a prestarted interpreter this function's process: the
+    /// function's limits on its cell, its code mounted at `/var/task`, and
+    /// its environment and module sent to the waiting interpreter.
+    async fn adopt(
+        &self,
+        mut stem: stem::Stem,
+        launch: &stem::PythonLaunch,
+        n: u64,
+    ) -> Result<Worker, ProcessError> {
+        let t = Instant::now();
+        let pid = stem.child().id().unwrap_or(0);
+        let cell = stem.cell.take();
+        let (memory_mb, code_dir) = (self.spec.memory_mb, self.code_dir.clone());
+        let s = &self.spec;
+        let name = format!(
+            "{}-{}-{}-{n}-{}",
+            s.namespace,
+            s.name,
+            s.version,
+            std::process::id()
+        );
+        let cell = tokio::task::spawn_blocking(move || {
+            let mut cell = cell;
+            if let Some(c) = &mut cell {
+                let ready = c
+                    .set_limits(memory_mb)
+                    .and_then(|()| sandbox::inject_code(pid, &code_dir))
+                    .and_then(|()| c.rename(&name));
+                if let Err(e) = ready {
+                    reap(pid as i32, cell);
+                    return Err(e);
+                }
+            }
+            Ok::<_, String>(cell)
+        })
+        .await
+        .map_err(|e| ProcessError::Spawn(e.to_string()))?
+        .map_err(|e| ProcessError::Spawn(format!("sandbox: {e}")))?;
+        let tmp = match &cell {
+            Some(_) => PathBuf::from("/tmp"),
+            None => stem.tmp.clone(),
+        };
+        let mut env = self.env(n, &tmp);
+        env.push((
+            "AWS_LAMBDA_RUNTIME_API".into(),
+            stem.listener()
+                .local_addr()
+                .map_err(|e| ProcessError::Spawn(e.to_string()))?
+                .to_string(),
+        ));
+        let args: Vec<&String> = self.argv.iter().skip(3).collect();
+        let config = serde_json::json!({
+            "cwd": self.task_root(),
+            "env": env.into_iter().collect::<BTreeMap<_, _>>(),
+            "module": launch.module,
+            "args": args,
+        });
+        let mut stdin = stem
+            .child()
+            .stdin
+            .take()
+            .ok_or_else(|| ProcessError::Spawn("the interpreter's stdin is gone".into()))?;
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(config.to_string().as_bytes())
+            .await
+            .map_err(|e| ProcessError::Spawn(format!("handing over to the interpreter: {e}")))?;
+        drop(stdin);
+        tracing::debug!(function = %self.spec.name, adopt_us = t.elapsed().as_micros() as u64, "prestarted interpreter adopted");
+        let (child, listener) = stem.into_parts();
+        self.worker(child, listener, cell)
+    }
+
+    /// A started process, with its output read into its log buffer and
+    /// its Runtime API served.
+    fn worker(
+        &self,
+        mut child: tokio::process::Child,
+        listener: std::net::TcpListener,
+        cell: Option<sandbox::Cell>,
+    ) -> Result<Worker, ProcessError> {
         let listener = listener
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpListener::from_std(listener))

@@ -29,6 +29,7 @@
 //! CPU time is shared by weight, not capped.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Processes (and threads) one function process may have at once.
@@ -56,6 +57,7 @@ pub struct Cell {
     dirs: Vec<PathBuf>,
     procs: Vec<CString>,
     memory_dir: PathBuf,
+    cpu_dir: Option<PathBuf>,
     v2: bool,
     pub tmp: PathBuf,
 }
@@ -96,6 +98,7 @@ impl Sandbox {
             let d = PathBuf::from("/sys/fs/cgroup/cpu/wisp");
             std::fs::create_dir_all(&d).is_ok().then_some(d)
         };
+        fast_cgroup_moves(v2);
         let sb = Self {
             memory,
             pids,
@@ -136,45 +139,30 @@ impl Sandbox {
         }
     }
 
+    /// A new cell: its cgroups (with `memory_mb`'s limits) and private
+    /// `/tmp` directory.
     pub fn cell(&self, name: &str, memory_mb: u32) -> Result<Cell, String> {
-        let bytes = (memory_mb as u64) << 20;
-        let write = |p: PathBuf, v: String| {
-            std::fs::write(&p, v).map_err(|e| format!("writing {}: {e}", p.display()))
-        };
         let mut dirs = Vec::new();
         let mem = self.memory.join(name);
         std::fs::create_dir_all(&mem).map_err(|e| format!("creating {}: {e}", mem.display()))?;
         dirs.push(mem.clone());
         if self.v2 {
-            write(mem.join("memory.max"), bytes.to_string())?;
-            let _ = write(mem.join("memory.swap.max"), "0".into());
             write(mem.join("pids.max"), PIDS_MAX.to_string())?;
         } else {
-            write(mem.join("memory.limit_in_bytes"), bytes.to_string())?;
-            // No swapping around the limit, where the kernel allows it.
-            let _ = write(mem.join("memory.memsw.limit_in_bytes"), bytes.to_string());
-            let _ = write(mem.join("memory.swappiness"), "0".into());
             let pids = self.pids.join(name);
             std::fs::create_dir_all(&pids)
                 .map_err(|e| format!("creating {}: {e}", pids.display()))?;
             write(pids.join("pids.max"), PIDS_MAX.to_string())?;
             dirs.push(pids);
         }
-        // CPU in proportion to memory, as on Lambda (1,769 MB = one vCPU):
-        // a 128 MB function gets 1/14 of a core's weight when the CPU is
-        // contended, and the node's own threads (weight 1,024) come first.
+        let mut cpu = None;
         match &self.cpu {
-            Some(_) if self.v2 => {
-                let weight = (memory_mb as u64 * 100 / 1769).clamp(1, 10_000);
-                let _ = write(mem.join("cpu.weight"), weight.to_string());
-            }
+            Some(_) if self.v2 => cpu = Some(mem.clone()),
             Some(root) => {
-                let shares = (memory_mb as u64 * 1024 / 1769).clamp(2, 262_144);
-                let cpu = root.join(name);
-                if std::fs::create_dir_all(&cpu).is_ok()
-                    && write(cpu.join("cpu.shares"), shares.to_string()).is_ok()
-                {
-                    dirs.push(cpu);
+                let d = root.join(name);
+                if std::fs::create_dir_all(&d).is_ok() {
+                    dirs.push(d.clone());
+                    cpu = Some(d);
                 }
             }
             None => {}
@@ -185,17 +173,89 @@ impl Sandbox {
             .collect();
         let tmp = self.work_root.join(name);
         std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-        Ok(Cell {
+        let cell = Cell {
             dirs,
             procs,
             memory_dir: mem,
+            cpu_dir: cpu,
             v2: self.v2,
             tmp,
-        })
+        };
+        cell.set_limits(memory_mb)?;
+        Ok(cell)
     }
 }
 
+fn write(p: PathBuf, v: String) -> Result<(), String> {
+    std::fs::write(&p, v).map_err(|e| format!("writing {}: {e}", p.display()))
+}
+
 impl Cell {
+    /// Renames the cell's cgroups (a stem cell taken by a function gets
+    /// the function's name, so operators see whose it is).
+    pub fn rename(&mut self, name: &str) -> Result<(), String> {
+        for d in self.dirs.iter_mut() {
+            let to = d.with_file_name(name);
+            std::fs::rename(&*d, &to)
+                .map_err(|e| format!("renaming {} to {}: {e}", d.display(), to.display()))?;
+            if self.memory_dir == *d {
+                self.memory_dir = to.clone();
+            }
+            if self.cpu_dir.as_ref() == Some(d) {
+                self.cpu_dir = Some(to.clone());
+            }
+            *d = to;
+        }
+        self.procs = self
+            .dirs
+            .iter()
+            .filter_map(|d| CString::new(d.join("cgroup.procs").to_string_lossy().as_bytes()).ok())
+            .collect();
+        Ok(())
+    }
+
+    /// Sets the memory limit, and the CPU weight that goes with it. Fails
+    /// when the cell already uses more than the new limit.
+    pub fn set_limits(&self, memory_mb: u32) -> Result<(), String> {
+        let bytes = (memory_mb as u64) << 20;
+        let mem = &self.memory_dir;
+        if self.v2 {
+            write(mem.join("memory.max"), bytes.to_string())?;
+            let _ = write(mem.join("memory.swap.max"), "0".into());
+        } else {
+            // memsw (memory + swap) must stay >= the memory limit: order
+            // the two writes so that holds whether the limit grows or
+            // shrinks. No swapping around the limit, where the kernel
+            // allows it.
+            let memsw = mem.join("memory.memsw.limit_in_bytes");
+            let raise = std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|old| bytes > old);
+            if raise {
+                let _ = write(memsw.clone(), bytes.to_string());
+            }
+            write(mem.join("memory.limit_in_bytes"), bytes.to_string())?;
+            if !raise {
+                let _ = write(memsw, bytes.to_string());
+            }
+            let _ = write(mem.join("memory.swappiness"), "0".into());
+        }
+        // CPU in proportion to memory, as on Lambda (1,769 MB = one vCPU):
+        // a 128 MB function gets 1/14 of a core's weight when the CPU is
+        // contended, and the node's own threads (weight 1,024) come first.
+        if let Some(cpu) = &self.cpu_dir {
+            if self.v2 {
+                let weight = (memory_mb as u64 * 100 / 1769).clamp(1, 10_000);
+                let _ = write(cpu.join("cpu.weight"), weight.to_string());
+            } else {
+                let shares = (memory_mb as u64 * 1024 / 1769).clamp(2, 262_144);
+                let _ = write(cpu.join("cpu.shares"), shares.to_string());
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the kernel killed the cell's processes for memory.
     pub fn oom_killed(&self) -> bool {
         let (file, key) = if self.v2 {
@@ -233,6 +293,54 @@ impl Cell {
     }
 }
 
+/// Where the node mounts the empty cgroup hierarchy that turns on
+/// `favordynmods` (see [`fast_cgroup_moves`]).
+const FAVOR_DYNMODS_MOUNT: &str = "/run/wisp/cgroup-favordynmods";
+
+/// Makes moving a process into its cgroup cheap. Every move takes the
+/// kernel's global cgroup threadgroup lock for writing, and without
+/// `favordynmods` that waits for an RCU grace period whenever the lock was
+/// not taken recently: 15-20 ms of each cold start on an idle node. The
+/// option is global to the lock, so mounting one empty named v1 hierarchy
+/// (no controllers) with it is enough; it stays mounted for later nodes.
+/// The price is a slightly slower fork and exit node-wide, which is what
+/// the kernel documents the option for. Best effort: without it, cold
+/// starts are slower, nothing else changes.
+fn fast_cgroup_moves(v2: bool) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.contains(" - cgroup") && l.contains("favordynmods"))
+    {
+        return;
+    }
+    let dir = Path::new(FAVOR_DYNMODS_MOUNT);
+    let _ = std::fs::create_dir_all(dir);
+    let (src, target) = (cs("cgroup"), c(dir));
+    let opts = cs("none,name=wisp,favordynmods");
+    // SAFETY: plain mount(2) with NUL-terminated strings that outlive it.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            opts.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        let err = std::io::Error::last_os_error();
+        let hint = if v2 {
+            "; `mount -o remount,favordynmods /sys/fs/cgroup` does the same on cgroup v2"
+        } else {
+            ""
+        };
+        tracing::info!(
+            "could not mount a cgroup hierarchy with favordynmods at {FAVOR_DYNMODS_MOUNT} ({err}): each sandboxed cold start may wait 15-20 ms for the kernel{hint}"
+        );
+    }
+}
+
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
 }
@@ -244,7 +352,7 @@ fn cs(s: &str) -> CString {
 /// Everything the child needs, made before fork (no allocation after it).
 struct Plan {
     procs: Vec<CString>,
-    code: CString,
+    code: Option<CString>,
     task: CString,
     hide: Vec<CString>,
     root: CString,
@@ -263,12 +371,12 @@ struct Plan {
 pub fn prepare(
     cmd: &mut tokio::process::Command,
     cell: Option<&Cell>,
-    code_dir: &Path,
+    code_dir: Option<&Path>,
     hide: &[PathBuf],
 ) {
     let plan = cell.map(|cell| Plan {
         procs: cell.procs.clone(),
-        code: c(code_dir),
+        code: code_dir.map(c),
         task: cs(TASK_ROOT),
         hide: hide.iter().map(|p| c(p)).collect(),
         root: cs("/"),
@@ -350,24 +458,27 @@ pub fn prepare(
                 libc::MS_REC | libc::MS_PRIVATE,
                 none.cast(),
             ))?;
-            check(libc::mount(
-                p.code.as_ptr(),
-                p.task.as_ptr(),
-                none,
-                libc::MS_BIND | libc::MS_REC,
-                none.cast(),
-            ))?;
-            check(libc::mount(
-                none,
-                p.task.as_ptr(),
-                none,
-                libc::MS_BIND
-                    | libc::MS_REMOUNT
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV,
-                none.cast(),
-            ))?;
+            // A stem cell gets its code later, from `inject_code`.
+            if let Some(code) = &p.code {
+                check(libc::mount(
+                    code.as_ptr(),
+                    p.task.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REC,
+                    none.cast(),
+                ))?;
+                check(libc::mount(
+                    none,
+                    p.task.as_ptr(),
+                    none,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV,
+                    none.cast(),
+                ))?;
+            }
             check(libc::mount(
                 none,
                 p.root.as_ptr(),
@@ -405,7 +516,11 @@ pub fn prepare(
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 none.cast(),
             ))?;
-            check(libc::chdir(p.task.as_ptr()))?;
+            check(libc::chdir(if p.code.is_some() {
+                p.task.as_ptr()
+            } else {
+                p.tmp.as_ptr()
+            }))?;
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setgid(NOBODY))?;
             check(libc::setuid(NOBODY))?;
@@ -413,4 +528,84 @@ pub fn prepare(
             Ok(())
         });
     }
+}
+
+/// Mounts `code_dir` read-only at `/var/task` in the mount namespace of the
+/// sandboxed process `pid` (a stem cell started without code): a detached
+/// copy of the directory's mount is made here and moved into that
+/// namespace from a short-lived thread that joined it.
+pub fn inject_code(pid: u32, code_dir: &Path) -> Result<(), String> {
+    let err = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    let path = c(code_dir);
+    let empty = cs("");
+    let task = cs(TASK_ROOT);
+    // SAFETY: open_tree/mount_setattr/open with NUL-terminated strings;
+    // the returned descriptors are owned right away.
+    let (tree, ns) = unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32,
+        );
+        if fd < 0 {
+            return Err(err("open_tree"));
+        }
+        let tree = OwnedFd::from_raw_fd(fd as i32);
+        let attr = libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        ) < 0
+        {
+            return Err(err("mount_setattr"));
+        }
+        let ns_path = cs(&format!("/proc/{pid}/ns/mnt"));
+        let ns = libc::open(ns_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if ns < 0 {
+            return Err(err("opening the stem's mount namespace"));
+        }
+        (tree, OwnedFd::from_raw_fd(ns))
+    };
+    // Joining a mount namespace changes the thread's root and working
+    // directory: a thread of its own, with its own filesystem attributes,
+    // that ends right after.
+    std::thread::Builder::new()
+        .name("wisp-inject".into())
+        .spawn(move || {
+            // SAFETY: this thread unshares its filesystem attributes before
+            // joining the namespace, and exits afterwards.
+            unsafe {
+                if libc::unshare(libc::CLONE_FS) < 0 {
+                    return Err(err("unshare(CLONE_FS)"));
+                }
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) < 0 {
+                    return Err(err("joining the stem's mount namespace"));
+                }
+                if libc::syscall(
+                    libc::SYS_move_mount,
+                    tree.as_raw_fd(),
+                    empty.as_ptr(),
+                    libc::AT_FDCWD,
+                    task.as_ptr(),
+                    libc::MOVE_MOUNT_F_EMPTY_PATH,
+                ) < 0
+                {
+                    return Err(err("move_mount"));
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("starting a thread: {e}"))?
+        .join()
+        .map_err(|_| "the mount thread panicked".to_string())?
 }
