@@ -11,8 +11,13 @@ baseline in the same run.
    to the response. Added = Wisp - baseline (p50 and p99).
 2. cold start. Baseline: `python3 -c 'import awslambdaric'` wall time (the
    interpreter and the runtime client starting). Wisp: the first request
-   after the function's processes were stopped (--idle-evict 200ms): process
-   spawn (sandbox included) -> first response, end to end.
+   after the function's processes were stopped (--idle-evict 200ms), i.e.
+   with no process of the function -> first response, end to end, sandbox
+   included: by default from a prestarted interpreter (the node's
+   --prestart-runtimes 1), and also with --prestart-runtimes 0 (process
+   spawn -> first response) and without the sandbox. Each response says
+   whether its process came from a prestarted interpreter (its command
+   line), so the counts are reported too.
 
 Usage: process.py WISP_BINARY PYDEPS_DIR [RESULT_FILE]
   PYDEPS_DIR: awslambdaric installed with `pip install --target`.
@@ -37,9 +42,16 @@ COLD = int(os.environ.get("COLD", "40"))
 PY = "/usr/bin/python3"
 
 HANDLER = """
+# Whether this process came from a prestarted interpreter (Wisp's
+# hand-over script runs as `python3 -c`), for the report.
+PRESTARTED = open("/proc/self/cmdline", "rb").read().split(b"\\0")[1] == b"-c"
+
 def handler(event, context):
-    return {"statusCode": 200, "body": "hello"}
+    return {"statusCode": 200, "headers": {"x-prestarted": str(PRESTARTED)}, "body": "hello"}
 """
+
+# Cold starts served by a prestarted interpreter, per wisp_cold label.
+STEMMED = {}
 
 
 def pct(xs, p):
@@ -153,7 +165,7 @@ def wisp_warm(wisp, code):
     return lat
 
 
-def wisp_cold(wisp, code, extra=()):
+def wisp_cold(wisp, code, extra=(), label="default"):
     proc, d, host, port = start_node(wisp, ["--idle-evict", "200ms", *extra])
     deploy(wisp, d, code)
     lat = []
@@ -168,6 +180,7 @@ def wisp_cold(wisp, code, extra=()):
         assert r.status == 200, r.status
         if i > 0:
             lat.append((time.perf_counter() - t) * 1000)
+            STEMMED[label] = STEMMED.get(label, 0) + (r.getheader("x-prestarted") == "True")
         c.close()
     proc.terminate()
     proc.wait()
@@ -217,7 +230,8 @@ def main():
     cold = wisp_cold(wisp, code)
     # The same without the sandbox (cgroups, namespaces, mounts), to show
     # what it costs.
-    cold_plain = wisp_cold(wisp, code, ["--no-process-sandbox"])
+    cold_plain = wisp_cold(wisp, code, ["--no-process-sandbox"], "no_sandbox")
+    cold_fresh = wisp_cold(wisp, code, ["--prestart-runtimes", "0"], "fresh")
     r = {
         "warm_baseline_runtime_api": summary(base),
         "warm_wisp_http": summary(mine),
@@ -228,6 +242,9 @@ def main():
         "cold_ratio_p50": round(pct(cold, 50) / pct(imp, 50), 2),
         "cold_baseline_spawn_to_first_next": summary(spawn),
         "cold_wisp_first_response_no_sandbox": summary(cold_plain),
+        "cold_wisp_first_response_fresh_process": summary(cold_fresh),
+        "cold_ratio_p50_fresh_process": round(pct(cold_fresh, 50) / pct(imp, 50), 2),
+        "cold_served_by_prestarted": STEMMED,
     }
     print(json.dumps(r, indent=1))
     if out:
