@@ -308,3 +308,50 @@ impl Stems {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn only_plain_python_dash_m_commands_use_prestarted_interpreters() {
+        let none = BTreeMap::new();
+        let p =
+            PythonLaunch::of(&argv("/usr/bin/python3 -m awslambdaric app.handler"), &none).unwrap();
+        assert_eq!(p.program, "/usr/bin/python3");
+        assert_eq!(p.module, "awslambdaric");
+        for name in ["python", "python3", "python3.11"] {
+            let found = PythonLaunch::of(&argv(&format!("{name} -m awslambdaric h")), &none);
+            // Found on PATH, when this machine has that interpreter.
+            if let Some(f) = found {
+                assert!(f.program.ends_with(&format!("/{name}")), "{f:?}");
+            }
+        }
+        for cmd in [
+            "/usr/bin/python3 -u -m awslambdaric h", // interpreter options
+            "/usr/bin/python3 app.py h",             // a script, not -m
+            "/usr/bin/python3 -m",                   // no module
+            "/usr/bin/python3 -m -x h",
+            "./venv/bin/python3 -m awslambdaric h", // inside the bundle
+            "/usr/bin/node index.mjs h",
+            "/usr/bin/python3x -m awslambdaric h",
+            "/usr/bin/python3.x -m awslambdaric h",
+        ] {
+            assert!(PythonLaunch::of(&argv(cmd), &none).is_none(), "{cmd}");
+        }
+        // Variables that act while the interpreter starts rule it out;
+        // the three the hand-over applies do not.
+        let mut env = BTreeMap::new();
+        for k in ["PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"] {
+            env.insert(k.to_string(), "1".to_string());
+        }
+        let cmd = argv("/usr/bin/python3 -m awslambdaric h");
+        assert!(PythonLaunch::of(&cmd, &env).is_some());
+        env.insert("PYTHONHASHSEED".into(), "0".into());
+        assert!(PythonLaunch::of(&cmd, &env).is_none());
+    }
+}
