@@ -495,9 +495,12 @@ async fn pools_scale_out_to_parallel_invocations_and_back_to_zero() {
     );
 }
 
-#[tokio::test]
-async fn cold_starts_take_prestarted_interpreters_into_the_same_sandbox() {
-    let node = Node::fresh("process-stem", &["--idle-evict", "1s"]);
+/// A function (APP, plus a module found through `PYTHONPATH`) deployed as
+/// `stemmed` on `node`, cold-started until a prestarted interpreter
+/// serves it (the first cold start may come before one is ready; the
+/// process idles out in between): the answers, the last one prestarted
+/// unless none was.
+async fn cold_start_until_prestarted(node: &Node, pythonpath: &str, attempts: usize) -> Vec<Value> {
     let extra = "VALUE = 'found on PYTHONPATH'\n";
     let app = format!(
         "{APP}\nimport extra\n_plain = handler\ndef handler(event, context):\n    r = _plain(event, context)\n    if isinstance(r, dict) and r.get('statusCode') == 201:\n        b = json.loads(r['body'])\n        b['extra'] = extra.VALUE\n        r['body'] = json.dumps(b)\n    return r\n"
@@ -522,13 +525,11 @@ async fn cold_starts_take_prestarted_interpreters_into_the_same_sandbox() {
         "--env",
         "GREETING=hi",
         "--env",
-        "PYTHONPATH=/var/task/lib",
+        &format!("PYTHONPATH={pythonpath}"),
     ]);
     assert!(o.status.success(), "{}", out(&o));
-    // Cold starts until one is served by a prestarted interpreter (the
-    // first may come before one is ready): the process idles out between.
     let mut bodies: Vec<Value> = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..attempts {
         let r = node.get("/fn/stemmed/hello?a=1").send().await.unwrap();
         assert_eq!(r.status(), 201);
         let body: Value = r.json().await.unwrap();
@@ -539,6 +540,77 @@ async fn cold_starts_take_prestarted_interpreters_into_the_same_sandbox() {
         }
         tokio::time::sleep(Duration::from_millis(2500)).await;
     }
+    bodies
+}
+
+#[tokio::test]
+async fn without_the_sandbox_a_prestarted_process_sees_what_a_fresh_one_sees() {
+    let prestarted = Node::fresh(
+        "process-stem-plain",
+        &["--idle-evict", "1s", "--no-process-sandbox"],
+    );
+    let fresh = Node::fresh(
+        "process-stem-fresh",
+        &[
+            "--idle-evict",
+            "1s",
+            "--no-process-sandbox",
+            "--prestart-runtimes",
+            "0",
+        ],
+    );
+    // A relative PYTHONPATH entry: the code dir is the working directory.
+    let (a, b) = tokio::join!(
+        cold_start_until_prestarted(&prestarted, "lib", 4),
+        cold_start_until_prestarted(&fresh, "lib", 1)
+    );
+    let a = a.last().unwrap();
+    assert_eq!(
+        a["cmdline"].as_array().unwrap()[1],
+        "-c",
+        "no cold start was served by a prestarted interpreter: {a:#?}"
+    );
+    assert!(
+        b.iter()
+            .all(|b| b["cmdline"].as_array().unwrap()[1] == "-m"),
+        "--prestart-runtimes 0 still used one: {b:#?}"
+    );
+    let b = b.last().unwrap();
+    for field in [
+        "path",
+        "query",
+        "method",
+        "body",
+        "function",
+        "memory",
+        "handler",
+        "task_root",
+        "greeting",
+        "extra",
+    ] {
+        assert_eq!(a[field], b[field], "{field}: {a:#?} vs {b:#?}");
+    }
+    assert_eq!(a["extra"], "found on PYTHONPATH");
+    assert_eq!(a["task_root"], true);
+    // sys.argv: the module's file (in each node's own code dir), then the
+    // handler, as `python3 -m awslambdaric app.handler` makes it.
+    for x in [a, b] {
+        let argv = x["argv"].as_array().unwrap();
+        assert!(
+            argv[0]
+                .as_str()
+                .unwrap()
+                .ends_with("/awslambdaric/__main__.py"),
+            "{argv:?}"
+        );
+        assert_eq!(argv[1..], [json!("app.handler")], "{argv:?}");
+    }
+}
+
+#[tokio::test]
+async fn cold_starts_take_prestarted_interpreters_into_the_same_sandbox() {
+    let node = Node::fresh("process-stem", &["--idle-evict", "1s"]);
+    let bodies = cold_start_until_prestarted(&node, "/var/task/lib", 4).await;
     let b = bodies.last().unwrap();
     assert_eq!(
         b["cmdline"].as_array().unwrap()[1],
