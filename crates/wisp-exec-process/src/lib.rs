@@ -10,7 +10,8 @@
 //! Every process has its own Runtime API endpoint on loopback
 //! (`AWS_LAMBDA_RUNTIME_API`), so what it says is attributed to it alone.
 //! An invocation past its deadline kills its process; the next one starts
-//! fresh.
+//! fresh. A new process of a `python3 -m MODULE` function comes from a
+//! prestarted interpreter when one is ready (see [`stem`]).
 
 mod bundle;
 mod runtime_api;

@@ -14,7 +14,9 @@
 //!   when it exits, everything it started dies), and IPC, UTS and mount
 //!   namespaces;
 //! - in its mount namespace: the whole filesystem read-only, the function's
-//!   code read-only at `/var/task`, a private `/tmp` (512 MiB tmpfs) and
+//!   code read-only at `/var/task` (mounted at start, or for a prestarted
+//!   interpreter when a function takes it: [`inject_code`]), a private
+//!   `/tmp` (512 MiB tmpfs) and
 //!   `/dev/shm` (64 MiB), its own `/proc`, and the node's data directory
 //!   hidden under an empty read-only tmpfs;
 //! - the unprivileged user `nobody` (65534), no supplementary groups, and
