@@ -21,7 +21,9 @@ baseline in the same run.
 
 Usage: process.py WISP_BINARY PYDEPS_DIR [RESULT_FILE]
   PYDEPS_DIR: awslambdaric installed with `pip install --target`.
-Environment: SAMPLES (2000 warm), COLD (40).
+Environment: SAMPLES (2000 warm), COLD (40), NODE_RIC (aws-lambda-ric's
+directory, e.g. ~/.cache/wisp/node-ric-3.3.0/node_modules/aws-lambda-ric:
+adds Node.js cold starts, prestarted and fresh, without a target).
 """
 import http.client
 import http.server
@@ -135,6 +137,29 @@ def start_node(wisp, extra):
     return proc, d, host, int(port)
 
 
+# A Node.js handler run by aws-lambda-ric (npm), for the optional Node rows.
+NODE_HANDLER = """
+const PRESTARTED = require("fs").readFileSync("/proc/self/cmdline", "utf8").split("\\0")[1] === "-e";
+exports.handler = async () => ({statusCode: 200, headers: {"x-prestarted": PRESTARTED ? "True" : "False"}, body: "hello"});
+"""
+NODE_COMMAND = "/usr/bin/node node_modules/aws-lambda-ric/bin/index.mjs"
+
+
+def node_bundle_dir(ric):
+    d = tempfile.mkdtemp(prefix="wisp-bench-node-")
+    for part in ("bin", "dist", "package.json"):
+        src = os.path.join(ric, part)
+        dst = os.path.join(d, "node_modules", "aws-lambda-ric", part)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy(src, dst)
+    with open(os.path.join(d, "index.js"), "w") as f:
+        f.write(NODE_HANDLER)
+    return d
+
+
 def deploy(wisp, d, code):
     z = os.path.join(d, "hello.zip")
     with zipfile.ZipFile(z, "w") as zf:
@@ -142,8 +167,10 @@ def deploy(wisp, d, code):
             for f in files:
                 full = os.path.join(root, f)
                 zf.write(full, os.path.relpath(full, code))
-    subprocess.run([wisp, "deploy", "hello", z, "--runtime", "process", "--handler", "app.handler",
-                    "--command", f"{PY} -m awslambdaric"], env=dict(os.environ, WISP_DATA_DIR=d),
+    node = os.path.isfile(os.path.join(code, "index.js"))
+    handler, command = ("index.handler", NODE_COMMAND) if node else ("app.handler", f"{PY} -m awslambdaric")
+    subprocess.run([wisp, "deploy", "hello", z, "--runtime", "process", "--handler", handler,
+                    "--command", command], env=dict(os.environ, WISP_DATA_DIR=d),
                    check=True, capture_output=True)
 
 
@@ -246,6 +273,22 @@ def main():
         "cold_ratio_p50_fresh_process": round(pct(cold_fresh, 50) / pct(imp, 50), 2),
         "cold_served_by_prestarted": STEMMED,
     }
+    ric = os.environ.get("NODE_RIC")
+    if ric:
+        # Optional: the same cold starts for a Node.js handler on
+        # aws-lambda-ric (no target; `node -e 0` as the reference).
+        ncode = node_bundle_dir(ric)
+        start = []
+        for _ in range(COLD):
+            t = time.perf_counter()
+            subprocess.run(["/usr/bin/node", "-e", "0"], check=True)
+            start.append((time.perf_counter() - t) * 1000)
+        r["node_baseline_node_e_0"] = summary(start)
+        r["node_cold_wisp_first_response"] = summary(wisp_cold(wisp, ncode, (), "node"))
+        r["node_cold_wisp_first_response_fresh_process"] = summary(
+            wisp_cold(wisp, ncode, ["--prestart-runtimes", "0"], "node_fresh"))
+        r["cold_served_by_prestarted"] = STEMMED
+        shutil.rmtree(ncode, ignore_errors=True)
     print(json.dumps(r, indent=1))
     if out:
         with open(out, "w") as f:

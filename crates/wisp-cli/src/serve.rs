@@ -71,9 +71,9 @@ pub struct ServeArgs {
     /// limits, own IPC/UTS namespaces; it needs root)
     #[arg(long)]
     no_process_sandbox: bool,
-    /// Python interpreters kept started ahead of demand for process
-    /// functions run as `python3 -m MODULE` (per interpreter), so a cold
-    /// start skips the interpreter's start-up; 0 turns them off
+    /// Interpreters kept started ahead of demand for process functions
+    /// run as `python3 -m MODULE` or `node SCRIPT` (per interpreter), so a
+    /// cold start skips the interpreter's start-up; 0 turns them off
     #[arg(long, default_value_t = 1, value_name = "N")]
     prestart_runtimes: usize,
     /// How long an Idempotency-Key is remembered

@@ -993,6 +993,8 @@ exports.handler = async (event, context) => {
         remaining: context.getRemainingTimeInMillis() > 0,
         uid: process.getuid(),
         cwd: process.cwd(),
+        argv: process.argv.slice(2),
+        prestarted: require("fs").readFileSync("/proc/self/cmdline", "utf8").split("\0")[1] === "-e",
       }),
     };
   }
@@ -1005,7 +1007,7 @@ async fn a_node_handler_on_aws_lambda_ric_from_npm() {
     let ric = std::env::var("WISP_NODE_RIC").expect(
         "WISP_NODE_RIC is not set: scripts/test installs aws-lambda-ric from npm (building its native addon) and sets it",
     );
-    let node = Node::fresh("process-node", &[]);
+    let node = Node::fresh("process-node", &["--idle-evict", "1s"]);
     // The handler and the runtime client's files it loads at run time, as
     // a Lambda deployment package holds them.
     let zip = node.dir.join("node.zip");
@@ -1033,11 +1035,10 @@ async fn a_node_handler_on_aws_lambda_ric_from_npm() {
     let r = node.post("/fn/noder/items/9").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-runtime"], "node");
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        v,
-        json!({"path": "/items/9", "method": "POST", "function": "noder", "remaining": true, "uid": 65534, "cwd": "/var/task"})
-    );
+    let mut v: Value = r.json().await.unwrap();
+    let expected = json!({"path": "/items/9", "method": "POST", "function": "noder", "remaining": true, "uid": 65534, "cwd": "/var/task", "argv": ["index.handler"]});
+    v.as_object_mut().unwrap().remove("prestarted");
+    assert_eq!(v, expected);
     let r = node
         .http
         .post(format!(
@@ -1058,5 +1059,48 @@ async fn a_node_handler_on_aws_lambda_ric_from_npm() {
         acts.iter()
             .any(|a| a["logs"].as_str().unwrap().contains("node got /items/9")),
         "{acts:?}"
+    );
+    // Later cold starts take a prestarted Node.js (the process idles out
+    // in between), and the function sees the same as before.
+    let mut seen = Vec::new();
+    let mut act = String::new();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let r = node.post("/fn/noder/items/9").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        act = r.headers()["x-wisp-activation-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let mut v: Value = r.json().await.unwrap();
+        let prestarted = v.as_object_mut().unwrap().remove("prestarted");
+        assert_eq!(v, expected);
+        seen.push(prestarted.clone());
+        if prestarted == Some(json!(true)) {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&Some(json!(true))),
+        "no cold start was served by a prestarted Node.js: {seen:?}"
+    );
+    let mut a = Value::Null;
+    for _ in 0..50 {
+        if let Ok(r) = node
+            .api(Method::GET, &format!("/v1/activations/{act}"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            a = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a["cold"], true, "{a}");
+    assert!(
+        a["logs"].as_str().unwrap().contains("node got /items/9"),
+        "{a}"
     );
 }

@@ -10,8 +10,8 @@
 //! Every process has its own Runtime API endpoint on loopback
 //! (`AWS_LAMBDA_RUNTIME_API`), so what it says is attributed to it alone.
 //! An invocation past its deadline kills its process; the next one starts
-//! fresh. A new process of a `python3 -m MODULE` function comes from a
-//! prestarted interpreter when one is ready (see [`stem`]).
+//! fresh. A new process of a `python3 -m MODULE` or `node SCRIPT` function
+//! comes from a prestarted interpreter when one is ready (see [`stem`]).
 
 mod bundle;
 mod runtime_api;
@@ -175,12 +175,10 @@ impl ProcessRuntime {
                 vec![b.to_string_lossy().into_owned()]
             }
         };
-        let python = stem::PythonLaunch::of(&argv, &spec.env);
-        if let Some(p) = &python {
-            self.stems.want(stem::Key {
-                program: p.program.clone(),
-                isolate_net: self.sandbox.is_some() && !spec.network,
-            });
+        let prestartable = stem::Launch::of(&argv, &spec.env);
+        if let Some(l) = &prestartable {
+            self.stems
+                .want(l.key(self.sandbox.is_some() && !spec.network));
         }
         Ok(Arc::new(ProcessPool {
             cfg: self.cfg.clone(),
@@ -190,7 +188,7 @@ impl ProcessRuntime {
             argv,
             idle: Mutex::new(Vec::new()),
             processes: Arc::new(AtomicUsize::new(0)),
-            python,
+            prestartable,
             stems: self.stems.clone(),
         }))
     }
@@ -273,7 +271,7 @@ pub struct ProcessPool {
     idle: Mutex<Vec<Worker>>,
     processes: Arc<AtomicUsize>,
     /// How to start it from a prestarted interpreter, when it can be.
-    python: Option<stem::PythonLaunch>,
+    prestartable: Option<stem::Launch>,
     stems: Arc<stem::Stems>,
 }
 
@@ -338,17 +336,13 @@ impl ProcessPool {
         let n = stem::next_id();
         let s = &self.spec;
         let isolate_net = self.sandbox.is_some() && !s.network;
-        if let Some(launch) = &self.python {
-            let key = stem::Key {
-                program: launch.program.clone(),
-                isolate_net,
-            };
-            if let Some(stem) = self.stems.take(&key) {
-                match self.adopt(stem, launch, n).await {
-                    Ok(w) => return Ok(w),
-                    Err(e) => {
-                        tracing::warn!(function = %s.name, error = %e, "could not use a prestarted interpreter; starting a new process");
-                    }
+        if let Some(launch) = &self.prestartable
+            && let Some(stem) = self.stems.take(&launch.key(isolate_net))
+        {
+            match self.adopt(stem, launch, n).await {
+                Ok(w) => return Ok(w),
+                Err(e) => {
+                    tracing::warn!(function = %s.name, error = %e, "could not use a prestarted interpreter; starting a new process");
                 }
             }
         }
@@ -427,7 +421,7 @@ impl ProcessPool {
     async fn adopt(
         &self,
         mut stem: stem::Stem,
-        launch: &stem::PythonLaunch,
+        launch: &stem::Launch,
         n: u64,
     ) -> Result<Worker, ProcessError> {
         let t = Instant::now();
@@ -471,11 +465,11 @@ impl ProcessPool {
                 .map_err(|e| ProcessError::Spawn(e.to_string()))?
                 .to_string(),
         ));
-        let args: Vec<&String> = self.argv.iter().skip(3).collect();
+        let args: Vec<&String> = self.argv.iter().skip(launch.args_from).collect();
         let config = serde_json::json!({
             "cwd": self.task_root(),
             "env": env.into_iter().collect::<BTreeMap<_, _>>(),
-            "module": launch.module,
+            "target": launch.target,
             "args": args,
         });
         let mut stdin = stem

@@ -1,25 +1,26 @@
 //! Prestarted interpreters ("stem cells", as OpenWhisk calls its
 //! prewarmed containers).
 //!
-//! Most of a Python function's cold start is the interpreter starting and
-//! importing the standard library, before any of the function's code is
-//! read. For functions started as `python3 -m MODULE` (the usual
-//! `python3 -m awslambdaric`), the node keeps interpreters started ahead of
-//! demand: each in a cell of its own (cgroups, namespaces, mounts, the
-//! unprivileged user: the same sandbox as any function process, minus the
-//! code), with common standard modules imported, waiting on its stdin. A
-//! cold start takes one and makes it the function's process: the
+//! Most of a Python or Node.js function's cold start is the interpreter
+//! starting (and, for Python, importing the standard library), before any
+//! of the function's code is read. For functions started as
+//! `python3 -m MODULE` (the usual `python3 -m awslambdaric`) or
+//! `node SCRIPT` (e.g. `node node_modules/aws-lambda-ric/bin/index.mjs`),
+//! the node keeps interpreters started ahead of demand: each in a cell of
+//! its own (cgroups, namespaces, mounts, the unprivileged user: the same
+//! sandbox as any function process, minus the code), waiting on its stdin.
+//! A cold start takes one and makes it the function's process: the
 //! function's memory limit on its cell, the function's code mounted at
-//! `/var/task`, then its environment, working directory, module and
-//! arguments handed over, and the interpreter runs the module as `-m`
-//! would. A stem serves one process of one function and is never reused;
-//! another is started in the background to replace it.
+//! `/var/task`, then its environment, working directory, module or script
+//! and arguments handed over, and the interpreter runs them as `-m MODULE`
+//! or `node SCRIPT` would. A stem serves one process of one function and
+//! is never reused; another is started in the background to replace it.
 //!
 //! Not used (a fresh process is started instead) when the command passes
 //! interpreter options, names an interpreter inside the bundle, or the
-//! function sets `PYTHON*` variables other than `PYTHONPATH`,
-//! `PYTHONUNBUFFERED` and `PYTHONDONTWRITEBYTECODE` (the others act while
-//! the interpreter starts, before the function is known).
+//! function sets variables that act while the interpreter starts
+//! (`PYTHON*` other than `PYTHONPATH`, `PYTHONUNBUFFERED` and
+//! `PYTHONDONTWRITEBYTECODE`; any `NODE_*`).
 
 use crate::sandbox::{self, Cell};
 use crate::{ProcessConfig, base_env, reap, spawner};
@@ -40,11 +41,11 @@ const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 /// The memory limit of a stem's cell until a function takes it.
 const STEM_MEMORY_MB: u32 = 256;
 
-/// What the interpreter runs until it is handed a function: it imports
-/// what Python runtime clients and handlers commonly use, reads the
+/// What a Python interpreter runs until it is handed a function: it
+/// imports what Python runtime clients and handlers commonly use, reads the
 /// hand-over (JSON) from stdin, and becomes `python -m MODULE ARGS` in the
 /// function's directory with the function's environment.
-const STUB: &str = r#"
+const PYTHON_STUB: &str = r#"
 def _wisp_stem():
     import sys, os, json, time, runpy
     import logging, traceback, decimal, datetime, uuid, base64, socket, http.client, urllib.parse, typing
@@ -66,49 +67,95 @@ def _wisp_stem():
         sys.stdout.reconfigure(write_through=True)
         sys.stderr.reconfigure(write_through=True)
     sys.argv = ["-m"] + c["args"]
-    return runpy, c["module"]
+    return runpy, c["target"]
 _wisp_runpy, _wisp_module = _wisp_stem()
 del _wisp_stem
 _wisp_runpy._run_module_as_main(_wisp_module)
 "#;
 
+/// The same for Node.js: reads the hand-over, then runs the script as the
+/// main module (`node SCRIPT ARGS`: CommonJS or ES module alike).
+const NODE_STUB: &str = r#"
+const fs = require("fs"), path = require("path");
+const c = JSON.parse(fs.readFileSync(0, "utf8") || "null");
+if (!c) process.exit(0);
+process.chdir(c.cwd);
+for (const k of Object.keys(process.env)) delete process.env[k];
+Object.assign(process.env, c.env);
+process.argv = [process.argv[0], path.resolve(c.cwd, c.target), ...c.args];
+require("module").runMain();
+"#;
+
+/// The interpreters stems are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Lang {
+    Python,
+    Node,
+}
+
+impl Lang {
+    fn stub_args(self) -> [&'static str; 2] {
+        match self {
+            Lang::Python => ["-c", PYTHON_STUB],
+            Lang::Node => ["-e", NODE_STUB],
+        }
+    }
+}
+
 /// Which stems can serve a function: the same interpreter, and the same
 /// network (its own loopback-only namespace, or the node's).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
+    pub lang: Lang,
     pub program: String,
     pub isolate_net: bool,
 }
 
-/// A function whose command is `python3 -m MODULE [ARGS]`.
+/// A function whose command is `python3 -m MODULE [ARGS]` or
+/// `node SCRIPT [ARGS]`.
 #[derive(Debug, Clone)]
-pub(crate) struct PythonLaunch {
+pub(crate) struct Launch {
+    pub lang: Lang,
     /// The interpreter, as a path on the node.
     pub program: String,
-    pub module: String,
+    /// The module (Python) or script (Node, relative to the code dir or
+    /// absolute).
+    pub target: String,
+    /// Where the arguments after the module or script begin in argv.
+    pub args_from: usize,
 }
 
-impl PythonLaunch {
+impl Launch {
     /// `argv` is the function's command line with its handler appended.
     pub fn of(argv: &[String], env: &BTreeMap<String, String>) -> Option<Self> {
-        let [program, flag, module, ..] = argv else {
+        let program = argv.first()?;
+        let name = Path::new(program).file_name()?.to_str()?;
+        let (lang, target, args_from) = if let Some(version) = name.strip_prefix("python") {
+            let is_python = version.is_empty()
+                || version == "3"
+                || version
+                    .strip_prefix("3.")
+                    .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()));
+            const HANDLED: [&str; 3] =
+                ["PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"];
+            if !is_python
+                || argv.get(1)? != "-m"
+                || env
+                    .keys()
+                    .any(|k| k.starts_with("PYTHON") && !HANDLED.contains(&k.as_str()))
+            {
+                return None;
+            }
+            (Lang::Python, argv.get(2)?, 3)
+        } else if name == "node" || name == "nodejs" {
+            if env.keys().any(|k| k.starts_with("NODE_")) {
+                return None;
+            }
+            (Lang::Node, argv.get(1)?, 2)
+        } else {
             return None;
         };
-        let name = Path::new(program).file_name()?.to_str()?;
-        let version = name.strip_prefix("python")?;
-        let is_python = version.is_empty()
-            || version == "3"
-            || version
-                .strip_prefix("3.")
-                .is_some_and(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()));
-        if !is_python || flag != "-m" || module.starts_with('-') {
-            return None;
-        }
-        const HANDLED: [&str; 3] = ["PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"];
-        if env
-            .keys()
-            .any(|k| k.starts_with("PYTHON") && !HANDLED.contains(&k.as_str()))
-        {
+        if target.starts_with('-') {
             return None;
         }
         let program = if program.contains('/') {
@@ -118,9 +165,19 @@ impl PythonLaunch {
             find_in_path(program)?
         };
         Some(Self {
+            lang,
             program,
-            module: module.clone(),
+            target: target.clone(),
+            args_from,
         })
+    }
+
+    pub fn key(&self, isolate_net: bool) -> Key {
+        Key {
+            lang: self.lang,
+            program: self.program.clone(),
+            isolate_net,
+        }
     }
 }
 
@@ -286,7 +343,7 @@ impl Stems {
             }
         };
         let mut cmd = tokio::process::Command::new(&key.program);
-        cmd.args(["-c", STUB])
+        cmd.args(key.lang.stub_args())
             .current_dir(&tmp)
             .env_clear()
             .envs(base_env(&tmp.to_string_lossy()))
@@ -318,14 +375,26 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_python_dash_m_commands_use_prestarted_interpreters() {
+    fn only_plain_python_dash_m_and_node_script_commands_use_prestarted_interpreters() {
         let none = BTreeMap::new();
-        let p =
-            PythonLaunch::of(&argv("/usr/bin/python3 -m awslambdaric app.handler"), &none).unwrap();
-        assert_eq!(p.program, "/usr/bin/python3");
-        assert_eq!(p.module, "awslambdaric");
+        let p = Launch::of(&argv("/usr/bin/python3 -m awslambdaric app.handler"), &none).unwrap();
+        assert_eq!(
+            (p.lang, p.program.as_str()),
+            (Lang::Python, "/usr/bin/python3")
+        );
+        assert_eq!((p.target.as_str(), p.args_from), ("awslambdaric", 3));
+        let n = Launch::of(&argv("/usr/bin/node node_modules/ric/index.mjs h"), &none).unwrap();
+        assert_eq!((n.lang, n.args_from), (Lang::Node, 2));
+        assert_eq!(n.target, "node_modules/ric/index.mjs");
+        let mut node_env = BTreeMap::new();
+        node_env.insert(
+            "NODE_OPTIONS".to_string(),
+            "--max-old-space-size=64".to_string(),
+        );
+        assert!(Launch::of(&argv("/usr/bin/node index.mjs h"), &node_env).is_none());
+        assert!(Launch::of(&argv("/usr/bin/node --inspect index.mjs h"), &none).is_none());
         for name in ["python", "python3", "python3.11"] {
-            let found = PythonLaunch::of(&argv(&format!("{name} -m awslambdaric h")), &none);
+            let found = Launch::of(&argv(&format!("{name} -m awslambdaric h")), &none);
             // Found on PATH, when this machine has that interpreter.
             if let Some(f) = found {
                 assert!(f.program.ends_with(&format!("/{name}")), "{f:?}");
@@ -337,11 +406,10 @@ mod tests {
             "/usr/bin/python3 -m",                   // no module
             "/usr/bin/python3 -m -x h",
             "./venv/bin/python3 -m awslambdaric h", // inside the bundle
-            "/usr/bin/node index.mjs h",
             "/usr/bin/python3x -m awslambdaric h",
             "/usr/bin/python3.x -m awslambdaric h",
         ] {
-            assert!(PythonLaunch::of(&argv(cmd), &none).is_none(), "{cmd}");
+            assert!(Launch::of(&argv(cmd), &none).is_none(), "{cmd}");
         }
         // Variables that act while the interpreter starts rule it out;
         // the three the hand-over applies do not.
@@ -350,8 +418,8 @@ mod tests {
             env.insert(k.to_string(), "1".to_string());
         }
         let cmd = argv("/usr/bin/python3 -m awslambdaric h");
-        assert!(PythonLaunch::of(&cmd, &env).is_some());
+        assert!(Launch::of(&cmd, &env).is_some());
         env.insert("PYTHONHASHSEED".into(), "0".into());
-        assert!(PythonLaunch::of(&cmd, &env).is_none());
+        assert!(Launch::of(&cmd, &env).is_none());
     }
 }
