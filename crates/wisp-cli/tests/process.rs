@@ -130,6 +130,49 @@ def handler(event, context):
     return {"echo": event}
 "#;
 
+/// What `/probe` of APP (deployed as `function`) finds out about its
+/// process's surroundings.
+async fn probe(node: &Node, function: &str) -> Value {
+    let data = node.dir.canonicalize().unwrap();
+    let port = node.url.rsplit(':').next().unwrap();
+    let r = node
+        .get(&format!(
+            "/fn/{function}/probe?data={}&port={port}",
+            data.display()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The sandbox: nobody, the code at /var/task read-only, the data dir
+/// hidden, a private /tmp, its own PID namespace, a read-only root, no
+/// network (the node's own port on 127.0.0.1 is out of reach).
+fn assert_sandboxed(p: &Value) {
+    assert_eq!(p["uid"], 65534, "{p}");
+    assert_eq!(p["cwd"], "/var/task", "{p}");
+    assert!(
+        p["data_dir_entries"].is_null() || p["data_dir_entries"] == json!([]),
+        "the data dir is visible: {p}"
+    );
+    assert_eq!(p["read_admin_token"], false, "{p}");
+    assert_eq!(p["write_root"], false, "{p}");
+    assert_eq!(p["write_code"], false, "{p}");
+    assert_eq!(
+        p["tmp_entries"],
+        json!(["mine"]),
+        "/tmp is not private: {p}"
+    );
+    assert!(
+        p["pids"].as_array().unwrap().len() <= 3,
+        "other processes are visible: {p}"
+    );
+    assert_eq!(p["read_shadow"], false, "{p}");
+    assert_eq!(p["reach_node"], false, "{p}");
+}
+
 #[tokio::test]
 async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
     let node = Node::fresh("process", &["--idle-evict", "2s"]);
@@ -208,40 +251,9 @@ async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
         false
     );
 
-    // The sandbox: nobody, the code at /var/task read-only, the data dir
-    // hidden, a private /tmp, its own PID namespace, a read-only root, no
-    // network (the node's own port on 127.0.0.1 is out of reach).
-    let data = node.dir.canonicalize().unwrap();
-    let port = node.url.rsplit(':').next().unwrap().to_string();
-    let probe = format!("probe?data={}&port={port}", data.display());
-    let r = node
-        .get(&format!("/fn/thumbs/{probe}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let p: Value = r.json().await.unwrap();
-    assert_eq!(p["uid"], 65534, "{p}");
-    assert_eq!(p["cwd"], "/var/task", "{p}");
-    assert!(
-        p["data_dir_entries"].is_null() || p["data_dir_entries"] == json!([]),
-        "the data dir is visible: {p}"
-    );
-    assert_eq!(p["read_admin_token"], false, "{p}");
-    assert_eq!(p["write_root"], false, "{p}");
-    assert_eq!(p["write_code"], false, "{p}");
-    assert_eq!(
-        p["tmp_entries"],
-        json!(["mine"]),
-        "/tmp is not private: {p}"
-    );
-    assert!(
-        p["pids"].as_array().unwrap().len() <= 3,
-        "other processes are visible: {p}"
-    );
-    assert_eq!(p["read_shadow"], false, "{p}");
-    assert_eq!(p["reach_node"], false, "{p}");
+    assert_sandboxed(&probe(&node, "thumbs").await);
     // With --allow-outbound the function shares the node's network.
+    let port = node.url.rsplit(':').next().unwrap();
     let o = node.cli(&[
         "deploy",
         "online",
@@ -256,13 +268,7 @@ async fn python_handlers_on_awslambdaric_over_http_invoke_api_and_queue() {
         &format!("127.0.0.1:{port}"),
     ]);
     assert!(o.status.success(), "{}", out(&o));
-    let r = node
-        .get(&format!("/fn/online/{probe}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let p: Value = r.json().await.unwrap();
+    let p = probe(&node, "online").await;
     assert_eq!(p["reach_node"], true, "{p}");
 
     // The management API: a handled error and an uncaught exception.
@@ -651,32 +657,7 @@ async fn cold_starts_take_prestarted_interpreters_into_the_same_sandbox() {
     assert_eq!(limit.unwrap().trim(), (96u64 << 20).to_string());
     // The sandbox holds as for any process (this warm process is the
     // prestarted one).
-    let data = node.dir.canonicalize().unwrap();
-    let port = node.url.rsplit(':').next().unwrap().to_string();
-    let probe = format!("probe?data={}&port={port}", data.display());
-    let r = node
-        .get(&format!("/fn/stemmed/{probe}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let p: Value = r.json().await.unwrap();
-    assert_eq!(p["uid"], 65534, "{p}");
-    assert_eq!(p["cwd"], "/var/task", "{p}");
-    assert!(
-        p["data_dir_entries"].is_null() || p["data_dir_entries"] == json!([]),
-        "the data dir is visible: {p}"
-    );
-    assert_eq!(p["read_admin_token"], false, "{p}");
-    assert_eq!(p["write_root"], false, "{p}");
-    assert_eq!(p["write_code"], false, "{p}");
-    assert_eq!(p["tmp_entries"], json!(["mine"]), "{p}");
-    assert!(
-        p["pids"].as_array().unwrap().len() <= 3,
-        "other processes are visible: {p}"
-    );
-    assert_eq!(p["read_shadow"], false, "{p}");
-    assert_eq!(p["reach_node"], false, "{p}");
+    assert_sandboxed(&probe(&node, "stemmed").await);
     // Over its memory limit it is stopped like any process.
     let r = node.get("/fn/stemmed/hog").send().await.unwrap();
     assert_eq!(r.status(), 502);
@@ -684,19 +665,7 @@ async fn cold_starts_take_prestarted_interpreters_into_the_same_sandbox() {
         .to_str()
         .unwrap()
         .to_string();
-    let mut a = Value::Null;
-    for _ in 0..50 {
-        if let Ok(r) = node
-            .api(Method::GET, &format!("/v1/activations/{act}"))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            a = r.json().await.unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let a = node.activation(&act).await;
     assert_eq!(a["outcome"], "memory_limit", "{a}");
 }
 
@@ -772,19 +741,7 @@ async fn hostile_handlers_are_stopped_by_limits_and_the_node_stays_up() {
             "{path} took {:?}",
             t.elapsed()
         );
-        let mut a = Value::Null;
-        for _ in 0..50 {
-            if let Ok(r) = node
-                .api(Method::GET, &format!("/v1/activations/{act}"))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                a = r.json().await.unwrap();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let a = node.activation(&act).await;
         assert_eq!(a["outcome"], outcome, "{path}: {a}");
         if path == "/forkbomb" {
             let n: u32 = body
@@ -1085,19 +1042,7 @@ async fn a_node_handler_on_aws_lambda_ric_from_npm() {
         Some(&Some(json!(true))),
         "no cold start was served by a prestarted Node.js: {seen:?}"
     );
-    let mut a = Value::Null;
-    for _ in 0..50 {
-        if let Ok(r) = node
-            .api(Method::GET, &format!("/v1/activations/{act}"))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            a = r.json().await.unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let a = node.activation(&act).await;
     assert_eq!(a["cold"], true, "{a}");
     assert!(
         a["logs"].as_str().unwrap().contains("node got /items/9"),

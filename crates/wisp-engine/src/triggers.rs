@@ -261,30 +261,22 @@ impl Engine {
         } else {
             wisp_core::ObjectEvent::Deleted
         };
-        let targets: Vec<(FunctionName, Option<String>)> = self
-            .events()
-            .triggers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter_map(|(t, _)| match &t.kind {
-                TriggerKind::Object {
-                    bucket: b,
-                    prefix,
-                    suffix,
-                    events,
-                } if &t.namespace == ns
+        let targets = self.triggered(|t| match &t.kind {
+            TriggerKind::Object {
+                bucket: b,
+                prefix,
+                suffix,
+                events,
+            } => {
+                &t.namespace == ns
                     && b == bucket
                     && meta.key.starts_with(prefix.as_str())
                     && meta.key.ends_with(suffix.as_str())
                     && events.contains(&what)
-                    && Some(&t.function) != writer =>
-                {
-                    Some((t.function.clone(), Some(t.name.to_string())))
-                }
-                _ => None,
-            })
-            .collect();
+                    && Some(&t.function) != writer
+            }
+            _ => false,
+        });
         if targets.is_empty() {
             return Ok(());
         }
@@ -310,28 +302,20 @@ impl Engine {
         } else {
             wisp_core::KvEvent::Deleted
         };
-        let targets: Vec<(FunctionName, Option<String>)> = self
-            .events()
-            .triggers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter_map(|(t, _)| match &t.kind {
-                TriggerKind::Kv {
-                    bucket,
-                    prefix,
-                    events,
-                } if t.namespace == c.namespace
+        let targets = self.triggered(|t| match &t.kind {
+            TriggerKind::Kv {
+                bucket,
+                prefix,
+                events,
+            } => {
+                t.namespace == c.namespace
                     && *bucket == c.bucket
                     && c.key.starts_with(prefix.as_str())
                     && events.contains(&what)
-                    && c.by.as_deref() != Some(t.function.as_str()) =>
-                {
-                    Some((t.function.clone(), Some(t.name.to_string())))
-                }
-                _ => None,
-            })
-            .collect();
+                    && c.by.as_deref() != Some(t.function.as_str())
+            }
+            _ => false,
+        });
         if targets.is_empty() {
             return Ok(());
         }
@@ -345,6 +329,19 @@ impl Engine {
         let source = format!("/wisp/{ns}/kv/{}", c.bucket);
         self.storage_event(ns, targets, (source, what.ce_type()), &c.key, data)
             .await
+    }
+
+    /// The function and trigger name of every trigger that `fires` for a
+    /// change.
+    fn triggered(&self, fires: impl Fn(&Trigger) -> bool) -> Vec<(FunctionName, Option<String>)> {
+        self.events()
+            .triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|(t, _)| fires(t))
+            .map(|(t, _)| (t.function.clone(), Some(t.name.to_string())))
+            .collect()
     }
 
     /// Queues one storage event (a CloudEvent with the key as its subject

@@ -299,6 +299,20 @@ impl ProcessPool {
         self.processes.load(Ordering::Relaxed)
     }
 
+    /// The cell (cgroups) name of this function's process number `n`: it
+    /// says whose it is, and ends with the node's pid (see
+    /// `Sandbox::remove_stale`).
+    fn cell_name(&self, n: u64) -> String {
+        let s = &self.spec;
+        format!(
+            "{}-{}-{}-{n}-{}",
+            s.namespace,
+            s.name,
+            s.version,
+            std::process::id()
+        )
+    }
+
     /// The environment a process of this function starts with (the
     /// Runtime API's address is added by whoever opens its listener).
     fn env(&self, n: u64, tmp: &Path) -> Vec<(String, String)> {
@@ -358,17 +372,8 @@ impl ProcessPool {
         let t_cell = Instant::now();
         let cell = match &self.sandbox {
             Some(sb) => Some(
-                sb.cell(
-                    &format!(
-                        "{}-{}-{}-{n}-{}",
-                        s.namespace,
-                        s.name,
-                        s.version,
-                        std::process::id()
-                    ),
-                    s.memory_mb,
-                )
-                .map_err(|e| ProcessError::Spawn(format!("sandbox: {e}")))?,
+                sb.cell(&self.cell_name(n), s.memory_mb)
+                    .map_err(|e| ProcessError::Spawn(format!("sandbox: {e}")))?,
             ),
             None => None,
         };
@@ -428,14 +433,7 @@ impl ProcessPool {
         let pid = stem.child().id().unwrap_or(0);
         let cell = stem.cell.take();
         let (memory_mb, code_dir) = (self.spec.memory_mb, self.code_dir.clone());
-        let s = &self.spec;
-        let name = format!(
-            "{}-{}-{}-{n}-{}",
-            s.namespace,
-            s.name,
-            s.version,
-            std::process::id()
-        );
+        let name = self.cell_name(n);
         let cell = tokio::task::spawn_blocking(move || {
             let mut cell = cell;
             if let Some(c) = &mut cell {

@@ -169,10 +169,7 @@ impl Sandbox {
             }
             None => {}
         }
-        let procs = dirs
-            .iter()
-            .filter_map(|d| CString::new(d.join("cgroup.procs").to_string_lossy().as_bytes()).ok())
-            .collect();
+        let procs = procs_files(&dirs);
         let tmp = self.work_root.join(name);
         std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
         let cell = Cell {
@@ -186,6 +183,14 @@ impl Sandbox {
         cell.set_limits(memory_mb)?;
         Ok(cell)
     }
+}
+
+/// The `cgroup.procs` files of a cell's cgroups, ready for the child side
+/// (no allocation after fork).
+fn procs_files(dirs: &[PathBuf]) -> Vec<CString> {
+    dirs.iter()
+        .filter_map(|d| CString::new(d.join("cgroup.procs").to_string_lossy().as_bytes()).ok())
+        .collect()
 }
 
 fn write(p: PathBuf, v: String) -> Result<(), String> {
@@ -208,11 +213,7 @@ impl Cell {
             }
             *d = to;
         }
-        self.procs = self
-            .dirs
-            .iter()
-            .filter_map(|d| CString::new(d.join("cgroup.procs").to_string_lossy().as_bytes()).ok())
-            .collect();
+        self.procs = procs_files(&self.dirs);
         Ok(())
     }
 

@@ -273,6 +273,9 @@ impl Stems {
 
     /// Starts stems of `key` in the background until `prestart` are ready.
     fn fill(self: &Arc<Self>, key: Key, delay: std::time::Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if self.cfg.prestart == 0 {
             return;
         }
@@ -283,14 +286,6 @@ impl Stems {
                 return;
             }
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .filling
-                .remove(&key);
-            return;
-        };
         let me = self.clone();
         rt.spawn(async move {
             tokio::time::sleep(delay).await;

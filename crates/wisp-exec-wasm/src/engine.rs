@@ -85,21 +85,21 @@ struct Inner {
 /// and fair yielding need it) and sleeps while none does, so an idle node
 /// does not wake up hundreds of times a second.
 pub(crate) struct Ticker {
-    running: AtomicUsize,
+    /// Guests running now; shared with the ticking thread.
+    running: Arc<AtomicUsize>,
     thread: std::thread::Thread,
 }
 
 impl Ticker {
     fn start(engine: &Engine, tick: Duration) -> anyhow::Result<Arc<Self>> {
         let weak = engine.weak();
-        let (tx, rx) = std::sync::mpsc::channel::<Arc<Ticker>>();
+        let running = Arc::new(AtomicUsize::new(0));
+        let guests = running.clone();
         let handle = std::thread::Builder::new()
             .name("wisp-epoch".into())
             .spawn(move || {
-                let Ok(me) = rx.recv() else { return };
-                drop(rx);
                 loop {
-                    if me.running.load(Ordering::Acquire) == 0 {
+                    if guests.load(Ordering::Acquire) == 0 {
                         // Woken by `enter`; the timeout only notices a
                         // dropped engine.
                         std::thread::park_timeout(Duration::from_secs(1));
@@ -115,12 +115,10 @@ impl Ticker {
                     std::thread::sleep(tick);
                 }
             })?;
-        let me = Arc::new(Ticker {
-            running: AtomicUsize::new(0),
+        Ok(Arc::new(Ticker {
+            running,
             thread: handle.thread().clone(),
-        });
-        let _ = tx.send(me.clone());
-        Ok(me)
+        }))
     }
 
     /// Marks a guest as running until the guard drops.

@@ -73,6 +73,16 @@ impl From<ObjectError> for S3Error {
     }
 }
 
+/// A failure of Wisp's own (a task that died, a response it could not
+/// build): 500 InternalError.
+fn internal(e: impl std::fmt::Display) -> S3Error {
+    err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        e.to_string(),
+    )
+}
+
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -304,13 +314,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, S3Error> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.to_string(),
-            )
-        })?
+        .map_err(internal)?
         .map_err(S3Error::from)
 }
 
@@ -779,16 +783,7 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
     }
     drop(tx);
     drop(htx);
-    let blob = writer
-        .await
-        .map_err(|e| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.to_string(),
-            )
-        })?
-        .map_err(S3Error::from)?;
+    let blob = writer.await.map_err(internal)?.map_err(S3Error::from)?;
     if let Some(e) = failed {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -797,13 +792,7 @@ async fn receive(store: &Arc<ObjectStore>, req: Request, caller: &Caller) -> Res
         ));
     }
     let sha256 = match hasher {
-        Some(h) => Some(h.await.map_err(|e| {
-            err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                e.to_string(),
-            )
-        })?),
+        Some(h) => Some(h.await.map_err(internal)?),
         None => None,
     };
     check_digests(caller, content_md5.as_deref(), sha256.as_deref(), || {
@@ -1119,13 +1108,7 @@ async fn get_object(
             format!("bytes {start}-{}/{}", start + len - 1, meta.size),
         );
     }
-    r.body(body).map_err(|e| {
-        err(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            e.to_string(),
-        )
-    })
+    r.body(body).map_err(internal)
 }
 
 /// The file's bytes `start..start+len`, read on a blocking thread.

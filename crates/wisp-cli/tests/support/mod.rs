@@ -285,6 +285,23 @@ impl Node {
         panic!("fewer than {n} activations of {function} were recorded within 5 s");
     }
 
+    /// The activation record `id`, once written (records are written in
+    /// batches).
+    pub async fn activation(&self, id: &str) -> serde_json::Value {
+        for _ in 0..100 {
+            let r = self
+                .api(reqwest::Method::GET, &format!("/v1/activations/{id}"))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() {
+                return r.json().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("activation {id} was not recorded within 5 s");
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(WISP)
             .args(args)
