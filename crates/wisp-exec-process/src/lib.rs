@@ -13,7 +13,7 @@
 //! fresh. A new process of a `python3 -m MODULE` or `node SCRIPT` function
 //! comes from a prestarted interpreter when one is ready (see [`stem`]).
 
-mod bundle;
+pub mod bundle;
 mod runtime_api;
 mod sandbox;
 pub mod shape;

@@ -18,7 +18,7 @@ mod lambda_api;
 pub mod limits;
 pub mod routes;
 pub mod s3;
-mod sigv4;
+pub mod sigv4;
 mod tenancy;
 mod tenants_api;
 
