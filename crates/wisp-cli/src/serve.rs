@@ -139,8 +139,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let dir = data_dir(a.data.data_dir.as_deref())?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    // Every tenant's data: 0700, also when the directory existed before.
+    wisp_core::durable::private_dir(&dir)
+        .with_context(|| format!("creating data dir {} (mode 0700)", dir.display()))?;
     // Absolute from here on: process functions start in their own code
     // directory, where a relative path would point elsewhere.
     let dir = dir

@@ -33,8 +33,29 @@ enum NsCommand {
     /// Create a namespace (needs the node's admin token)
     Create {
         name: String,
+        /// Allow it routes without --host (they answer on every host no
+        /// namespace owns: 127.0.0.1, localhost, …); `default` has this
+        #[arg(long)]
+        shared_routes: bool,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Change a namespace (needs the node's admin token)
+    Update {
+        name: String,
+        /// Allow it routes without --host
+        #[arg(long, conflicts_with = "no_shared_routes")]
+        shared_routes: bool,
+        /// Forbid it new routes without --host (its existing ones stay)
+        #[arg(long)]
+        no_shared_routes: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hosts (domains) of a namespace: requests on them reach only its routes
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
     },
     /// List namespaces (a scoped token sees its own)
     #[command(alias = "list")]
@@ -51,17 +72,140 @@ enum NsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Assign a host to a namespace (needs the node's admin token)
+    Add {
+        #[arg(value_name = "NAMESPACE")]
+        ns_name: String,
+        host: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Take a host from a namespace (refused while its routes use it)
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(value_name = "NAMESPACE")]
+        ns_name: String,
+        host: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a namespace's hosts
+    #[command(alias = "list")]
+    Ls {
+        #[arg(value_name = "NAMESPACE")]
+        ns_name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+async fn domain(cmd: DomainCommand) -> anyhow::Result<()> {
+    match cmd {
+        DomainCommand::Add {
+            ns_name: namespace,
+            host,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let v: Value = c
+                .send(c.request(
+                    Method::PUT,
+                    &format!("/v1/namespaces/{namespace}/domains/{host}"),
+                ))
+                .await?
+                .json()
+                .await?;
+            if v["added"].as_bool() == Some(true) {
+                println!(
+                    "host {} now belongs to namespace {namespace}",
+                    s(&v["host"])
+                );
+            } else {
+                println!(
+                    "host {} already belongs to namespace {namespace}",
+                    s(&v["host"])
+                );
+            }
+        }
+        DomainCommand::Rm {
+            ns_name: namespace,
+            host,
+            client,
+        } => {
+            delete(
+                &client,
+                &format!("/v1/namespaces/{namespace}/domains/{host}"),
+            )
+            .await?;
+            println!("host {host} no longer belongs to namespace {namespace}");
+        }
+        DomainCommand::Ls {
+            ns_name: namespace,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let v = c
+                .get_json(&format!("/v1/namespaces/{namespace}/domains"))
+                .await?;
+            for h in v.as_array().cloned().unwrap_or_default() {
+                println!("{}", s(&h));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn ns(a: NsArgs) -> anyhow::Result<()> {
     match a.command {
-        NsCommand::Create { name, client } => {
+        NsCommand::Create {
+            name,
+            shared_routes,
+            client,
+        } => {
             let c = Client::from_args(&client)?;
-            let v = post(&c, "/v1/namespaces", json!({"name": name})).await?;
+            let v = post(
+                &c,
+                "/v1/namespaces",
+                json!({"name": name, "shared_routes": shared_routes}),
+            )
+            .await?;
             if v["created"].as_bool() == Some(true) {
                 println!("created namespace {name}");
             } else {
                 println!("namespace {name} already exists");
             }
         }
+        NsCommand::Update {
+            name,
+            shared_routes,
+            no_shared_routes,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let mut body = json!({});
+            if shared_routes || no_shared_routes {
+                body["shared_routes"] = json!(shared_routes);
+            }
+            let v: Value = c
+                .send(
+                    c.request(Method::PATCH, &format!("/v1/namespaces/{name}"))
+                        .json(&body),
+                )
+                .await?
+                .json()
+                .await?;
+            println!(
+                "namespace {name}: shared routes {}",
+                if v["shared_routes"].as_bool() == Some(true) {
+                    "allowed"
+                } else {
+                    "not allowed"
+                }
+            );
+        }
+        NsCommand::Domain { command } => domain(command).await?,
         NsCommand::Ls { client } => {
             let c = Client::from_args(&client)?;
             let v = c.get_json("/v1/namespaces").await?;

@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod durable;
 pub mod event;
+pub mod headers;
 pub mod ids;
 pub mod kv;
 pub mod route;
@@ -14,7 +15,7 @@ pub mod store;
 pub mod tenancy;
 pub mod time;
 
-pub use activation::{Activation, Outcome, UsageRow};
+pub use activation::{Activation, HostAnswered, Outcome, UsageRow};
 pub use event::{
     CloudEvent, DeadLetter, Delivery, EventError, KvEvent, Missed, ObjectEvent, Origin, Trigger,
     TriggerKind,
@@ -22,7 +23,9 @@ pub use event::{
 pub use ids::{
     ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,
 };
-pub use route::{Cors, JwtAuth, JwtKey, RouteAuth, RouteRecord, RouteSpec};
+pub use route::{
+    Cors, JwtAuth, JwtKey, RouteAuth, RouteRecord, RouteSpec, normalize_host, templates_overlap,
+};
 pub use spec::{Destination, FunctionRecord, FunctionSpec, Runtime, SpecError};
 pub use store::{
     AccessLogStore, ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey,

@@ -233,6 +233,17 @@ pub trait TenantStore: Send + Sync + 'static {
     fn delete_namespace(&self, ns: &Namespace) -> Result<bool, StoreError>;
     /// Every namespace with its creation time (`default` included).
     fn list_namespaces(&self) -> Result<Vec<(Namespace, i64)>, StoreError>;
+    /// Allows or forbids the namespace routes without a host (the shared
+    /// host-less space); false when the namespace does not exist.
+    fn set_shared_routes(&self, ns: &Namespace, allowed: bool) -> Result<bool, StoreError>;
+    /// Namespaces allowed routes without a host (`default` from the start).
+    fn shared_routes_namespaces(&self) -> Result<Vec<Namespace>, StoreError>;
+    /// Assigns a host (domain) to a namespace. `Exists` when another
+    /// namespace holds it; Ok(false) when this one did already.
+    fn put_domain(&self, host: &str, ns: &Namespace, now_ms: i64) -> Result<bool, StoreError>;
+    fn delete_domain(&self, ns: &Namespace, host: &str) -> Result<bool, StoreError>;
+    /// Every assigned host: (host, namespace, assigned at).
+    fn list_domains(&self) -> Result<Vec<(String, Namespace, i64)>, StoreError>;
 
     fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&self, ns: &Namespace, id: &str) -> Result<bool, StoreError>;

@@ -20,6 +20,28 @@ use wisp_core::{
 };
 use wisp_exec_wasm::{DeployError, ResponseBody, RunReport, WasmEngine};
 
+/// Logs cut at the capture limit may end in the first characters of a
+/// secret (the rest fell past the cut, so the whole-value mask missed it):
+/// such a tail is masked too. A cut inside a multi-byte character shows as
+/// U+FFFD after lossy decoding; it is dropped first.
+fn mask_cut_secret(logs: &mut String, secrets: &[String]) {
+    let end = logs.trim_end_matches('\u{FFFD}').len();
+    logs.truncate(end);
+    let longest = secrets
+        .iter()
+        .filter_map(|v| {
+            (1..v.len())
+                .rev()
+                .filter(|&k| v.is_char_boundary(k))
+                .find(|&k| logs.ends_with(&v[..k]))
+        })
+        .max();
+    if let Some(k) = longest {
+        logs.truncate(logs.len() - k);
+        logs.push_str("***");
+    }
+}
+
 /// A response from a function, with the `x-wisp-activation-id` header set.
 pub type InvokeResponse = http::Response<ResponseBody>;
 
@@ -636,6 +658,9 @@ impl Engine {
             }
             error = error.map(|e| e.replace(v.as_str(), "***"));
         }
+        if report.logs_truncated {
+            mask_cut_secret(&mut logs, &secrets);
+        }
         let kept_logs = done.keep_logs.then(|| logs.clone());
         entry.metrics.finished(outcome, run_time, done.cold);
         entry.running.fetch_sub(1, Ordering::AcqRel);
@@ -1021,5 +1046,26 @@ impl Engine {
             h.flush_and_stop().await;
         }
         self.inner.events.writer.flush_and_stop().await;
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_cut_secret;
+
+    #[test]
+    fn a_secret_cut_by_the_log_cap_shows_no_prefix() {
+        let secrets = vec!["S3CR3T-value-xyz".to_string(), "other".to_string()];
+        let mut logs = "xxxxS3CR3T-val".to_string();
+        mask_cut_secret(&mut logs, &secrets);
+        assert_eq!(logs, "xxxx***");
+        let mut logs = "line ends here\n".to_string();
+        mask_cut_secret(&mut logs, &secrets);
+        assert_eq!(logs, "line ends here\n");
+        // A cut inside a multi-byte character of the secret.
+        let secrets = vec!["pässwörd".to_string()];
+        let mut logs = "a p\u{FFFD}".to_string();
+        mask_cut_secret(&mut logs, &secrets);
+        assert_eq!(logs, "a ***");
     }
 }

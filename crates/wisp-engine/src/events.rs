@@ -422,7 +422,12 @@ impl Engine {
             |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
         );
         let req = match req.body(body) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                // Events carry only `ce-*` attributes; no `x-wisp-*` header
+                // reaches a function from one, as on every path into it.
+                wisp_core::headers::strip_wisp_headers(r.headers_mut());
+                r
+            }
             Err(e) => {
                 // Stored attributes that are not valid header values: no
                 // retry can fix that.

@@ -191,6 +191,7 @@ impl WasmEngine {
         env!("CARGO_PKG_VERSION").hash(&mut h);
         let cache_dir = config.cache_dir.join(format!("{:016x}", h.finish()));
         std::fs::create_dir_all(&cache_dir)?;
+        wisp_core::durable::private_dir(&config.cache_dir)?;
 
         let ticker = Ticker::start(&engine, config.epoch_tick)?;
         Ok(Self {

@@ -67,7 +67,9 @@ fn response_channel() -> (
     )
 }
 
-fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
+/// An answer for a function that gave none, marked [`HostAnswered`] so the
+/// engine can replace its text for callers.
+fn plain(status: u16, outcome: Outcome, msg: String) -> http::Response<ResponseBody> {
     let mut r = http::Response::new(
         Full::new(Bytes::from(msg))
             .map_err(|never| match never {})
@@ -79,6 +81,7 @@ fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    r.extensions_mut().insert(wisp_core::HostAnswered(outcome));
     r
 }
 
@@ -136,7 +139,11 @@ impl Prepared {
             Ok(resp) => resp,
             // The task ended without responding and without a report
             // (it panicked): answer for it.
-            Err(_) => plain(500, "function failed without a response\n".into()),
+            Err(_) => plain(
+                500,
+                Outcome::Error,
+                "function failed without a response\n".into(),
+            ),
         }
     }
 
@@ -278,9 +285,11 @@ impl Prepared {
                 .new_response_outparam_from_callback(move |result| {
                     let resp = match result {
                         Ok(resp) => resp,
-                        Err(code) => {
-                            plain(500, format!("function answered with an error: {code:?}\n"))
-                        }
+                        Err(code) => plain(
+                            500,
+                            Outcome::Error,
+                            format!("function answered with an error: {code:?}\n"),
+                        ),
                     };
                     send_status.store(resp.status().as_u16(), Ordering::Relaxed);
                     if let Some(tx) = send_responder
@@ -354,7 +363,7 @@ impl Prepared {
                 ),
             };
             status.store(code, Ordering::Relaxed);
-            let _ = tx.send(plain(code, msg));
+            let _ = tx.send(plain(code, outcome, msg));
         }
         let status = status.load(Ordering::Relaxed);
         let outcome = match outcome {

@@ -275,7 +275,7 @@ async fn request_response(
             http_body_util::Full::new(body),
             |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
         ));
-    let req = match req {
+    let mut req = match req {
         Ok(r) => r,
         Err(e) => {
             return aws_error(
@@ -285,6 +285,9 @@ async fn request_response(
             );
         }
     };
+    // Built from the payload alone, so no client header is in it; stripped
+    // anyway, as on every path into a function.
+    wisp_core::headers::strip_wisp_headers(req.headers_mut());
     let limit = st.config.max_payload_bytes;
     let c = match st
         .engine

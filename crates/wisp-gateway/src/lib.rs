@@ -16,6 +16,7 @@ pub mod jwt;
 mod kv_api;
 mod lambda_api;
 pub mod limits;
+mod ownership;
 pub mod routes;
 pub mod s3;
 mod sigv4;

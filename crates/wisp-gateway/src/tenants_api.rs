@@ -23,7 +23,15 @@ use wisp_core::{
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/namespaces", get(list_namespaces).post(create_namespace))
-        .route("/namespaces/{name}", delete(delete_namespace))
+        .route(
+            "/namespaces/{name}",
+            delete(delete_namespace).patch(update_namespace),
+        )
+        .route("/namespaces/{name}/domains", get(list_domains))
+        .route(
+            "/namespaces/{name}/domains/{host}",
+            put(add_domain).delete(remove_domain),
+        )
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", delete(delete_token))
         .route("/routes", get(list_routes).post(add_route))
@@ -57,7 +65,9 @@ async fn list_namespaces(State(st): State<AppState>, scope: Scope) -> Result<Res
     let list: Vec<_> = all
         .into_iter()
         .filter(|(n, _)| scope.node_admin || *n == scope.ns)
-        .map(|(n, t)| json!({"name": n, "created_ms": t}))
+        .map(|(n, t)| {
+            json!({"name": n, "created_ms": t, "shared_routes": st.gate.shares_routes(&n), "domains": st.gate.domains_of(&n)})
+        })
         .collect();
     Ok(Json(list).into_response())
 }
@@ -78,6 +88,92 @@ fn node_admin_only(scope: &Scope, what: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct NamespaceRequest {
     name: String,
+    /// May it add routes without a host (the shared host-less space)?
+    #[serde(default)]
+    shared_routes: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceUpdate {
+    shared_routes: Option<bool>,
+}
+
+/// The namespace in the path, which must exist.
+fn existing_ns(st: &AppState, name: String) -> Result<Namespace, ApiError> {
+    let ns = Namespace::new(name)
+        .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))?;
+    if !st.gate.tenancy.exists(&ns) {
+        return Err(not_found(
+            "namespace_not_found",
+            format!("namespace {ns:?} does not exist (wisp ns ls lists namespaces)"),
+        ));
+    }
+    Ok(ns)
+}
+
+async fn update_namespace(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "change namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    let req: NamespaceUpdate = json_body(&body)?;
+    if let Some(allowed) = req.shared_routes {
+        st.gate.set_shared_routes(&ns, allowed).await?;
+    }
+    Ok(Json(json!({"name": ns, "shared_routes": st.gate.shares_routes(&ns), "domains": st.gate.domains_of(&ns)})).into_response())
+}
+
+async fn list_domains(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "list the hosts of namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    Ok(Json(st.gate.domains_of(&ns)).into_response())
+}
+
+async fn add_domain(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path((name, host)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "assign hosts to namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    let host = wisp_core::normalize_host(&host).map_err(invalid("invalid_host"))?;
+    let added = st.gate.add_domain(&ns, &host).await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"namespace": ns, "host": host, "added": added})),
+    )
+        .into_response())
+}
+
+async fn remove_domain(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path((name, host)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "take hosts from namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    let host = wisp_core::normalize_host(&host).map_err(invalid("invalid_host"))?;
+    if st.gate.remove_domain(&ns, &host).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found(
+            "host_not_found",
+            format!("host {host:?} is not assigned to namespace {ns:?} (wisp ns domain ls {ns})"),
+        ))
+    }
 }
 
 async fn create_namespace(
@@ -90,6 +186,9 @@ async fn create_namespace(
     let ns = Namespace::new(req.name)
         .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))?;
     let created = st.gate.create_namespace(&ns).await?;
+    if req.shared_routes {
+        st.gate.set_shared_routes(&ns, true).await?;
+    }
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -377,9 +377,12 @@ impl ObjectStore {
     /// Opens the store: blobs under `root`, metadata in `db_path`. Removes
     /// leftover temp files and blobs no object refers to.
     pub fn open(root: &Path, db_path: &Path) -> Result<Self, ObjectError> {
+        // Every tenant's objects: readable by the node's user only.
+        wisp_core::durable::private_dir(root).map_err(io_at(root))?;
         for d in ["tmp", "blobs"] {
-            fs::create_dir_all(root.join(d)).map_err(io_at(root))?;
+            wisp_core::durable::private_dir(&root.join(d)).map_err(io_at(root))?;
         }
+        wisp_core::durable::private_sqlite(db_path).map_err(io_at(db_path))?;
         let conn = Connection::open(db_path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -398,6 +401,7 @@ impl ObjectStore {
             conn.execute_batch("ALTER TABLE objects ADD COLUMN data BLOB")
                 .map_err(db)?;
         }
+        wisp_core::durable::private_sqlite(db_path).map_err(io_at(db_path))?;
         // The inline writer's own connection: FULL, so a commit is fsynced.
         let wconn = Connection::open(db_path).map_err(db)?;
         wconn

@@ -27,6 +27,10 @@ pub(crate) fn open_wal(
     synchronous: &str,
     schema: &str,
 ) -> Result<Connection, StoreError> {
+    // 0600 before SQLite opens it (its -wal and -shm files get the same
+    // mode), and again after, for files left by an older node.
+    let private = |p: &Path| wisp_core::durable::private_sqlite(p).map_err(|e| crate::io_err(p, e));
+    private(path)?;
     let conn = Connection::open(path).map_err(db)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(db)?;
@@ -34,6 +38,7 @@ pub(crate) fn open_wal(
         .map_err(db)?;
     conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
     conn.execute_batch(schema).map_err(db)?;
+    private(path)?;
     Ok(conn)
 }
 
