@@ -63,10 +63,15 @@ enum NsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Delete an empty namespace with its tokens, API keys and secrets
+    /// Delete a namespace; refused while it holds anything, unless --force
     #[command(alias = "delete")]
     Rm {
         name: String,
+        /// Delete everything in it too (functions, routes, keys, tokens,
+        /// secrets, triggers, topics, dead letters, KV data, buckets and
+        /// objects, activations); cannot be undone
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -213,8 +218,13 @@ pub async fn ns(a: NsArgs) -> anyhow::Result<()> {
                 println!("{}", s(&n["name"]));
             }
         }
-        NsCommand::Rm { name, client } => {
-            delete(&client, &format!("/v1/namespaces/{name}")).await?;
+        NsCommand::Rm {
+            name,
+            force,
+            client,
+        } => {
+            let q = if force { "?force=true" } else { "" };
+            delete(&client, &format!("/v1/namespaces/{name}{q}")).await?;
             println!("deleted namespace {name}");
         }
     }

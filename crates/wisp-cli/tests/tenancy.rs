@@ -474,3 +474,146 @@ async fn metrics_need_a_token_and_a_namespace_sees_only_its_series() {
         "{mine}"
     );
 }
+
+/// Runs boto3 against the node's S3 API: `script` sees `c` (a client).
+fn s3(node: &Node, key: &(String, String), script: &str) -> std::process::Output {
+    std::process::Command::new(support::python())
+        .args([
+            "-c",
+            &format!(
+                "import boto3,sys\nc=boto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3],region_name='us-east-1')\n{script}"
+            ),
+        ])
+        .args([node.s3_url.as_deref().unwrap(), &key.0, &key.1])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_data() {
+    let node = Node::fresh("nsrm", &[]);
+    cli_ok(&node, &["ns", "create", "tmp", "--shared-routes"]);
+    let o = node.cli_stdin(&["secret", "set", "--ns", "tmp", "TOKEN"], b"old-secret\n");
+    assert!(o.status.success(), "{}", out(&o));
+    let r = node
+        .deploy_in(
+            "tmp",
+            "f",
+            &fixture("testfn"),
+            json!({"secrets": ["TOKEN"]}),
+        )
+        .await;
+    assert!(r.status().is_success());
+    assert_eq!(
+        node.get("/ns/tmp/fn/f/env/TOKEN")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    add_route_ok(
+        &node,
+        "tmp",
+        json!({"path": "/echo/old/{x}", "function": "f"}),
+    )
+    .await;
+    let put = |path: &str, body: &'static str| {
+        node.api(Method::PUT, path)
+            .header("x-wisp-namespace", "tmp")
+            .body(body)
+            .send()
+    };
+    assert!(
+        put("/v1/kv/notes/k1", "old-value")
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(put("/v1/topics/t", "").await.unwrap().status().is_success());
+    let old_token = {
+        let o = node.cli(&["token", "create", "--ns", "tmp", "--role", "admin"]);
+        assert!(o.status.success(), "{}", out(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    cli_ok(
+        &node,
+        &["apikey", "create", "--ns", "tmp", "--name", "mobile"],
+    );
+    let old_key = support::access_key(&node, &["--ns", "tmp", "--role", "admin"]);
+    let o = s3(
+        &node,
+        &old_key,
+        "c.create_bucket(Bucket='pics'); c.put_object(Bucket='pics',Key='a.txt',Body=b'old-object')",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+
+    // Without --force: refused, saying what is in it.
+    let o = node.cli(&["ns", "rm", "tmp"]);
+    assert!(!o.status.success());
+    let said = out(&o);
+    for what in [
+        "1 function",
+        "1 topic",
+        "1 KV bucket",
+        "1 KV key",
+        "1 bucket",
+        "1 object",
+        "1 secret",
+        "1 route",
+        "1 API key",
+        "1 token",
+        "1 access key",
+        "--force",
+    ] {
+        assert!(said.contains(what), "{what:?} not in {said}");
+    }
+    assert_eq!(node.get("/echo/old/1").send().await.unwrap().status(), 200);
+
+    cli_ok(&node, &["ns", "rm", "tmp", "--force"]);
+    cli_ok(&node, &["ns", "create", "tmp"]);
+    // The new tenant sees nothing of the old one.
+    for path in [
+        "/v1/functions",
+        "/v1/routes",
+        "/v1/secrets",
+        "/v1/topics",
+        "/v1/triggers",
+        "/v1/apikeys",
+        "/v1/accesskeys",
+        "/v1/tokens",
+        "/v1/dlq",
+        "/v1/activations",
+        "/v1/kv",
+    ] {
+        let v = node.json_ns("tmp", path).await;
+        assert_eq!(v, json!([]), "{path} in the new tmp: {v}");
+    }
+    let r = node
+        .api(Method::GET, "/v1/kv/notes/k1")
+        .header("x-wisp-namespace", "tmp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the old KV key is gone");
+    assert_eq!(node.get("/echo/old/1").send().await.unwrap().status(), 404);
+    let r = node
+        .http
+        .get(format!("{}/v1/functions", node.url))
+        .bearer_auth(&old_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the old token is revoked");
+    let o = s3(&node, &old_key, "c.list_buckets()");
+    assert!(!o.status.success(), "the old access key is revoked");
+    let new_key = support::access_key(&node, &["--ns", "tmp", "--role", "admin"]);
+    let o = s3(
+        &node,
+        &new_key,
+        "print(len(c.list_buckets()['Buckets']))\ntry:\n  c.get_object(Bucket='pics',Key='a.txt'); print('found')\nexcept Exception as e: print('gone')",
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "0\ngone\n");
+}

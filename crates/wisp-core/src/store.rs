@@ -104,6 +104,9 @@ pub trait ActivationStore: Send + Sync + 'static {
     /// Deletes records beyond the newest `max_count` or older than
     /// `min_start_ms`; returns how many were removed.
     fn prune_activations(&self, max_count: u64, min_start_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes every activation record of a namespace (its usage goes with
+    /// them); returns how many.
+    fn delete_namespace_activations(&self, ns: &Namespace) -> Result<u64, StoreError>;
 }
 
 /// An idempotency key: a second enqueue with the same key within the

@@ -8,6 +8,7 @@
 mod engine;
 mod events;
 mod metrics;
+mod purge;
 mod queue;
 mod recorder;
 mod runner;
@@ -18,4 +19,5 @@ pub use events::{
     Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,
 };
 pub use metrics::Metrics;
+pub use purge::Holdings;
 pub use recorder::RetentionSettings;

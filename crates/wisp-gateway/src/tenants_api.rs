@@ -197,10 +197,18 @@ async fn create_namespace(
     Ok((status, Json(json!({"name": ns, "created": created}))).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteNamespaceQuery {
+    #[serde(default)]
+    force: bool,
+}
+
 async fn delete_namespace(
     State(st): State<AppState>,
     scope: Scope,
     Path(name): Path<String>,
+    Query(q): Query<DeleteNamespaceQuery>,
 ) -> Result<Response, ApiError> {
     node_admin_only(&scope, "delete namespaces")?;
     let ns = Namespace::new(name)
@@ -217,19 +225,30 @@ async fn delete_namespace(
             format!("namespace {ns:?} does not exist (wisp ns ls lists namespaces)"),
         ));
     }
-    let functions = st.engine.list_functions(Some(&ns)).await.len();
-    let routes = st.gate.list_routes(&ns).len();
-    let triggers = st.engine.list_triggers(&ns).len();
-    let topics = st.engine.list_topics(&ns).len();
-    if functions + routes + triggers + topics > 0 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "namespace_not_empty",
-            format!(
-                "namespace {ns:?} still holds {functions} function(s), {routes} route(s), {triggers} trigger(s) and {topics} topic(s): remove them first"
-            ),
-        ));
+    if !q.force {
+        let mut held = st.engine.holdings(&ns).await?.describe();
+        let count = |n: usize, what: &str| {
+            (n > 0).then(|| format!("{n} {what}{}", if n == 1 { "" } else { "s" }))
+        };
+        held.extend(count(st.gate.list_routes(&ns).len(), "route"));
+        held.extend(count(st.gate.list_keys(&ns).len(), "API key"));
+        held.extend(count(st.gate.list_tokens(&ns).await?.len(), "token"));
+        held.extend(count(st.gate.list_access_keys(&ns).len(), "access key"));
+        held.extend(count(st.gate.domains_of(&ns).len(), "host"));
+        if !held.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "namespace_not_empty",
+                format!(
+                    "namespace {ns:?} still holds {}: remove them first, or delete it with everything in it (`wisp ns rm {ns} --force`, which cannot be undone)",
+                    held.join(", ")
+                ),
+            ));
+        }
     }
+    // Everything of it, then the namespace with its tokens, keys, secrets,
+    // routes, hosts and logs.
+    st.engine.purge_namespace(&ns).await?;
     st.gate.delete_namespace(&ns).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

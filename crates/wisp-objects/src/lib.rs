@@ -558,6 +558,58 @@ impl ObjectStore {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
+    /// Objects stored in a namespace (all its buckets).
+    pub fn count_objects(&self, ns: &Namespace) -> Result<u64, ObjectError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM objects WHERE namespace = ?1",
+                params![ns.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db)
+    }
+
+    /// Deletes everything of a namespace: its buckets, objects, unfinished
+    /// multipart uploads and their blob files. Returns the objects deleted.
+    pub fn delete_namespace(&self, ns: &Namespace) -> Result<u64, ObjectError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut blobs: Vec<String> = Vec::new();
+        for sql in [
+            "SELECT blob FROM objects WHERE namespace = ?1",
+            "SELECT p.blob FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.namespace = ?1",
+        ] {
+            let mut q = tx.prepare(sql).map_err(db)?;
+            let rows = q
+                .query_map(params![ns.as_str()], |r| r.get::<_, String>(0))
+                .map_err(db)?;
+            for b in rows {
+                blobs.push(b.map_err(db)?);
+            }
+        }
+        let n = tx
+            .execute(
+                "DELETE FROM objects WHERE namespace = ?1",
+                params![ns.as_str()],
+            )
+            .map_err(db)?;
+        for sql in [
+            "DELETE FROM upload_parts WHERE upload_id IN (SELECT id FROM uploads WHERE namespace = ?1)",
+            "DELETE FROM uploads WHERE namespace = ?1",
+            "DELETE FROM obj_buckets WHERE namespace = ?1",
+        ] {
+            tx.execute(sql, params![ns.as_str()]).map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        drop(conn);
+        let dir = self.root.join("blobs");
+        for b in &blobs {
+            remove_blob(&dir, b);
+        }
+        Ok(n as u64)
+    }
+
     /// Removes an empty bucket.
     pub fn delete_bucket(&self, ns: &Namespace, bucket: &str) -> Result<(), ObjectError> {
         let conn = self.conn();

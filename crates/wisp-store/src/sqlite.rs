@@ -506,6 +506,17 @@ impl ActivationStore for SqliteStore {
             .collect())
     }
 
+    fn delete_namespace_activations(&self, ns: &Namespace) -> Result<u64, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM activations WHERE namespace = ?1",
+                params![ns.as_str()],
+            )
+            .map_err(db)?;
+        Ok(n as u64)
+    }
+
     fn prune_activations(&self, max_count: u64, min_start_ms: i64) -> Result<u64, StoreError> {
         let conn = self.conn();
         let mut n = conn

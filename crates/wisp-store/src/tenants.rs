@@ -142,6 +142,8 @@ impl TenantStore for SqliteStore {
             "secrets",
             "access_keys",
             "domains",
+            "access_log",
+            "audit_log",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
