@@ -518,6 +518,43 @@ async fn deleting_a_namespace_deletes_its_data() {
         json!({"path": "/echo/old/{x}", "function": "f"}),
     )
     .await;
+    // An artifact only tmp uses, and one default uses too.
+    let r = node
+        .deploy_in("tmp", "g", &fixture("kvfn"), json!({}))
+        .await;
+    assert!(r.status().is_success());
+    node.deploy_ok("shared", &fixture("testfn"), json!({}))
+        .await;
+    let mut files = Vec::new();
+    for f in ["g", "f"] {
+        let v = node.json_ns("tmp", &format!("/v1/functions/{f}")).await;
+        let d = v["artifact"].as_str().unwrap_or_else(|| panic!("{v}"));
+        files.push(
+            node.dir
+                .join("artifacts/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        );
+    }
+    let (only_tmp, shared) = (files[0].clone(), files[1].clone());
+    // An event for a failing function: queued for retries, or dead-lettered.
+    let r = node
+        .deploy_in(
+            "tmp",
+            "failing",
+            &fixture("testfn"),
+            json!({"env": {"FAIL": "1"}}),
+        )
+        .await;
+    assert!(r.status().is_success());
+    let r = node
+        .api(Method::POST, "/v1/functions/failing/invoke?async=true")
+        .header("x-wisp-namespace", "tmp")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(only_tmp.exists() && shared.exists(), "{files:?}");
     let put = |path: &str, body: &'static str| {
         node.api(Method::PUT, path)
             .header("x-wisp-namespace", "tmp")
@@ -554,7 +591,7 @@ async fn deleting_a_namespace_deletes_its_data() {
     assert!(!o.status.success());
     let said = out(&o);
     for what in [
-        "1 function",
+        "3 functions",
         "1 topic",
         "1 KV bucket",
         "1 KV key",
@@ -570,8 +607,25 @@ async fn deleting_a_namespace_deletes_its_data() {
         assert!(said.contains(what), "{what:?} not in {said}");
     }
     assert_eq!(node.get("/echo/old/1").send().await.unwrap().status(), 200);
+    assert!(
+        said.contains("1 queued event") || said.contains("1 dead letter"),
+        "{said}"
+    );
 
     cli_ok(&node, &["ns", "rm", "tmp", "--force"]);
+    assert!(
+        !only_tmp.exists(),
+        "an artifact no other namespace uses is deleted"
+    );
+    assert!(shared.exists(), "an artifact default still uses stays");
+    assert_eq!(
+        node.get_fn("shared/status/200")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     cli_ok(&node, &["ns", "create", "tmp"]);
     // The new tenant sees nothing of the old one.
     for path in [

@@ -69,6 +69,9 @@ pub trait Registry: Send + Sync + 'static {
     fn list_functions(&self, ns: Option<&Namespace>) -> Result<Vec<FunctionRecord>, StoreError>;
     /// Deletes a function with all its versions.
     fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError>;
+    /// The artifacts any version of any function uses, in `ns` or (None)
+    /// in every namespace.
+    fn version_artifacts(&self, ns: Option<&Namespace>) -> Result<Vec<Digest>, StoreError>;
 }
 
 /// Content-addressed bytes.
@@ -78,6 +81,8 @@ pub trait ArtifactStore: Send + Sync + 'static {
     fn put_artifact(&self, bytes: &[u8]) -> Result<(Digest, bool), StoreError>;
     fn get_artifact(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
     fn has_artifact(&self, digest: &Digest) -> bool;
+    /// Removes an artifact; false when there was none.
+    fn delete_artifact(&self, digest: &Digest) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -207,6 +212,10 @@ pub trait EventStore: Send + Sync + 'static {
         function: Option<&FunctionName>,
     ) -> Result<u64, StoreError>;
     /// A queued delivery or dead letter by id.
+    /// Deletes a namespace's queued and delayed deliveries, dead letters,
+    /// idempotency keys and cron state; returns the deliveries and dead
+    /// letters deleted.
+    fn delete_namespace_events(&self, ns: &Namespace) -> Result<u64, StoreError>;
     fn find_delivery(&self, id: &DeliveryId) -> Result<Option<(Delivery, bool)>, StoreError>;
     /// Deliveries (queued or dead) of a CloudEvent id.
     fn deliveries_of_event(

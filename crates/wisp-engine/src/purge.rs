@@ -1,7 +1,8 @@
 //! What a namespace holds in the engine's stores, and deleting all of it
 //! (`wisp ns rm NS --force`): triggers, topics, functions with their
-//! versions, dead letters, KV buckets and keys, object buckets and objects,
-//! activation records (its usage).
+//! versions and the artifacts no other namespace uses, queued events and
+//! dead letters, KV buckets and keys, object buckets and objects, activation
+//! records (its usage).
 
 use crate::engine::{Engine, EngineError, blocking};
 use serde::Serialize;
@@ -13,6 +14,7 @@ pub struct Holdings {
     pub functions: u64,
     pub triggers: u64,
     pub topics: u64,
+    pub queued_events: u64,
     pub dead_letters: u64,
     pub kv_buckets: u64,
     pub kv_keys: u64,
@@ -28,6 +30,7 @@ impl Holdings {
             (self.functions, "function"),
             (self.triggers, "trigger"),
             (self.topics, "topic"),
+            (self.queued_events, "queued event"),
             (self.dead_letters, "dead letter"),
             (self.kv_buckets, "KV bucket"),
             (self.kv_keys, "KV key"),
@@ -60,7 +63,15 @@ impl Engine {
         })
         .await?
         .map_err(objects_err)?;
+        let (events, n) = (self.events().store.clone(), ns.clone());
+        let queued = blocking(move || {
+            events
+                .pending()
+                .map(|p| p.iter().filter(|d| d.namespace == n).count() as u64)
+        })
+        .await??;
         Ok(Holdings {
+            queued_events: queued,
             functions: self.list_functions(Some(ns)).await.len() as u64,
             triggers: self.list_triggers(ns).len() as u64,
             topics: self.list_topics(ns).len() as u64,
@@ -76,6 +87,11 @@ impl Engine {
     /// Deletes everything of `ns` in the engine's stores (secrets and the
     /// rest of the tenant store go with the namespace itself).
     pub async fn purge_namespace(&self, ns: &Namespace) -> Result<(), EngineError> {
+        // The artifacts its versions use, to collect those no other
+        // namespace's versions use once its functions are gone.
+        let registry = self.inner.registry.clone();
+        let n = ns.clone();
+        let used = blocking(move || registry.version_artifacts(Some(&n))).await??;
         // Triggers and topics first, so nothing new is queued for it.
         for t in self.list_triggers(ns) {
             self.delete_trigger(ns, &t.trigger.name).await?;
@@ -89,6 +105,16 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+        let (registry, artifacts) = (self.inner.registry.clone(), self.inner.artifacts.clone());
+        blocking(move || {
+            let still: std::collections::HashSet<_> =
+                registry.version_artifacts(None)?.into_iter().collect();
+            for d in used.iter().filter(|d| !still.contains(*d)) {
+                artifacts.delete_artifact(d)?;
+            }
+            Ok::<_, wisp_core::StoreError>(())
+        })
+        .await??;
         self.delete_dead_letters(ns, Vec::new(), None).await?;
         for b in self.kv().buckets(ns) {
             self.kv().delete_bucket(ns, &b.name).await?;
@@ -97,6 +123,13 @@ impl Engine {
         blocking(move || objects.delete_namespace(&n))
             .await?
             .map_err(objects_err)?;
+        // Deliveries still queued or waiting for a retry: gone from the
+        // store, so when their turn comes there is nothing to run or to
+        // dead-letter (a dead letter is copied from the stored delivery).
+        let (events, n) = (self.events().store.clone(), ns.clone());
+        blocking(move || events.delete_namespace_events(&n)).await??;
+        // Records of its last runs may still wait in the recorder's queue.
+        self.inner.recorder.flush().await;
         let (activations, n) = (self.inner.activations.clone(), ns.clone());
         blocking(move || activations.delete_namespace_activations(&n)).await??;
         Ok(())

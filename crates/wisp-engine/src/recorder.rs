@@ -42,6 +42,8 @@ enum Msg {
     Record(Box<Activation>),
     /// Write everything received so far, acknowledge, and stop.
     Stop(std::sync::mpsc::Sender<()>),
+    /// Write everything received so far, acknowledge, and go on.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 pub struct Recorder {
@@ -66,6 +68,19 @@ impl Recorder {
             },
             RecorderHandle { tx },
         ))
+    }
+
+    /// Waits until every record queued so far is written (e.g. before
+    /// deleting a namespace's records, so none is written after).
+    pub async fn flush(&self) {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if tx.send(Msg::Flush(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        })
+        .await;
     }
 
     /// Queues a record; never blocks. A full queue drops the record and
@@ -113,24 +128,28 @@ fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: Retentio
     let mut last_full = false;
     let mut batch: Vec<Activation> = Vec::with_capacity(BATCH_MAX);
     let mut stop: Option<std::sync::mpsc::Sender<()>> = None;
+    // A flush: acknowledged once what came before it is written.
+    let mut flushed: Option<std::sync::mpsc::Sender<()>> = None;
     loop {
         // Wait for the first record, then let the window fill up.
         match rx.recv() {
             Ok(Msg::Record(a)) => batch.push(*a),
             Ok(Msg::Stop(ack)) => stop = Some(ack),
+            Ok(Msg::Flush(ack)) => flushed = Some(ack),
             Err(_) => break,
         }
         // Let the window fill up by sleeping, not by waiting on the
         // channel: a sender then finds no waiting receiver and does not
         // have to wake this thread for every record.
         // (Not when the last batch was full: then records are waiting.)
-        if stop.is_none() && !last_full {
+        if stop.is_none() && flushed.is_none() && !last_full {
             std::thread::sleep(settings.batch_window);
         }
-        while stop.is_none() && batch.len() < BATCH_MAX {
+        while stop.is_none() && flushed.is_none() && batch.len() < BATCH_MAX {
             match rx.try_recv() {
                 Ok(Msg::Record(a)) => batch.push(*a),
                 Ok(Msg::Stop(ack)) => stop = Some(ack),
+                Ok(Msg::Flush(ack)) => flushed = Some(ack),
                 Err(_) => break,
             }
         }
@@ -152,6 +171,9 @@ fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: Retentio
             if let Err(e) = store.prune_activations(settings.max_records, min_start) {
                 tracing::error!(error = %e, "pruning activation records failed");
             }
+        }
+        if let Some(ack) = flushed.take() {
+            let _ = ack.send(());
         }
         if let Some(ack) = stop.take() {
             let _ = ack.send(());

@@ -61,6 +61,15 @@ impl ArtifactStore for FileArtifacts {
     fn has_artifact(&self, digest: &Digest) -> bool {
         self.path_of(digest).exists()
     }
+
+    fn delete_artifact(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let path = self.path_of(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -265,6 +265,18 @@ impl Registry for SqliteStore {
         rows.into_iter().map(to_record).collect()
     }
 
+    fn version_artifacts(&self, ns: Option<&Namespace>) -> Result<Vec<Digest>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT artifact FROM versions WHERE ?1 IS NULL OR namespace = ?1")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![ns.map(|n| n.as_str())], |r| r.get::<_, String>(0))
+            .map_err(db)?;
+        rows.map(|r| Digest::parse(&r.map_err(db)?).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
     fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
