@@ -363,7 +363,12 @@ impl Prepared {
                 ),
             };
             status.store(code, Ordering::Relaxed);
-            let _ = tx.send(plain(code, outcome, msg));
+            // Returning without a response ends as an error (500) below.
+            let shown = match outcome {
+                Outcome::Success => Outcome::Error,
+                o => o,
+            };
+            let _ = tx.send(plain(code, shown, msg));
         }
         let status = status.load(Ordering::Relaxed);
         let outcome = match outcome {
