@@ -75,16 +75,31 @@ pub enum ObjectError {
     Io { path: PathBuf, source: io::Error },
     #[error("object metadata database: {0}")]
     Db(String),
+    /// The disk is full: nothing of the write was stored, the old object
+    /// (if any) is intact.
+    #[error(
+        "no space left on the node's disk ({0}); the object was not stored: delete objects or free disk space on the node, then retry"
+    )]
+    StorageFull(String),
 }
 
 fn db(e: rusqlite::Error) -> ObjectError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return ObjectError::StorageFull(format!("object metadata database: {e}"));
+    }
     ObjectError::Db(e.to_string())
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ObjectError + '_ {
-    move |source| ObjectError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if wisp_core::store::is_no_space(&source) {
+            ObjectError::StorageFull(format!("writing {}: {source}", path.display()))
+        } else {
+            ObjectError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
 }
 

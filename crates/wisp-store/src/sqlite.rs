@@ -17,6 +17,9 @@ pub struct SqliteStore {
 }
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return StoreError::Full(format!("database: {e}"));
+    }
     StoreError::Db(e.to_string())
 }
 
