@@ -8,6 +8,7 @@ pub mod durable;
 pub mod event;
 pub mod ids;
 pub mod kv;
+pub mod reserve;
 pub mod route;
 pub mod spec;
 pub mod store;

@@ -83,6 +83,13 @@ pub enum ObjectError {
     StorageFull(String),
 }
 
+impl ObjectError {
+    /// Whether the disk being full caused this.
+    pub fn is_full(&self) -> bool {
+        matches!(self, ObjectError::StorageFull(_))
+    }
+}
+
 fn db(e: rusqlite::Error) -> ObjectError {
     if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
         return ObjectError::StorageFull(format!("object metadata database: {e}"));
@@ -583,12 +590,14 @@ impl ObjectStore {
         if any.is_some() {
             return Err(ObjectError::BucketNotEmpty(bucket.to_string()));
         }
-        let n = conn
-            .execute(
+        // Deletes still work on a full disk: they may use the reserve.
+        let n = wisp_core::reserve::deleting(ObjectError::is_full, || {
+            conn.execute(
                 "DELETE FROM obj_buckets WHERE namespace = ?1 AND bucket = ?2",
                 params![ns.as_str(), bucket],
             )
-            .map_err(db)?;
+            .map_err(db)
+        })?;
         if n == 0 {
             return Err(ObjectError::NoSuchBucket(bucket.to_string()));
         }
@@ -797,12 +806,14 @@ impl ObjectStore {
         let Some((m, blob)) = self.row(ns, bucket, key)? else {
             return Ok(None);
         };
-        self.conn()
-            .execute(
-                "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3 AND blob = ?4",
-                params![ns.as_str(), bucket, key, blob],
-            )
-            .map_err(db)?;
+        wisp_core::reserve::deleting(ObjectError::is_full, || {
+            self.conn()
+                .execute(
+                    "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3 AND blob = ?4",
+                    params![ns.as_str(), bucket, key, blob],
+                )
+                .map_err(db)
+        })?;
         remove_blob(&self.root.join("blobs"), &blob);
         Ok(Some(m))
     }

@@ -264,6 +264,13 @@ impl Registry for SqliteStore {
     }
 
     fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError> {
+        // Deletes still work on a full disk: they may use the reserve.
+        wisp_core::reserve::deleting(StoreError::is_full, || self.delete_function_once(ns, name))
+    }
+}
+
+impl SqliteStore {
+    fn delete_function_once(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
         let n = tx
