@@ -215,6 +215,25 @@ async fn a_full_disk_refuses_writes_cleanly_keeps_old_data_and_still_deletes() {
     assert_eq!(r["attempts"], 0, "{r}");
     assert_eq!(s3(&node, &key, &["get", "photos", "cat"])["ok"], "old");
 
+    // An artifact upload and an async invoke (an event in the durable
+    // queue) answer 507 too.
+    let r = node
+        .api(Method::POST, "/v1/artifacts")
+        .body(fixture("testfn"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 507);
+    assert_eq!(error_code(r).await, "insufficient_storage");
+    let r = node
+        .api(Method::POST, "/v1/functions/kvfn/invoke?async=true")
+        .body("e".repeat(500_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 507);
+    assert_eq!(error_code(r).await, "insufficient_storage");
+
     // Deletes still work: a key, an object, a bucket, a function.
     let r = node
         .api(Method::DELETE, "/v1/kv/default/gone")

@@ -138,3 +138,42 @@ pub fn deleting<T, E>(
         r => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_freed_for_a_failed_delete_and_made_again() {
+        let dir = std::env::temp_dir().join(format!("wisp-reserve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reserve");
+        install(&path, 64 * 1024).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 * 1024);
+        // A delete that fails for lack of space runs once more after the
+        // reserve is freed; one that fails otherwise does not.
+        let mut runs = 0;
+        let r: Result<(), &str> = deleting(
+            |e| *e == "full",
+            || {
+                runs += 1;
+                if runs == 1 { Err("full") } else { Ok(()) }
+            },
+        );
+        assert_eq!((r, runs), (Ok(()), 2));
+        assert!(!path.exists());
+        // Nothing left to free: no second try.
+        let mut runs = 0;
+        let r: Result<(), &str> = deleting(
+            |e| *e == "full",
+            || {
+                runs += 1;
+                Err("full")
+            },
+        );
+        assert_eq!((r, runs), (Err("full"), 1));
+        restore();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 * 1024);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
