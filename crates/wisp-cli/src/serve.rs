@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Largest invocation payload, in bytes (413 beyond)
     #[arg(long, default_value_t = 6 * 1024 * 1024)]
     max_payload: usize,
+    /// Bytes kept back in <data-dir>/reserve so that deletes still work
+    /// when the disk is full (0: none)
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    disk_reserve: u64,
     /// Largest artifact upload, in bytes (413 beyond)
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_artifact: usize,
@@ -147,6 +151,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving data dir {}", dir.display()))?;
+    wisp_core::reserve::install(&dir.join("reserve"), a.disk_reserve)
+        .context("starting the disk reserve")?;
     let token = admin_token(&dir)?;
     let key = SecretKey::load_or_create(&dir.join(SECRET_KEY_FILE))
         .context("loading the key that encrypts secrets")?;

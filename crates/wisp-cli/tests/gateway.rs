@@ -1025,7 +1025,7 @@ async fn usage_access_log_and_audit_record_who_did_what() {
         r#"wisp_gateway_requests_total{namespace="shop",route="GET /echo/u/{id}",class="2xx"} 5"#,
         r#"wisp_gateway_requests_total{namespace="shop",route="GET /echo/u/{id}",class="4xx"} 1"#,
         "wisp_gateway_routes 2",
-        "wisp_access_log_dropped_total 0",
+        r#"wisp_access_log_dropped_total{reason="queue_full"} 0"#,
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -9,6 +9,7 @@ pub mod event;
 pub mod headers;
 pub mod ids;
 pub mod kv;
+pub mod reserve;
 pub mod route;
 pub mod spec;
 pub mod store;

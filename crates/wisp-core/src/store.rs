@@ -47,6 +47,41 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The disk of the data directory is full (ENOSPC, EDQUOT, SQLite's
+    /// SQLITE_FULL): nothing of the change was stored.
+    #[error(
+        "no space left on the node's disk ({0}); delete keys, objects or functions or free disk space on the node, then retry"
+    )]
+    Full(String),
+}
+
+impl StoreError {
+    /// `Full` for an I/O error that says the disk is full, `Io` otherwise.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if is_no_space(&source) {
+            StoreError::Full(format!("writing {}: {source}", path.display()))
+        } else {
+            StoreError::Io { path, source }
+        }
+    }
+
+    /// Whether the disk being full caused this.
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Full(_) => true,
+            StoreError::Io { source, .. } => is_no_space(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Functions and their versions.

@@ -432,7 +432,7 @@ impl Engine {
             .count();
         let mut out = self.inner.metrics.render(table.len(), loaded);
         let (depth, c) = self.queue_metrics();
-        crate::metrics::render_queue(&mut out, depth, c);
+        crate::metrics::render_queue(&mut out, depth, c, &self.events().writer.dropped);
         out.push_str("# HELP wisp_function_processes Processes running for a process function (busy or warm).\n# TYPE wisp_function_processes gauge\n");
         for e in table.values() {
             let p = e.prepared.read().unwrap_or_else(|p| p.into_inner());

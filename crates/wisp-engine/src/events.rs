@@ -618,7 +618,11 @@ impl Engine {
                 Ok(mut r) => r.pop().unwrap_or(Ok(QueueOpResult::Enqueued)),
                 Err(e) => {
                     engine.events().release(n, bytes);
-                    return Err(EngineError::Queue(e));
+                    return Err(if e.is_full() {
+                        EngineError::Store(e)
+                    } else {
+                        EngineError::Queue(e.to_string())
+                    });
                 }
             };
             match result {

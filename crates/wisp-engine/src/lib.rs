@@ -18,6 +18,6 @@ pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse,
 pub use events::{
     Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,
 };
-pub use metrics::Metrics;
+pub use metrics::{Dropped, Metrics};
 pub use purge::Holdings;
 pub use recorder::RetentionSettings;

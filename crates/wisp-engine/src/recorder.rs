@@ -58,9 +58,10 @@ impl Recorder {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, RecorderHandle)> {
         let (tx, rx) = sync_channel(QUEUE);
+        let m = metrics.clone();
         std::thread::Builder::new()
             .name("wisp-recorder".into())
-            .spawn(move || writer(rx, store, settings))?;
+            .spawn(move || writer(rx, store, settings, m))?;
         Ok((
             Self {
                 tx: tx.clone(),
@@ -84,12 +85,15 @@ impl Recorder {
     }
 
     /// Queues a record; never blocks. A full queue drops the record and
-    /// counts it in `wisp_activation_records_dropped_total`.
+    /// counts it in `wisp_activation_records_dropped_total{reason="queue_full"}`.
     pub fn record(&self, a: Activation) {
         match self.tx.try_send(Msg::Record(Box::new(a))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.records_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .records_dropped
+                    .queue_full
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -122,7 +126,12 @@ fn lower_priority() {
     }
 }
 
-fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: RetentionSettings) {
+fn writer(
+    rx: Receiver<Msg>,
+    store: Arc<dyn ActivationStore>,
+    settings: RetentionSettings,
+    metrics: Arc<Metrics>,
+) {
     lower_priority();
     let mut last_prune = Instant::now();
     let mut last_full = false;
@@ -161,7 +170,8 @@ fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: Retentio
         last_full = batch.len() >= BATCH_MAX;
         if !batch.is_empty() {
             if let Err(e) = store.insert_activations(&batch) {
-                tracing::error!(error = %e, records = batch.len(), "writing activation records failed");
+                tracing::error!(error = %e, records = batch.len(), "writing activation records failed; they are dropped");
+                metrics.records_dropped.failed(&e, batch.len());
             }
             batch.clear();
         }

@@ -28,6 +28,16 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
+    /// 507: the node's disk is full; nothing of the request was stored.
+    pub fn insufficient_storage(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::warn!(error = %message, "refused a write: the disk is full");
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            message,
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -63,6 +73,7 @@ impl From<wisp_core::kv::KvError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "not_a_number", msg)
             }
             KvError::Invalid(_) => Self::bad_request("invalid_kv_request", msg),
+            KvError::StorageFull(_) => Self::insufficient_storage(msg),
             _ => {
                 tracing::error!(error = %msg, "key-value store error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "kv_store_failed", msg)
@@ -124,6 +135,8 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::NOT_FOUND, "function_not_found", msg)
             }
             EngineError::Kv(e) => e.into(),
+            EngineError::Store(StoreError::Full(_)) => Self::insufficient_storage(msg),
+            EngineError::Store(ref s) if s.is_full() => Self::insufficient_storage(msg),
             EngineError::NoSuchBucket(_) => Self::new(StatusCode::NOT_FOUND, "no_such_bucket", msg),
             _ => {
                 tracing::error!(error = %msg, "internal error");

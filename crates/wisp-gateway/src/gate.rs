@@ -566,10 +566,10 @@ impl Gate {
             "# HELP wisp_gateway_routes Routes configured.\n# TYPE wisp_gateway_routes gauge\nwisp_gateway_routes {}",
             self.routes().routes.len()
         );
-        let _ = writeln!(
+        self.access.dropped.render(
             out,
-            "# HELP wisp_access_log_dropped_total Access and audit log entries dropped because the writer fell behind.\n# TYPE wisp_access_log_dropped_total counter\nwisp_access_log_dropped_total {}",
-            self.access.dropped.load(Ordering::Relaxed)
+            "wisp_access_log_dropped_total",
+            "Access and audit log entries lost, by reason: the writer fell behind (queue_full), the disk was full (no_space), another storage failure (write_failed).",
         );
     }
 

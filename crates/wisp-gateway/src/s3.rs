@@ -65,6 +65,13 @@ impl From<ObjectError> for S3Error {
             ObjectError::NoSuchUpload(_) => err(StatusCode::NOT_FOUND, "NoSuchUpload", m),
             ObjectError::InvalidPart(_) => err(StatusCode::BAD_REQUEST, "InvalidPart", m),
             ObjectError::BadDigest(_) => err(StatusCode::BAD_REQUEST, "BadDigest", m),
+            // MinIO's answer for a full disk. Not InternalError or
+            // ServiceUnavailable: SDKs retry those, and a full disk stays
+            // full (docs/objects.md, "A full disk").
+            ObjectError::StorageFull(_) => {
+                tracing::warn!(error = %m, "refused an object write: the disk is full");
+                err(StatusCode::INSUFFICIENT_STORAGE, "XMinioStorageFull", m)
+            }
             _ => {
                 tracing::error!(error = %m, "object storage failed");
                 err(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)

@@ -75,16 +75,38 @@ pub enum ObjectError {
     Io { path: PathBuf, source: io::Error },
     #[error("object metadata database: {0}")]
     Db(String),
+    /// The disk is full: nothing of the write was stored, the old object
+    /// (if any) is intact.
+    #[error(
+        "no space left on the node's disk ({0}); the object was not stored: delete objects or free disk space on the node, then retry"
+    )]
+    StorageFull(String),
+}
+
+impl ObjectError {
+    /// Whether the disk being full caused this.
+    pub fn is_full(&self) -> bool {
+        matches!(self, ObjectError::StorageFull(_))
+    }
 }
 
 fn db(e: rusqlite::Error) -> ObjectError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return ObjectError::StorageFull(format!("object metadata database: {e}"));
+    }
     ObjectError::Db(e.to_string())
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ObjectError + '_ {
-    move |source| ObjectError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if wisp_core::store::is_no_space(&source) {
+            ObjectError::StorageFull(format!("writing {}: {source}", path.display()))
+        } else {
+            ObjectError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
 }
 
@@ -624,12 +646,14 @@ impl ObjectStore {
         if any.is_some() {
             return Err(ObjectError::BucketNotEmpty(bucket.to_string()));
         }
-        let n = conn
-            .execute(
+        // Deletes still work on a full disk: they may use the reserve.
+        let n = wisp_core::reserve::deleting(ObjectError::is_full, || {
+            conn.execute(
                 "DELETE FROM obj_buckets WHERE namespace = ?1 AND bucket = ?2",
                 params![ns.as_str(), bucket],
             )
-            .map_err(db)?;
+            .map_err(db)
+        })?;
         if n == 0 {
             return Err(ObjectError::NoSuchBucket(bucket.to_string()));
         }
@@ -838,12 +862,14 @@ impl ObjectStore {
         let Some((m, blob)) = self.row(ns, bucket, key)? else {
             return Ok(None);
         };
-        self.conn()
-            .execute(
-                "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3 AND blob = ?4",
-                params![ns.as_str(), bucket, key, blob],
-            )
-            .map_err(db)?;
+        wisp_core::reserve::deleting(ObjectError::is_full, || {
+            self.conn()
+                .execute(
+                    "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3 AND blob = ?4",
+                    params![ns.as_str(), bucket, key, blob],
+                )
+                .map_err(db)
+        })?;
         remove_blob(&self.root.join("blobs"), &blob);
         Ok(Some(m))
     }

@@ -17,6 +17,9 @@ pub struct SqliteStore {
 }
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return StoreError::Full(format!("database: {e}"));
+    }
     StoreError::Db(e.to_string())
 }
 
@@ -278,6 +281,13 @@ impl Registry for SqliteStore {
     }
 
     fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError> {
+        // Deletes still work on a full disk: they may use the reserve.
+        wisp_core::reserve::deleting(StoreError::is_full, || self.delete_function_once(ns, name))
+    }
+}
+
+impl SqliteStore {
+    fn delete_function_once(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
         let n = tx
