@@ -80,6 +80,21 @@ pub struct ServeArgs {
     /// cold start skips the interpreter's start-up; 0 turns them off
     #[arg(long, default_value_t = 1, value_name = "N")]
     prestart_runtimes: usize,
+    /// Time a client has to send a complete request head (the connection
+    /// is closed beyond), on the HTTP and S3 listeners
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a keep-alive connection may stay open without a request
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Connections open at once, per listener; beyond it the oldest
+    /// connection not in a request is dropped (503 when all are busy)
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time an invocation's request body has to arrive (408 beyond); the
+    /// body is read before the function gets an instance
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
     /// How long an Idempotency-Key is remembered
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     idempotency_window: Duration,
@@ -142,6 +157,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The connection cap, not EMFILE, should bound connections.
+    if let Err(e) = wisp_listen::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
     let dir = data_dir(a.data.data_dir.as_deref())?;
     // Every tenant's data: 0700, also when the directory existed before.
     wisp_core::durable::private_dir(&dir)
@@ -253,6 +272,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_payload_bytes: a.max_payload,
         max_artifact_bytes: a.max_artifact,
         public_url: url.clone(),
+        body_timeout: a.body_timeout,
+        listener: wisp_listen::ListenerSettings {
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+            max_connections: a.max_connections,
+        },
     };
     println!("wisp listening on {url}");
     if let Some(s3) = &s3_url {

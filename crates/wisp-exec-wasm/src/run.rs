@@ -24,6 +24,40 @@ pub type ResponseBody =
 
 pub use wisp_core::activation::RunReport;
 
+/// A response body that fails instead of ending cleanly when the run that
+/// streams it was cut off (deadline, trap, memory limit): the connection
+/// is aborted, so the client sees an incomplete response, not a short one.
+struct CutOff {
+    inner: ResponseBody,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for CutOff {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            std::task::Poll::Ready(None) if self.cut.load(Ordering::Acquire) => {
+                std::task::Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    "the function was stopped before it finished its response".into(),
+                )))))
+            }
+            p => p,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end early: only a polled end may be checked.
+        false
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A function ready to run: a linked component and its spec.
 /// One store with its instance, kept between requests when the function
 /// opted into instance reuse.
@@ -270,6 +304,8 @@ impl Prepared {
 
         let send_responder = responder.clone();
         let send_status = status.clone();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let send_cut = cut.clone();
         let call = async {
             let proxy = match proxy {
                 Some(p) => p,
@@ -292,6 +328,13 @@ impl Prepared {
                         ),
                     };
                     send_status.store(resp.status().as_u16(), Ordering::Relaxed);
+                    let resp = resp.map(|body| {
+                        CutOff {
+                            inner: body,
+                            cut: send_cut,
+                        }
+                        .boxed_unsync()
+                    });
                     if let Some(tx) = send_responder
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -335,6 +378,11 @@ impl Prepared {
             ),
             Ok(Err(e)) => (Outcome::Error, Some(format!("{e:#}"))),
         };
+        // Before the instance (and the body's sender in it) is dropped: a
+        // body it was still streaming ends in an error, not a clean end.
+        if outcome != Outcome::Success {
+            cut.store(true, Ordering::Release);
+        }
         // Answer for a function that did not answer itself.
         let unanswered = responder.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tx) = unanswered {

@@ -96,36 +96,51 @@ pub(crate) fn function_name(name: &str) -> Result<FunctionName, ApiError> {
     FunctionName::new(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
-/// Checks the declared size and caps the streamed size of a request body.
-pub(crate) fn limit_body(
+fn too_large(max: usize, declared: Option<u64>) -> ApiError {
+    let size = match declared {
+        Some(n) => format!("request body of {n} bytes"),
+        None => "request body".to_string(),
+    };
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("{size} exceeds the limit of {max} bytes (wisp serve --max-payload)"),
+    )
+}
+
+/// Reads an invocation's request body whole, before the function gets an
+/// instance: a body over `max` bytes (declared or streamed, chunked or
+/// not) is 413, one that does not arrive within `timeout` is 408, and
+/// neither takes a slot nor is billed.
+pub(crate) async fn read_body(
     body: Body,
     headers: &axum::http::HeaderMap,
     max: usize,
-) -> Result<
-    impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
-    ApiError,
-> {
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "request body of {} bytes exceeds the limit of {max} bytes (wisp serve --max-payload)",
-                declared.unwrap_or(0)
-            ),
-        ));
+        return Err(too_large(max, declared));
     }
-    Ok(Limited::new(body, max).map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            wasmtime_wasi_http::Error::HttpRequestBodySize(None)
-        } else {
-            wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
-        }
-    }))
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max, None)),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "body_read_failed",
+            format!("reading the request body failed: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} (wisp serve --body-timeout); send it at once",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
 }
 
 /// The tail of the raw (still percent-encoded) `path` that decodes to
@@ -186,7 +201,15 @@ pub(crate) async fn call(
     trigger: &'static str,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let body = limit_body(body, &parts.headers, st.config.max_payload_bytes)?;
+    let body = read_body(
+        body,
+        &parts.headers,
+        st.config.max_payload_bytes,
+        st.config.body_timeout,
+    )
+    .await?;
+    let body = http_body_util::Full::new(body)
+        .map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
     if !parts.headers.contains_key(header::HOST) {
         parts
             .headers
@@ -202,7 +225,9 @@ pub(crate) async fn call(
     {
         return Ok(failure_page(resp.status(), resp.headers(), outcome));
     }
-    Ok(resp.map(Body::new))
+    let mut resp = resp.map(Body::new);
+    resp.extensions_mut().insert(crate::error::FunctionAnswer);
+    Ok(resp)
 }
 
 /// What an anonymous caller sees when the function gave no answer: the

@@ -24,6 +24,14 @@ fn aws_error(status: StatusCode, kind: &'static str, message: impl Into<String>)
     let mut resp = (status, axum::Json(body)).into_response();
     resp.headers_mut()
         .insert("x-amzn-errortype", HeaderValue::from_static(kind));
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        // The body was left unread: no other request on this connection.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -182,15 +190,19 @@ pub async fn invoke(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let limit = st.config.max_payload_bytes;
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return aws_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLargeException",
-            format!(
-                "the request payload exceeds the limit of {limit} bytes (wisp serve --max-payload)"
-            ),
-        );
+    let body = match crate::invoke::read_body(
+        body,
+        &parts.headers,
+        st.config.max_payload_bytes,
+        st.config.body_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return aws_error(e.status, "RequestTooLargeException", e.message);
+        }
+        Err(e) => return aws_error(e.status, "InvalidRequestContentException", e.message),
     };
     let ns = match authenticate(
         &st,
