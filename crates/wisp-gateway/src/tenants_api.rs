@@ -23,7 +23,10 @@ use wisp_core::{
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/namespaces", get(list_namespaces).post(create_namespace))
-        .route("/namespaces/{name}", delete(delete_namespace))
+        .route(
+            "/namespaces/{name}",
+            delete(delete_namespace).patch(update_namespace),
+        )
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", delete(delete_token))
         .route("/routes", get(list_routes).post(add_route))
@@ -57,7 +60,10 @@ async fn list_namespaces(State(st): State<AppState>, scope: Scope) -> Result<Res
     let list: Vec<_> = all
         .into_iter()
         .filter(|(n, _)| scope.node_admin || *n == scope.ns)
-        .map(|(n, t)| json!({"name": n, "created_ms": t}))
+        .map(|(n, t)| {
+            let limits = st.engine.namespace_limits(&n);
+            json!({"name": n, "created_ms": t, "limits": limits})
+        })
         .collect();
     Ok(Json(list).into_response())
 }
@@ -78,6 +84,20 @@ fn node_admin_only(scope: &Scope, what: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct NamespaceRequest {
     name: String,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    max_instances: Option<u32>,
+}
+
+/// `PATCH /v1/namespaces/{name}`: the limits to change (others are kept).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceUpdate {
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    max_instances: Option<u32>,
 }
 
 async fn create_namespace(
@@ -89,13 +109,52 @@ async fn create_namespace(
     let req: NamespaceRequest = json_body(&body)?;
     let ns = Namespace::new(req.name)
         .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))?;
+    let limits = wisp_core::NamespaceLimits {
+        max_concurrency: req.max_concurrency,
+        max_instances: req.max_instances,
+    };
+    limits.validate().map_err(invalid("invalid_limits"))?;
     let created = st.gate.create_namespace(&ns).await?;
+    let limits = if created || limits != wisp_core::NamespaceLimits::default() {
+        st.engine.set_namespace_limits(&ns, limits).await?
+    } else {
+        st.engine.namespace_limits(&ns)
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({"name": ns, "created": created}))).into_response())
+    Ok((
+        status,
+        Json(json!({"name": ns, "created": created, "limits": limits})),
+    )
+        .into_response())
+}
+
+async fn update_namespace(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "change the limits of namespaces")?;
+    let req: NamespaceUpdate = json_body(&body)?;
+    let ns = Namespace::new(name)
+        .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))?;
+    if !st.gate.tenancy.exists(&ns) {
+        return Err(not_found(
+            "namespace_not_found",
+            format!("namespace {ns:?} does not exist (wisp ns ls lists namespaces)"),
+        ));
+    }
+    let limits = wisp_core::NamespaceLimits {
+        max_concurrency: req.max_concurrency,
+        max_instances: req.max_instances,
+    };
+    limits.validate().map_err(invalid("invalid_limits"))?;
+    let limits = st.engine.set_namespace_limits(&ns, limits).await?;
+    Ok(Json(json!({"name": ns, "limits": limits})).into_response())
 }
 
 async fn delete_namespace(
@@ -132,6 +191,7 @@ async fn delete_namespace(
         ));
     }
     st.gate.delete_namespace(&ns).await?;
+    st.engine.forget_namespace_limits(&ns);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
