@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// Instances alive at once, across all functions
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// A Wasm guest that has used this much CPU moves to low-priority
+    /// threads, so that CPU-bound guests do not starve short requests
+    /// (`off`: every guest stays on the request threads)
+    #[arg(long, default_value = "20ms", value_name = "DURATION|off", value_parser = parse_after)]
+    long_guest_after: Duration,
     /// Node memory budget: an instance runs only while the memory limits
     /// of running instances add up to no more than this (503 beyond);
     /// e.g. 2GiB, 512MiB. Default: 75% of the machine's memory
@@ -93,6 +98,14 @@ pub struct ServeArgs {
     /// How long an Idempotency-Key is remembered
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     idempotency_window: Duration,
+}
+
+/// A duration, or `off` (never).
+fn parse_after(s: &str) -> Result<Duration, String> {
+    match s {
+        "off" | "never" => Ok(Duration::MAX),
+        _ => humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 20ms, or off)")),
+    }
 }
 
 /// A size in MiB: `2GiB`, `512MiB`, `512M`, `1G`, or a bare number of MiB.
@@ -209,6 +222,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         Arc::new(FileArtifacts::open(dir.join("artifacts")).context("opening the artifact store")?);
     let mut ecfg = EngineConfig::new(dir.join("compiled"));
     ecfg.max_instances = a.max_instances;
+    ecfg.demote_after = a.long_guest_after;
     let wasm = WasmEngine::new(ecfg).context("starting the WebAssembly engine")?;
     let settings = EngineSettings {
         queue_wait: a.queue_wait,
