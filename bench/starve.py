@@ -50,7 +50,7 @@ def start(wisp, mode):
 
 def cli(wisp, data, *args):
     env = dict(os.environ, WISP_DATA_DIR=data)
-    subprocess.run([wisp, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([wisp, *args], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def latencies(host, port, path, n):
