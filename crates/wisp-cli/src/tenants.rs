@@ -38,11 +38,17 @@ enum NsCommand {
         #[arg(long)]
         shared_routes: bool,
         #[command(flatten)]
+        limits: NsLimitArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
-    /// Change a namespace (needs the node's admin token)
-    Update {
+    /// Change a namespace's limits or shared-routes permission (needs the
+    /// node's admin token)
+    #[command(alias = "update")]
+    Set {
         name: String,
+        #[command(flatten)]
+        limits: NsLimitArgs,
         /// Allow it routes without --host
         #[arg(long, conflicts_with = "no_shared_routes")]
         shared_routes: bool,
@@ -60,6 +66,9 @@ enum NsCommand {
     /// List namespaces (a scoped token sees its own)
     #[command(alias = "list")]
     Ls {
+        /// Show each namespace's limits too
+        #[arg(long, short = 'l')]
+        long: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -162,47 +171,80 @@ async fn domain(cmd: DomainCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Limits the node's admin sets on a namespace (unset: the node's
+/// defaults, `wisp serve --ns-max-concurrency/--ns-max-instances`).
+#[derive(clap::Args)]
+struct NsLimitArgs {
+    /// The highest --concurrency a function of the namespace may have
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<u32>,
+    /// Instances the namespace's functions may run at once, together
+    /// (beyond it invocations are throttled with 429)
+    #[arg(long, value_name = "N")]
+    max_instances: Option<u32>,
+}
+
+/// `max_concurrency 200, max_instances 100 (node default)`.
+fn limits_line(l: &Value) -> String {
+    let one = |k: &str| {
+        let dflt = if l[format!("{k}_default")].as_bool() == Some(true) {
+            " (node default)"
+        } else {
+            ""
+        };
+        format!("{k} {}{dflt}", l[k])
+    };
+    format!("{}, {}", one("max_concurrency"), one("max_instances"))
+}
+
 pub async fn ns(a: NsArgs) -> anyhow::Result<()> {
     match a.command {
         NsCommand::Create {
             name,
             shared_routes,
+            limits,
             client,
         } => {
             let c = Client::from_args(&client)?;
-            let v = post(
-                &c,
-                "/v1/namespaces",
-                json!({"name": name, "shared_routes": shared_routes}),
-            )
-            .await?;
+            let body = json!({"name": name, "shared_routes": shared_routes, "max_concurrency": limits.max_concurrency, "max_instances": limits.max_instances});
+            let v = post(&c, "/v1/namespaces", body).await?;
             if v["created"].as_bool() == Some(true) {
-                println!("created namespace {name}");
+                println!("created namespace {name}: {}", limits_line(&v["limits"]));
             } else {
-                println!("namespace {name} already exists");
+                println!(
+                    "namespace {name} already exists: {}",
+                    limits_line(&v["limits"])
+                );
             }
         }
-        NsCommand::Update {
+        NsCommand::Set {
             name,
+            limits,
             shared_routes,
             no_shared_routes,
             client,
         } => {
+            let share = shared_routes || no_shared_routes;
+            if limits.max_concurrency.is_none() && limits.max_instances.is_none() && !share {
+                bail!(
+                    "nothing to change: give --max-concurrency, --max-instances, --shared-routes or --no-shared-routes"
+                );
+            }
             let c = Client::from_args(&client)?;
-            let mut body = json!({});
-            if shared_routes || no_shared_routes {
+            let mut body = json!({"max_concurrency": limits.max_concurrency, "max_instances": limits.max_instances});
+            if share {
                 body["shared_routes"] = json!(shared_routes);
             }
-            let v: Value = c
+            let resp = c
                 .send(
                     c.request(Method::PATCH, &format!("/v1/namespaces/{name}"))
                         .json(&body),
                 )
-                .await?
-                .json()
                 .await?;
+            let v: Value = resp.json().await?;
             println!(
-                "namespace {name}: shared routes {}",
+                "namespace {name}: {}, shared routes {}",
+                limits_line(&v["limits"]),
                 if v["shared_routes"].as_bool() == Some(true) {
                     "allowed"
                 } else {
@@ -211,11 +253,15 @@ pub async fn ns(a: NsArgs) -> anyhow::Result<()> {
             );
         }
         NsCommand::Domain { command } => domain(command).await?,
-        NsCommand::Ls { client } => {
+        NsCommand::Ls { long, client } => {
             let c = Client::from_args(&client)?;
             let v = c.get_json("/v1/namespaces").await?;
             for n in v.as_array().cloned().unwrap_or_default() {
-                println!("{}", s(&n["name"]));
+                if long {
+                    println!("{}\t{}", s(&n["name"]), limits_line(&n["limits"]));
+                } else {
+                    println!("{}", s(&n["name"]));
+                }
             }
         }
         NsCommand::Rm {

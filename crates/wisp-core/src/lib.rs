@@ -33,6 +33,7 @@ pub use store::{
     QueueOp, QueueOpResult, Registry, StoreError, TenantStore,
 };
 pub use tenancy::{
-    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage, Permission,
-    Quota, QuotaCount, Rate, Role, SecretInfo, TenancyError, TokenRecord, UsageBy,
+    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage,
+    NamespaceLimits, Permission, Quota, QuotaCount, Rate, Role, SecretInfo, TenancyError,
+    TokenRecord, UsageBy,
 };

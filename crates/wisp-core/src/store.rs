@@ -13,8 +13,8 @@ use crate::ids::{
 use crate::route::RouteRecord;
 use crate::spec::{FunctionRecord, FunctionSpec};
 use crate::tenancy::{
-    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage, QuotaCount,
-    SecretInfo, TokenRecord, UsageBy,
+    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage,
+    NamespaceLimits, QuotaCount, SecretInfo, TokenRecord, UsageBy,
 };
 use std::path::PathBuf;
 
@@ -291,6 +291,14 @@ pub trait TenantStore: Send + Sync + 'static {
     fn delete_domain(&self, ns: &Namespace, host: &str) -> Result<bool, StoreError>;
     /// Every assigned host: (host, namespace, assigned at).
     fn list_domains(&self) -> Result<Vec<(String, Namespace, i64)>, StoreError>;
+    /// The limits set on namespaces (those with none set are left out).
+    fn namespace_limits(&self) -> Result<Vec<(Namespace, NamespaceLimits)>, StoreError>;
+    /// Sets (replaces) a namespace's limits.
+    fn set_namespace_limits(
+        &self,
+        ns: &Namespace,
+        limits: &NamespaceLimits,
+    ) -> Result<(), StoreError>;
 
     fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&self, ns: &Namespace, id: &str) -> Result<bool, StoreError>;

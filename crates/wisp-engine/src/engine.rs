@@ -1,5 +1,6 @@
 //! The engine: function table, dispatch, deploy, and queries.
 
+use crate::admission::{Admission, Capacity, NodeLimits};
 use crate::events::{Events, QueueSettings};
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use wisp_core::activation::EventRef;
 use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
@@ -56,6 +57,8 @@ pub struct EngineSettings {
     pub retention: RetentionSettings,
     pub queue: QueueSettings,
     pub process: wisp_exec_process::ProcessConfig,
+    /// The node's capacity and the defaults of namespaces.
+    pub limits: NodeLimits,
 }
 
 impl Default for EngineSettings {
@@ -74,6 +77,7 @@ impl Default for EngineSettings {
                 hide: Vec::new(),
                 prestart: 0,
             },
+            limits: NodeLimits::default(),
         }
     }
 }
@@ -94,6 +98,18 @@ pub enum EngineError {
         limit: u32,
         retry_after_s: u64,
     },
+    #[error(
+        "namespace {namespace:?} runs its maximum of {limit} instances at once; retry after {retry_after_s} s, or ask the node's admin to raise it (wisp ns set {namespace} --max-instances N)"
+    )]
+    NamespaceThrottled {
+        namespace: Namespace,
+        limit: u32,
+        retry_after_s: u64,
+    },
+    #[error("the node is out of capacity: {reason}; retry after {retry_after_s} s")]
+    NodeBusy { reason: String, retry_after_s: u64 },
+    #[error("{0}")]
+    OverLimit(String),
     #[error("invalid function settings: {0}")]
     Spec(#[from] SpecError),
     #[error(transparent)]
@@ -211,6 +227,13 @@ pub(crate) struct Inner {
     in_flight: AtomicUsize,
     idle: Notify,
     pub(crate) events: Events,
+    pub(crate) capacity: Capacity,
+}
+
+impl Inner {
+    pub(crate) fn tenants(&self) -> &Arc<dyn TenantStore> {
+        &self.secrets
+    }
 }
 
 /// The node's engine. Cheap to clone.
@@ -294,6 +317,9 @@ impl Engine {
         let reg = registry.clone();
         let records = blocking(move || reg.list_functions(None)).await??;
         let process = wisp_exec_process::ProcessRuntime::new(settings.process.clone());
+        let store = secrets.clone();
+        let set_limits = blocking(move || store.namespace_limits()).await??;
+        let capacity = Capacity::new(settings.limits.clone(), set_limits);
         let engine = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -312,6 +338,7 @@ impl Engine {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 events,
+                capacity,
             }),
         };
         for r in records {
@@ -587,35 +614,6 @@ impl Engine {
         self.run(entry, permit, req, trigger, start_ms).await
     }
 
-    /// A slot under the function's concurrency limit: at once, or after
-    /// waiting up to `queue_wait`; else the invocation is throttled.
-    async fn admit(
-        &self,
-        entry: &Arc<Entry>,
-        trigger: &'static str,
-        start_ms: i64,
-    ) -> Result<OwnedSemaphorePermit, EngineError> {
-        if let Ok(p) = entry.slots.clone().try_acquire_owned() {
-            return Ok(p);
-        }
-        match tokio::time::timeout(
-            self.inner.settings.queue_wait,
-            entry.slots.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => Ok(p),
-            _ => {
-                self.record_throttle(entry, trigger, start_ms);
-                Err(EngineError::Throttled {
-                    name: entry.record.name.clone(),
-                    limit: entry.record.spec.concurrency,
-                    retry_after_s: 1,
-                })
-            }
-        }
-    }
-
     /// Loads the function when cold and counts the run as started.
     async fn begin(&self, entry: &Entry) -> Result<(Runner, bool, Duration), EngineError> {
         let load_started = Instant::now();
@@ -702,7 +700,7 @@ impl Engine {
     async fn run<B>(
         &self,
         entry: Arc<Entry>,
-        permit: OwnedSemaphorePermit,
+        permit: Admission,
         req: http::Request<B>,
         trigger: &'static str,
         start_ms: i64,
@@ -742,7 +740,7 @@ impl Engine {
     pub(crate) async fn run_event<B>(
         &self,
         entry: Arc<Entry>,
-        permit: OwnedSemaphorePermit,
+        permit: Admission,
         req: http::Request<B>,
         trigger: &'static str,
         event: EventRef,
@@ -763,7 +761,7 @@ impl Engine {
     async fn collect<B>(
         &self,
         entry: &Arc<Entry>,
-        permit: OwnedSemaphorePermit,
+        permit: Admission,
         req: http::Request<B>,
         (trigger, start_ms, event, keep_logs): (&'static str, i64, Option<EventRef>, bool),
         keep: usize,
@@ -822,7 +820,14 @@ impl Engine {
         })
     }
 
-    fn record_throttle(&self, entry: &Entry, trigger: &'static str, start_ms: i64) {
+    pub(crate) fn record_throttle(
+        &self,
+        entry: &Entry,
+        trigger: &'static str,
+        start_ms: i64,
+        status: u16,
+        why: String,
+    ) {
         entry
             .metrics
             .count(Outcome::Throttled, Duration::ZERO, false);
@@ -841,13 +846,10 @@ impl Engine {
             gb_seconds: 0.0,
             outcome: Outcome::Throttled,
             cold: false,
-            status: 429,
+            status,
             logs: String::new(),
             logs_truncated: false,
-            error: Some(format!(
-                "concurrency limit of {} reached",
-                r.spec.concurrency
-            )),
+            error: Some(why),
             event: None,
         });
     }
@@ -869,6 +871,7 @@ impl Engine {
         spec: FunctionSpec,
     ) -> Result<FunctionRecord, EngineError> {
         spec.validate()?;
+        self.check_limits(ns, &spec)?;
         for b in &spec.kv {
             self.inner.kv.create_bucket(ns, b).await?;
         }

@@ -5,6 +5,7 @@
 //!
 //! Every invocation, whatever its trigger, goes through [`Engine::invoke`].
 
+mod admission;
 mod engine;
 mod events;
 mod metrics;
@@ -14,6 +15,7 @@ mod recorder;
 mod runner;
 mod triggers;
 
+pub use admission::{EffectiveLimits, NodeLimits};
 pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse, Stores};
 pub use events::{
     Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,

@@ -79,6 +79,8 @@ pub struct Prepared {
     spec: Arc<FunctionSpec>,
     env: Vec<(String, String)>,
     log_cap: usize,
+    /// CPU time after which a run moves to the low-priority runtime.
+    demote_after: Duration,
     kv: crate::kv::KvCtx,
     objects: Option<(crate::host::ObjectsEndpoint, crate::host::FunctionCaller)>,
 }
@@ -125,7 +127,7 @@ impl Prepared {
         component: Arc<Component>,
         pre: ProxyPre<Host>,
         spec: FunctionSpec,
-        log_cap: usize,
+        (log_cap, demote_after): (usize, Duration),
         kv: crate::kv::KvCtx,
         objects: Option<(crate::host::ObjectsEndpoint, crate::host::FunctionCaller)>,
     ) -> Self {
@@ -143,6 +145,7 @@ impl Prepared {
             spec: Arc::new(spec),
             env,
             log_cap,
+            demote_after,
             kv,
             objects,
         }
@@ -165,10 +168,13 @@ impl Prepared {
     {
         let (responder, status, rx) = response_channel();
         let this = self.clone();
-        tokio::spawn(async move {
-            let report = this.run(req, timeout, responder, status).await;
-            on_done(report);
-        });
+        crate::demote::spawn(
+            async move {
+                let report = this.run(req, timeout, responder, status).await;
+                on_done(report);
+            },
+            self.demote_after,
+        );
         match rx.await {
             Ok(resp) => resp,
             // The task ended without responding and without a report
@@ -196,7 +202,21 @@ impl Prepared {
     {
         use http_body_util::BodyExt;
         let (responder, status, rx) = response_channel();
-        let run = self.run(req, timeout, responder, status);
+        let this = self.clone();
+        let run = crate::demote::run(
+            async move { this.run(req, timeout, responder, status).await },
+            self.demote_after,
+        );
+        let run = async move {
+            run.await.unwrap_or_else(|| RunReport {
+                outcome: Outcome::Error,
+                status: 500,
+                run_time: Duration::ZERO,
+                logs: String::new(),
+                logs_truncated: false,
+                error: Some("the function's run panicked (a bug in Wisp)".into()),
+            })
+        };
         let read = async move {
             let mut kept = Vec::new();
             if let Ok(resp) = rx.await {

@@ -163,6 +163,15 @@ impl From<EngineError> for ApiError {
                 retry_after_s: Some(retry_after_s),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", msg)
             },
+            EngineError::NamespaceThrottled { retry_after_s, .. } => Self {
+                retry_after_s: Some(retry_after_s),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", msg)
+            },
+            EngineError::NodeBusy { retry_after_s, .. } => Self {
+                retry_after_s: Some(retry_after_s),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "node_busy", msg)
+            },
+            EngineError::OverLimit(_) => Self::bad_request("over_limit", msg),
             EngineError::Spec(_) => Self::bad_request("invalid_spec", msg),
             // Publishing to a topic that does not exist is a bad request.
             EngineError::TopicNotFound { .. } => Self::bad_request("unknown_topic", msg),

@@ -41,7 +41,17 @@ fn engine_error(e: EngineError) -> Response {
         EngineError::FunctionNotFound { .. } => {
             aws_error(StatusCode::NOT_FOUND, "ResourceNotFoundException", msg)
         }
-        EngineError::Throttled { .. } | EngineError::QueueFull(_) => aws_error(
+        EngineError::NodeBusy { .. } => {
+            aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", msg)
+        }
+        EngineError::OverLimit(_) => aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            msg,
+        ),
+        EngineError::Throttled { .. }
+        | EngineError::NamespaceThrottled { .. }
+        | EngineError::QueueFull(_) => aws_error(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequestsException",
             msg,

@@ -66,7 +66,8 @@ async fn list_namespaces(State(st): State<AppState>, scope: Scope) -> Result<Res
         .into_iter()
         .filter(|(n, _)| scope.node_admin || *n == scope.ns)
         .map(|(n, t)| {
-            json!({"name": n, "created_ms": t, "shared_routes": st.gate.shares_routes(&n), "domains": st.gate.domains_of(&n)})
+            let limits = st.engine.namespace_limits(&n);
+            json!({"name": n, "created_ms": t, "shared_routes": st.gate.shares_routes(&n), "domains": st.gate.domains_of(&n), "limits": limits})
         })
         .collect();
     Ok(Json(list).into_response())
@@ -91,12 +92,21 @@ struct NamespaceRequest {
     /// May it add routes without a host (the shared host-less space)?
     #[serde(default)]
     shared_routes: bool,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    max_instances: Option<u32>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NamespaceUpdate {
+    #[serde(default)]
     shared_routes: Option<bool>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    max_instances: Option<u32>,
 }
 
 /// The namespace in the path, which must exist.
@@ -121,10 +131,20 @@ async fn update_namespace(
     node_admin_only(&scope, "change namespaces")?;
     let ns = existing_ns(&st, name)?;
     let req: NamespaceUpdate = json_body(&body)?;
+    let limits = wisp_core::NamespaceLimits {
+        max_concurrency: req.max_concurrency,
+        max_instances: req.max_instances,
+    };
+    limits.validate().map_err(invalid("invalid_limits"))?;
+    let limits = if limits != wisp_core::NamespaceLimits::default() {
+        st.engine.set_namespace_limits(&ns, limits).await?
+    } else {
+        st.engine.namespace_limits(&ns)
+    };
     if let Some(allowed) = req.shared_routes {
         st.gate.set_shared_routes(&ns, allowed).await?;
     }
-    Ok(Json(json!({"name": ns, "shared_routes": st.gate.shares_routes(&ns), "domains": st.gate.domains_of(&ns)})).into_response())
+    Ok(Json(json!({"name": ns, "shared_routes": st.gate.shares_routes(&ns), "domains": st.gate.domains_of(&ns), "limits": limits})).into_response())
 }
 
 async fn list_domains(
@@ -185,17 +205,32 @@ async fn create_namespace(
     let req: NamespaceRequest = json_body(&body)?;
     let ns = Namespace::new(req.name)
         .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))?;
+    let limits = wisp_core::NamespaceLimits {
+        max_concurrency: req.max_concurrency,
+        max_instances: req.max_instances,
+    };
+    limits.validate().map_err(invalid("invalid_limits"))?;
     let created = st.gate.create_namespace(&ns).await?;
     if req.shared_routes {
         st.gate.set_shared_routes(&ns, true).await?;
     }
+    let limits = if created || limits != wisp_core::NamespaceLimits::default() {
+        st.engine.set_namespace_limits(&ns, limits).await?
+    } else {
+        st.engine.namespace_limits(&ns)
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({"name": ns, "created": created}))).into_response())
+    Ok((
+        status,
+        Json(json!({"name": ns, "created": created, "limits": limits})),
+    )
+        .into_response())
 }
+
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +285,7 @@ async fn delete_namespace(
     // routes, hosts and logs.
     st.engine.purge_namespace(&ns).await?;
     st.gate.delete_namespace(&ns).await?;
+    st.engine.forget_namespace_limits(&ns);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

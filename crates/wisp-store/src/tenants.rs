@@ -7,8 +7,8 @@ use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 use wisp_core::{
     AccessEntry, AccessFilter, AccessKeyRecord, AccessLogStore, ApiKeyRecord, AuditEntry,
-    GatewayUsage, Namespace, QuotaCount, Role, RouteRecord, SecretInfo, StoreError, TenantStore,
-    TokenRecord, UsageBy,
+    GatewayUsage, Namespace, NamespaceLimits, QuotaCount, Role, RouteRecord, SecretInfo,
+    StoreError, TenantStore, TokenRecord, UsageBy,
 };
 
 pub(crate) const SCHEMA: &str = "
@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS domains (
     host TEXT PRIMARY KEY,
     namespace TEXT NOT NULL,
     created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS namespace_limits (
+    namespace TEXT PRIMARY KEY,
+    max_concurrency INTEGER,
+    max_instances INTEGER
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -144,6 +149,7 @@ impl TenantStore for SqliteStore {
             "domains",
             "access_log",
             "audit_log",
+            "namespace_limits",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
@@ -257,6 +263,43 @@ impl TenantStore for SqliteStore {
             Ok((h, ns(n)?, t))
         })
         .collect()
+    }
+
+    fn namespace_limits(&self) -> Result<Vec<(Namespace, NamespaceLimits)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT namespace, max_concurrency, max_instances FROM namespace_limits ORDER BY namespace")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    NamespaceLimits {
+                        max_concurrency: r.get(1)?,
+                        max_instances: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|r| {
+            let (n, l) = r.map_err(db)?;
+            Ok((ns(n)?, l))
+        })
+        .collect()
+    }
+
+    fn set_namespace_limits(
+        &self,
+        n: &Namespace,
+        limits: &NamespaceLimits,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO namespace_limits (namespace, max_concurrency, max_instances) VALUES (?1, ?2, ?3)",
+                params![n.as_str(), limits.max_concurrency, limits.max_instances],
+            )
+            .map_err(db)?;
+        Ok(())
     }
 
     fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
