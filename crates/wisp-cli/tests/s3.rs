@@ -711,3 +711,147 @@ async fn the_thumbnail_example_end_to_end() {
         .count();
     assert_eq!(triggered, 1, "{acts}");
 }
+
+/// Every request for a sub-resource or header Wisp does not implement,
+/// through boto3; `[status, code]` each, then what the bucket holds.
+const UNSUPPORTED: &str = r#"
+import datetime, json, sys, boto3, botocore
+url, key, secret = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                  aws_access_key_id=key, aws_secret_access_key=secret,
+                  config=botocore.config.Config(retries={"max_attempts": 0}, s3={"addressing_style": "path"}))
+B, K = "keep", "k.txt"
+s3.create_bucket(Bucket=B)
+s3.put_object(Bucket=B, Key=K, Body=b"original body", ContentType="text/plain", Metadata={"owner": "ann"})
+def state():
+    g = s3.get_object(Bucket=B, Key=K)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=B).get("Contents", [])]
+    buckets = sorted(b["Name"] for b in s3.list_buckets()["Buckets"])
+    return [g["Body"].read().decode(), g["ContentType"], g["Metadata"], keys, buckets]
+before = state()
+def call(f):
+    try:
+        f()
+        return "ok"
+    except botocore.exceptions.ClientError as e:
+        return [e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]]
+day = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+tags = {"TagSet": [{"Key": "a", "Value": "b"}]}
+sse_c = dict(SSECustomerAlgorithm="AES256", SSECustomerKey="k" * 32)
+calls = {
+    # Object sub-resources.
+    "put_object_tagging": lambda: s3.put_object_tagging(Bucket=B, Key=K, Tagging=tags),
+    "get_object_tagging": lambda: s3.get_object_tagging(Bucket=B, Key=K),
+    "delete_object_tagging": lambda: s3.delete_object_tagging(Bucket=B, Key=K),
+    "put_object_retention": lambda: s3.put_object_retention(Bucket=B, Key=K, Retention={"Mode": "GOVERNANCE", "RetainUntilDate": day}),
+    "put_object_legal_hold": lambda: s3.put_object_legal_hold(Bucket=B, Key=K, LegalHold={"Status": "ON"}),
+    "put_object_acl": lambda: s3.put_object_acl(Bucket=B, Key=K, ACL="public-read"),
+    "get_object_acl": lambda: s3.get_object_acl(Bucket=B, Key=K),
+    "get_object_attributes": lambda: s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["ETag"]),
+    "restore_object": lambda: s3.restore_object(Bucket=B, Key=K, RestoreRequest={"Days": 1}),
+    "get_object_torrent": lambda: s3.get_object_torrent(Bucket=B, Key=K),
+    "get_object_version": lambda: s3.get_object(Bucket=B, Key=K, VersionId="3HL4kqtJlcpXroDTDmJ"),
+    "delete_object_version": lambda: s3.delete_object(Bucket=B, Key=K, VersionId="3HL4kqtJlcpXroDTDmJ"),
+    # Bucket sub-resources.
+    "delete_bucket_cors": lambda: s3.delete_bucket_cors(Bucket=B),
+    "delete_bucket_policy": lambda: s3.delete_bucket_policy(Bucket=B),
+    "delete_bucket_lifecycle": lambda: s3.delete_bucket_lifecycle(Bucket=B),
+    "delete_bucket_encryption": lambda: s3.delete_bucket_encryption(Bucket=B),
+    "delete_bucket_tagging": lambda: s3.delete_bucket_tagging(Bucket=B),
+    "delete_bucket_website": lambda: s3.delete_bucket_website(Bucket=B),
+    "delete_bucket_replication": lambda: s3.delete_bucket_replication(Bucket=B),
+    "delete_bucket_ownership_controls": lambda: s3.delete_bucket_ownership_controls(Bucket=B),
+    "delete_public_access_block": lambda: s3.delete_public_access_block(Bucket=B),
+    "put_bucket_versioning": lambda: s3.put_bucket_versioning(Bucket=B, VersioningConfiguration={"Status": "Enabled"}),
+    "put_bucket_acl": lambda: s3.put_bucket_acl(Bucket=B, ACL="public-read"),
+    "get_bucket_acl": lambda: s3.get_bucket_acl(Bucket=B),
+    "put_bucket_policy": lambda: s3.put_bucket_policy(Bucket=B, Policy='{"Version":"2012-10-17","Statement":[]}'),
+    "get_bucket_policy": lambda: s3.get_bucket_policy(Bucket=B),
+    "put_bucket_cors": lambda: s3.put_bucket_cors(Bucket=B, CORSConfiguration={"CORSRules": [{"AllowedMethods": ["GET"], "AllowedOrigins": ["*"]}]}),
+    "put_bucket_tagging": lambda: s3.put_bucket_tagging(Bucket=B, Tagging=tags),
+    "get_bucket_lifecycle": lambda: s3.get_bucket_lifecycle_configuration(Bucket=B),
+    "get_bucket_encryption": lambda: s3.get_bucket_encryption(Bucket=B),
+    "get_bucket_website": lambda: s3.get_bucket_website(Bucket=B),
+    "get_bucket_notification": lambda: s3.get_bucket_notification_configuration(Bucket=B),
+    "get_bucket_logging": lambda: s3.get_bucket_logging(Bucket=B),
+    "get_object_lock_configuration": lambda: s3.get_object_lock_configuration(Bucket=B),
+    "get_bucket_accelerate": lambda: s3.get_bucket_accelerate_configuration(Bucket=B),
+    "get_bucket_request_payment": lambda: s3.get_bucket_request_payment(Bucket=B),
+    "list_bucket_analytics": lambda: s3.list_bucket_analytics_configurations(Bucket=B),
+    "list_bucket_inventory": lambda: s3.list_bucket_inventory_configurations(Bucket=B),
+    "list_bucket_metrics": lambda: s3.list_bucket_metrics_configurations(Bucket=B),
+    "list_bucket_intelligent_tiering": lambda: s3.list_bucket_intelligent_tiering_configurations(Bucket=B),
+    # Headers Wisp cannot honour, on a write over the existing object.
+    "put_sse_c": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", **sse_c),
+    "put_sse_kms": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", ServerSideEncryption="aws:kms", SSEKMSKeyId="key-1"),
+    "put_sse_s3": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", ServerSideEncryption="AES256"),
+    "put_object_lock": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=day),
+    "put_legal_hold": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", ObjectLockLegalHoldStatus="ON"),
+    "put_tagging": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", Tagging="a=b"),
+    "put_acl_public": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", ACL="public-read"),
+    "put_grant": lambda: s3.put_object(Bucket=B, Key=K, Body=b"replaced", GrantRead='id="someone"'),
+    "get_sse_c": lambda: s3.get_object(Bucket=B, Key=K, **sse_c),
+    "copy_sse_c": lambda: s3.copy_object(Bucket=B, Key=K, CopySource={"Bucket": B, "Key": K}, MetadataDirective="REPLACE", **sse_c),
+    "copy_tagging": lambda: s3.copy_object(Bucket=B, Key=K, CopySource={"Bucket": B, "Key": K}, MetadataDirective="REPLACE", TaggingDirective="REPLACE", Tagging="a=b"),
+    "multipart_sse_kms": lambda: s3.create_multipart_upload(Bucket=B, Key="mp", ServerSideEncryption="aws:kms"),
+    "create_bucket_lock": lambda: s3.create_bucket(Bucket="locked", ObjectLockEnabledForBucket=True),
+    "create_bucket_public": lambda: s3.create_bucket(Bucket="public", ACL="public-read"),
+}
+out = {name: call(f) for name, f in calls.items()}
+out["__before"] = before
+out["__after"] = state()
+out["__uploads"] = call(lambda: s3.list_multipart_uploads(Bucket=B))
+# What stays supported: ACL private, an unversioned bucket's versioning and versions.
+out["__private"] = call(lambda: s3.put_object(Bucket=B, Key="private.txt", Body=b"p", ACL="private"))
+out["__versioning"] = s3.get_bucket_versioning(Bucket=B).get("Status", "never enabled")
+out["__versions"] = [[v["Key"], v["VersionId"]] for v in s3.list_object_versions(Bucket=B).get("Versions", [])]
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn unsupported_operations_and_headers_answer_501_and_change_nothing() {
+    let node = Node::fresh("s3-unsupported", &[]);
+    let (key, secret) = access_key(&node, &["--role", "deployer"]);
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            UNSUPPORTED,
+            node.s3_url.as_deref().unwrap(),
+            &key,
+            &secret,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let not_implemented = serde_json::json!([501, "NotImplemented"]);
+    for (name, got) in v.as_object().unwrap() {
+        if name.starts_with("__") {
+            continue;
+        }
+        let want = if name.ends_with("_version") {
+            // A version id on an unversioned bucket: no such version.
+            serde_json::json!([400, "InvalidArgument"])
+        } else {
+            not_implemented.clone()
+        };
+        assert_eq!(got, &want, "{name}: {v}");
+    }
+    let before = serde_json::json!([
+        "original body",
+        "text/plain",
+        {"owner": "ann"},
+        ["k.txt"],
+        ["keep"]
+    ]);
+    assert_eq!(v["__before"], before);
+    assert_eq!(v["__after"], before, "nothing changed: {v}");
+    // ListMultipartUploads is not implemented (yet): 501, not a listing.
+    assert_eq!(v["__uploads"], not_implemented);
+    assert_eq!(v["__private"], "ok");
+    assert_eq!(v["__versioning"], "never enabled");
+    assert_eq!(
+        v["__versions"],
+        serde_json::json!([["k.txt", "null"], ["private.txt", "null"]])
+    );
+}

@@ -30,6 +30,9 @@ use wisp_core::time::{civil_from_days, now_ms, percent_decode};
 use wisp_core::{Namespace, Permission, Role};
 use wisp_objects::{Blob, MAX_KEYS, ObjectError, ObjectMeta, ObjectStore};
 
+mod ops;
+use ops::{Op, Target};
+
 const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -110,13 +113,21 @@ fn xml_unescape(s: &str) -> String {
 
 /// The text of every `<tag>…</tag>` in `xml`, in order.
 fn xml_all(xml: &str, tag: &str) -> Vec<String> {
+    xml_all_raw(xml, tag)
+        .into_iter()
+        .map(|s| xml_unescape(&s))
+        .collect()
+}
+
+/// The same, not unescaped (elements holding elements).
+fn xml_all_raw(xml: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = xml;
     while let Some(i) = rest.find(&open) {
         let after = &rest[i + open.len()..];
         let Some(j) = after.find(&close) else { break };
-        out.push(xml_unescape(&after[..j]));
+        out.push(after[..j].to_string());
         rest = &after[j + close.len()..];
     }
     out
@@ -131,7 +142,7 @@ fn xml_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn error_response(e: S3Error, resource: &str, head: bool) -> Response {
+fn error_response(e: S3Error, resource: &str, head: bool, request_id: &str) -> Response {
     if head {
         // HEAD responses carry no body; the status says it.
         return (e.status, [("x-amz-error-code", e.code)]).into_response();
@@ -143,9 +154,19 @@ fn error_response(e: S3Error, resource: &str, head: bool) -> Response {
             e.code,
             xml_escape(&e.message),
             xml_escape(resource),
-            wisp_core::ActivationId::generate()
+            request_id
         ),
     )
+}
+
+/// Every answer names its request (`x-amz-request-id`, as S3 does), the
+/// id its error body carries too.
+fn with_request_id(mut r: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-amz-id-2", v.clone());
+        r.headers_mut().insert("x-amz-request-id", v);
+    }
+    r
 }
 
 /// ISO 8601 with milliseconds, as S3 lists times.
@@ -344,12 +365,13 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let resource = percent_decode(req.uri().path(), false);
     let method = req.method().clone();
     let head = method == Method::HEAD;
+    let id = wisp_core::ActivationId::generate().to_string();
     let r = match dispatch(&st, req).await {
         Ok(r) => r,
-        Err(e) => error_response(e, &resource, head),
+        Err(e) => error_response(e, &resource, head, &id),
     };
     count(&method, &r);
-    r
+    with_request_id(r, &id)
 }
 
 async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
@@ -375,7 +397,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
             ),
         ));
     }
-    let query: HashMap<String, String> = req
+    let pairs: Vec<(String, String)> = req
         .uri()
         .query()
         .unwrap_or("")
@@ -386,130 +408,166 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
             (percent_decode(k, true), percent_decode(v, true))
         })
         .collect();
-    let method = req.method().clone();
+    let target = if bucket.is_empty() {
+        Target::Service
+    } else if key.is_empty() {
+        Target::Bucket
+    } else {
+        Target::Object
+    };
+    let op = match ops::classify(
+        req.method().as_str(),
+        target,
+        &pairs,
+        req.headers().contains_key("x-amz-copy-source"),
+    )
+    .and_then(|op| ops::refuse_headers(op, req.headers()).map(|()| op))
+    {
+        Ok(op) => op,
+        Err(e) => {
+            drain_small(req).await;
+            return Err(e);
+        }
+    };
+    if let Some(owner) = req
+        .headers()
+        .get("x-amz-expected-bucket-owner")
+        .and_then(|v| v.to_str().ok())
+        && owner != caller.ns.as_str()
+    {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            format!(
+                "x-amz-expected-bucket-owner is {owner:?}, but the bucket belongs to this key's namespace {:?}",
+                caller.ns.as_str()
+            ),
+        ));
+    }
+    let query: HashMap<String, String> = pairs.into_iter().collect();
+    if let Some(v) = query.get("versionId")
+        && v != "null"
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            format!(
+                "Invalid version id specified: {v:?} (Wisp keeps one version of each object, versionId \"null\")"
+            ),
+        ));
+    }
     let ns = caller.ns.clone();
-    if bucket.is_empty() {
-        return match method {
-            Method::GET => list_buckets(store, ns).await,
-            _ => Err(err(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "only GET (ListBuckets) is allowed on /",
-            )),
-        };
-    }
-    if key.is_empty() {
-        return match method {
-            Method::PUT => {
-                require(
-                    &caller,
-                    "create buckets",
-                    caller.role.allows(Permission::Deploy),
-                )?;
-                let b = bucket.clone();
-                if !blocking(move || store.create_bucket(&ns, &b)).await? {
-                    return Err(err(
-                        StatusCode::CONFLICT,
-                        "BucketAlreadyOwnedByYou",
-                        format!("bucket {bucket:?} already exists in this namespace"),
-                    ));
-                }
-                Ok((StatusCode::OK, [(header::LOCATION, format!("/{bucket}"))]).into_response())
+    match op {
+        Op::ListBuckets => list_buckets(store, ns).await,
+        Op::CreateBucket => {
+            require(
+                &caller,
+                "create buckets",
+                caller.role.allows(Permission::Deploy),
+            )?;
+            let b = bucket.clone();
+            if !blocking(move || store.create_bucket(&ns, &b)).await? {
+                return Err(err(
+                    StatusCode::CONFLICT,
+                    "BucketAlreadyOwnedByYou",
+                    format!("bucket {bucket:?} already exists in this namespace"),
+                ));
             }
-            Method::DELETE => {
-                require(
-                    &caller,
-                    "delete buckets",
-                    caller.role.allows(Permission::Deploy),
-                )?;
-                blocking(move || store.delete_bucket(&ns, &bucket)).await?;
-                Ok(StatusCode::NO_CONTENT.into_response())
+            Ok((StatusCode::OK, [(header::LOCATION, format!("/{bucket}"))]).into_response())
+        }
+        Op::DeleteBucket => {
+            require(
+                &caller,
+                "delete buckets",
+                caller.role.allows(Permission::Deploy),
+            )?;
+            blocking(move || store.delete_bucket(&ns, &bucket)).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Op::HeadBucket => {
+            let b = bucket.clone();
+            if blocking(move || store.bucket_exists(&ns, &b)).await? {
+                Ok(StatusCode::OK.into_response())
+            } else {
+                Err(ObjectError::NoSuchBucket(bucket).into())
             }
-            Method::HEAD => {
-                let b = bucket.clone();
-                if blocking(move || store.bucket_exists(&ns, &b)).await? {
-                    Ok(StatusCode::OK.into_response())
+        }
+        Op::GetBucketLocation | Op::GetBucketVersioning => {
+            let b = bucket.clone();
+            if !blocking(move || store.bucket_exists(&ns, &b)).await? {
+                return Err(ObjectError::NoSuchBucket(bucket).into());
+            }
+            Ok(xml_response(
+                StatusCode::OK,
+                if op == Op::GetBucketLocation {
+                    format!("<LocationConstraint xmlns=\"{XMLNS}\"></LocationConstraint>")
                 } else {
-                    Err(ObjectError::NoSuchBucket(bucket).into())
-                }
-            }
-            Method::GET if query.contains_key("location") => {
-                let b = bucket.clone();
-                if !blocking(move || store.bucket_exists(&ns, &b)).await? {
-                    return Err(ObjectError::NoSuchBucket(bucket).into());
-                }
-                Ok(xml_response(
-                    StatusCode::OK,
-                    format!("<LocationConstraint xmlns=\"{XMLNS}\"></LocationConstraint>"),
-                ))
-            }
-            Method::GET => list_objects(store, ns, bucket, &query).await,
-            Method::POST if query.contains_key("delete") => {
-                require(&caller, "delete objects", can_write_objects(&caller))?;
-                let body = small_text(req, &caller).await?;
-                delete_objects(st, store, &caller, bucket, &body).await
-            }
-            _ => Err(err(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                format!("{method} on a bucket with this query is not supported by Wisp"),
-            )),
-        };
-    }
-    match method {
-        Method::GET | Method::HEAD => {
-            if query.contains_key("uploadId") {
+                    // Never enabled: S3 answers an empty configuration.
+                    format!("<VersioningConfiguration xmlns=\"{XMLNS}\"></VersioningConfiguration>")
+                },
+            ))
+        }
+        Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions => {
+            list_objects(store, ns, bucket, op, &query).await
+        }
+        Op::DeleteObjects => {
+            require(&caller, "delete objects", can_write_objects(&caller))?;
+            let body = small_text(req, &caller).await?;
+            delete_objects(st, store, &caller, bucket, &body).await
+        }
+        Op::GetObject | Op::HeadObject => {
+            if query.contains_key("partNumber") {
                 return Err(err(
                     StatusCode::NOT_IMPLEMENTED,
                     "NotImplemented",
-                    "ListParts is not supported by Wisp",
+                    "GetObject with ?partNumber is not supported by Wisp; use a Range header",
                 ));
             }
-            get_object(
-                store,
-                ns,
-                bucket,
-                key,
-                req.headers(),
-                method == Method::HEAD,
-            )
-            .await
+            get_object(store, ns, bucket, key, req.headers(), op == Op::HeadObject).await
         }
-        Method::PUT => {
+        Op::CopyObject => {
             require(&caller, "write objects", can_write_objects(&caller))?;
-            if let Some(src) = req.headers().get("x-amz-copy-source") {
-                let src = percent_decode(src.to_str().unwrap_or(""), false);
-                return copy_object(st, store, &caller, (bucket, key), &src, req.headers()).await;
-            }
-            if let (Some(n), Some(id)) = (query.get("partNumber"), query.get("uploadId")) {
-                let n: u32 = n.parse().map_err(|_| {
-                    err(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidArgument",
-                        "partNumber must be a number",
-                    )
-                })?;
-                let id = id.clone();
-                let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
-                let upload = blocking(move || s2.upload(&n2, &b2, &k2, &id)).await?;
-                let blob = receive(&store, req, &caller).await?;
-                let s2 = store.clone();
-                let etag = blocking(move || s2.put_part(&upload, n, blob)).await?;
-                return Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response());
-            }
+            let src = req
+                .headers()
+                .get("x-amz-copy-source")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| percent_decode(s, false))
+                .unwrap_or_default();
+            copy_object(st, store, &caller, (bucket, key), &src, req.headers()).await
+        }
+        Op::UploadPart => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
+            let n: u32 = query["partNumber"].parse().map_err(|_| {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    "partNumber must be a number",
+                )
+            })?;
+            let id = query["uploadId"].clone();
+            let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+            let upload = blocking(move || s2.upload(&n2, &b2, &k2, &id)).await?;
+            let blob = receive(&store, req, &caller).await?;
+            let s2 = store.clone();
+            let etag = blocking(move || s2.put_part(&upload, n, blob)).await?;
+            Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response())
+        }
+        Op::PutObject => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
             put_object(st, store, ns, bucket, key, req, &caller).await
         }
-        Method::DELETE => {
+        Op::AbortMultipartUpload => {
             require(&caller, "delete objects", can_write_objects(&caller))?;
-            if let Some(id) = query.get("uploadId") {
-                let id = id.clone();
-                blocking(move || {
-                    let up = store.upload(&ns, &bucket, &key, &id)?;
-                    store.abort_upload(&up)
-                })
-                .await?;
-                return Ok(StatusCode::NO_CONTENT.into_response());
-            }
+            let id = query["uploadId"].clone();
+            blocking(move || {
+                let up = store.upload(&ns, &bucket, &key, &id)?;
+                store.abort_upload(&up)
+            })
+            .await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Op::DeleteObject => {
+            require(&caller, "delete objects", can_write_objects(&caller))?;
             let (b2, k2, n2) = (bucket.clone(), key.clone(), ns.clone());
             let gone = blocking(move || store.delete(&n2, &b2, &k2)).await?;
             if let Some(m) = gone {
@@ -517,7 +575,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
             }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Method::POST if query.contains_key("uploads") => {
+        Op::CreateMultipartUpload => {
             require(&caller, "write objects", can_write_objects(&caller))?;
             let (ct, md) = content_meta(req.headers());
             let (b2, k2) = (bucket.clone(), key.clone());
@@ -531,55 +589,81 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
                 ),
             ))
         }
-        Method::POST if query.contains_key("uploadId") => {
+        Op::CompleteMultipartUpload => {
             require(&caller, "write objects", can_write_objects(&caller))?;
             let id = query["uploadId"].clone();
             let body = small_text(req, &caller).await?;
-            let numbers = xml_all(&body, "PartNumber");
-            let etags = xml_all(&body, "ETag");
-            if numbers.len() != etags.len() {
-                return Err(err(
-                    StatusCode::BAD_REQUEST,
-                    "MalformedXML",
-                    "every Part needs a PartNumber and an ETag",
-                ));
-            }
-            let mut parts = Vec::with_capacity(numbers.len());
-            for (n, e) in numbers.iter().zip(etags) {
-                let n: u32 = n.trim().parse().map_err(|_| {
-                    err(
-                        StatusCode::BAD_REQUEST,
-                        "MalformedXML",
-                        format!("PartNumber {n:?}"),
-                    )
-                })?;
-                parts.push((n, e));
-            }
-            let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
-            let meta = blocking(move || {
-                let up = s2.upload(&n2, &b2, &k2, &id)?;
-                s2.complete_upload(&up, &parts)
-            })
-            .await?;
-            notify(st, &caller, &ns, &bucket, &meta, true).await?;
-            Ok(xml_response(
-                StatusCode::OK,
-                format!(
-                    "<CompleteMultipartUploadResult xmlns=\"{XMLNS}\"><Location>/{}/{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
-                    xml_escape(&bucket),
-                    xml_escape(&key),
-                    xml_escape(&bucket),
-                    xml_escape(&key),
-                    xml_escape(&meta.etag)
-                ),
-            ))
+            complete_upload(st, store, &caller, (bucket, key), id, &body).await
         }
-        _ => Err(err(
+        Op::UploadPartCopy | Op::ListParts | Op::ListMultipartUploads => Err(err(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",
-            format!("{method} on an object with this query is not supported by Wisp"),
+            format!("{op:?} is not supported by Wisp yet; nothing was changed"),
         )),
     }
+}
+
+/// Reads and drops a small body of a refused request, so the client (that
+/// sends it whole before reading the answer) gets the error, not a reset
+/// connection. Large bodies are not read: the connection closes.
+async fn drain_small(req: Request) {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if len.is_some_and(|n| n <= 1 << 20) {
+        let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+    }
+}
+
+async fn complete_upload(
+    st: &AppState,
+    store: Arc<ObjectStore>,
+    caller: &Caller,
+    (bucket, key): (String, String),
+    id: String,
+    body: &str,
+) -> Result<Response, S3Error> {
+    let ns = caller.ns.clone();
+    let numbers = xml_all(body, "PartNumber");
+    let etags = xml_all(body, "ETag");
+    if numbers.len() != etags.len() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "every Part needs a PartNumber and an ETag",
+        ));
+    }
+    let mut parts = Vec::with_capacity(numbers.len());
+    for (n, e) in numbers.iter().zip(etags) {
+        let n: u32 = n.trim().parse().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "MalformedXML",
+                format!("PartNumber {n:?}"),
+            )
+        })?;
+        parts.push((n, e));
+    }
+    let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+    let meta = blocking(move || {
+        let up = s2.upload(&n2, &b2, &k2, &id)?;
+        s2.complete_upload(&up, &parts)
+    })
+    .await?;
+    notify(st, caller, &ns, &bucket, &meta, true).await?;
+    Ok(xml_response(
+        StatusCode::OK,
+        format!(
+            "<CompleteMultipartUploadResult xmlns=\"{XMLNS}\"><Location>/{}/{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
+            xml_escape(&bucket),
+            xml_escape(&key),
+            xml_escape(&bucket),
+            xml_escape(&key),
+            xml_escape(&meta.etag)
+        ),
+    ))
 }
 
 async fn list_buckets(store: Arc<ObjectStore>, ns: Namespace) -> Result<Response, S3Error> {
@@ -621,9 +705,18 @@ async fn list_objects(
     store: Arc<ObjectStore>,
     ns: Namespace,
     bucket: String,
+    op: Op,
     q: &HashMap<String, String>,
 ) -> Result<Response, S3Error> {
-    let v2 = q.get("list-type").map(String::as_str) == Some("2");
+    let v2 = op == Op::ListObjectsV2;
+    let versions = op == Op::ListObjectVersions;
+    if v2 && q.get("list-type").map(String::as_str) != Some("2") {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "list-type must be 2 (ListObjectsV2), or left out (ListObjects)",
+        ));
+    }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let delimiter = q.get("delimiter").cloned().filter(|d| !d.is_empty());
     let max = q
@@ -637,6 +730,8 @@ async fn list_objects(
             Some(t) => Some(token_decode(t)?),
             None => q.get("start-after").cloned(),
         }
+    } else if versions {
+        q.get("key-marker").cloned().filter(|m| !m.is_empty())
     } else {
         q.get("marker").cloned()
     };
@@ -659,6 +754,20 @@ async fn list_objects(
         }
     };
     let truncated = listing.next_after.is_some();
+    if versions {
+        return Ok(xml_response(
+            StatusCode::OK,
+            versions_xml(
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                max,
+                q,
+                &listing,
+                enc,
+            ),
+        ));
+    }
     let mut xml = format!(
         "<ListBucketResult xmlns=\"{XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix><MaxKeys>{max}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
         xml_escape(&bucket),
@@ -713,6 +822,53 @@ async fn list_objects(
     }
     xml.push_str("</ListBucketResult>");
     Ok(xml_response(StatusCode::OK, xml))
+}
+
+/// ListObjectVersions of a bucket that was never versioned: one version
+/// of each object, `null`.
+fn versions_xml(
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    max: usize,
+    q: &HashMap<String, String>,
+    listing: &wisp_objects::Listing,
+    enc: impl Fn(&str) -> String,
+) -> String {
+    let mut xml = format!(
+        "<ListVersionsResult xmlns=\"{XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix><KeyMarker>{}</KeyMarker><VersionIdMarker>{}</VersionIdMarker><MaxKeys>{max}</MaxKeys><IsTruncated>{}</IsTruncated>",
+        xml_escape(bucket),
+        enc(prefix),
+        enc(q.get("key-marker").map(String::as_str).unwrap_or("")),
+        xml_escape(q.get("version-id-marker").map(String::as_str).unwrap_or("")),
+        listing.next_after.is_some()
+    );
+    if let Some(d) = delimiter {
+        xml.push_str(&format!("<Delimiter>{}</Delimiter>", enc(d)));
+    }
+    if let Some(a) = &listing.next_after {
+        xml.push_str(&format!(
+            "<NextKeyMarker>{}</NextKeyMarker><NextVersionIdMarker>null</NextVersionIdMarker>",
+            enc(a)
+        ));
+    }
+    for m in &listing.objects {
+        xml.push_str(&format!(
+            "<Version><Key>{}</Key><VersionId>null</VersionId><IsLatest>true</IsLatest><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Version>",
+            enc(&m.key),
+            iso8601(m.modified_ms),
+            xml_escape(&m.etag),
+            m.size
+        ));
+    }
+    for p in &listing.common_prefixes {
+        xml.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            enc(p)
+        ));
+    }
+    xml.push_str("</ListVersionsResult>");
+    xml
 }
 
 /// Content type and `x-amz-meta-*` of a write.
@@ -950,8 +1106,30 @@ async fn delete_objects(
     body: &str,
 ) -> Result<Response, S3Error> {
     let ns = caller.ns.clone();
-    let keys = xml_all(body, "Key");
+    let objects = xml_all_raw(body, "Object");
     let quiet = xml_all(body, "Quiet").first().is_some_and(|q| q == "true");
+    let mut keys = Vec::with_capacity(objects.len());
+    for o in &objects {
+        let Some(k) = xml_all(o, "Key").into_iter().next() else {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "MalformedXML",
+                "every Object needs a Key",
+            ));
+        };
+        if let Some(v) = xml_all(o, "VersionId").first()
+            && v != "null"
+        {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!(
+                    "Invalid version id specified for {k:?}: {v:?} (Wisp keeps one version of each object, \"null\"); nothing was deleted"
+                ),
+            ));
+        }
+        keys.push(k);
+    }
     if keys.len() > 1000 {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -1173,11 +1351,13 @@ impl wisp_exec_wasm::ObjectsHook for FunctionObjects {
                 function: Some((caller.function, caller.grants)),
             };
             let method = req.method().clone();
+            let id = wisp_core::ActivationId::generate().to_string();
             let resp = match dispatch_as(&st, who, req).await {
                 Ok(r) => r,
-                Err(e) => error_response(e, &resource, head),
+                Err(e) => error_response(e, &resource, head, &id),
             };
             count(&method, &resp);
+            let resp = with_request_id(resp, &id);
             resp.map(|b| {
                 b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
                     .boxed_unsync()
