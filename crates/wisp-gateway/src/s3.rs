@@ -30,7 +30,9 @@ use wisp_core::time::{civil_from_days, now_ms, percent_decode};
 use wisp_core::{Namespace, Permission, Role};
 use wisp_objects::{Blob, MAX_KEYS, ObjectError, ObjectMeta, ObjectStore};
 
+mod cond;
 mod ops;
+use cond::{Conditions, Verdict};
 use ops::{Op, Target};
 
 const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -68,6 +70,7 @@ impl From<ObjectError> for S3Error {
             ObjectError::NoSuchUpload(_) => err(StatusCode::NOT_FOUND, "NoSuchUpload", m),
             ObjectError::InvalidPart(_) => err(StatusCode::BAD_REQUEST, "InvalidPart", m),
             ObjectError::BadDigest(_) => err(StatusCode::BAD_REQUEST, "BadDigest", m),
+            ObjectError::EntityTooSmall(_) => err(StatusCode::BAD_REQUEST, "EntityTooSmall", m),
             _ => {
                 tracing::error!(error = %m, "object storage failed");
                 err(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
@@ -523,7 +526,15 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
                     "GetObject with ?partNumber is not supported by Wisp; use a Range header",
                 ));
             }
-            get_object(store, ns, bucket, key, req.headers(), op == Op::HeadObject).await
+            get_object(
+                store,
+                ns,
+                (bucket, key),
+                req.headers(),
+                &query,
+                op == Op::HeadObject,
+            )
+            .await
         }
         Op::CopyObject => {
             require(&caller, "write objects", can_write_objects(&caller))?;
@@ -592,14 +603,16 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
         Op::CompleteMultipartUpload => {
             require(&caller, "write objects", can_write_objects(&caller))?;
             let id = query["uploadId"].clone();
+            check_write_conditions(&store, &ns, (&bucket, &key), req.headers()).await?;
             let body = small_text(req, &caller).await?;
             complete_upload(st, store, &caller, (bucket, key), id, &body).await
         }
-        Op::UploadPartCopy | Op::ListParts | Op::ListMultipartUploads => Err(err(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            format!("{op:?} is not supported by Wisp yet; nothing was changed"),
-        )),
+        Op::UploadPartCopy => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
+            upload_part_copy(store, &caller, (bucket, key), &query, req.headers()).await
+        }
+        Op::ListParts => list_parts(store, ns, (bucket, key), &query).await,
+        Op::ListMultipartUploads => list_uploads(store, ns, bucket, &query).await,
     }
 }
 
@@ -666,6 +679,219 @@ async fn complete_upload(
     ))
 }
 
+/// UploadPartCopy: part N of an upload from (a range of) an object.
+async fn upload_part_copy(
+    store: Arc<ObjectStore>,
+    caller: &Caller,
+    (bucket, key): (String, String),
+    q: &HashMap<String, String>,
+    h: &HeaderMap,
+) -> Result<Response, S3Error> {
+    let ns = caller.ns.clone();
+    let n: u32 = q["partNumber"].parse().map_err(|_| {
+        err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "partNumber must be a number",
+        )
+    })?;
+    let src = h
+        .get("x-amz-copy-source")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| percent_decode(s, false))
+        .unwrap_or_default();
+    let src = src.split('?').next().unwrap_or("").trim_start_matches('/');
+    let Some((sb, sk)) = src.split_once('/') else {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "x-amz-copy-source must be BUCKET/KEY",
+        ));
+    };
+    let (sb, sk) = (sb.to_string(), sk.to_string());
+    let id = q["uploadId"].clone();
+    let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+    let upload = blocking(move || s2.upload(&n2, &b2, &k2, &id)).await?;
+    let meta = check_copy_source(&store, &ns, (&sb, &sk), h).await?;
+    let range = match h
+        .get("x-amz-copy-source-range")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => None,
+        Some(v) => {
+            let bad = || {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    format!(
+                        "x-amz-copy-source-range {v:?} must be bytes=FIRST-LAST within the source object ({} bytes)",
+                        meta.size
+                    ),
+                )
+            };
+            let (a, b) = v
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .ok_or_else(bad)?;
+            let (a, b): (u64, u64) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a > b || b >= meta.size {
+                return Err(bad());
+            }
+            Some((a, b))
+        }
+    };
+    let s2 = store.clone();
+    let etag = blocking(move || s2.put_part_copy(&upload, n, (&sb, &sk), range)).await?;
+    Ok(xml_response(
+        StatusCode::OK,
+        format!(
+            "<CopyPartResult xmlns=\"{XMLNS}\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyPartResult>",
+            iso8601(now_ms()),
+            xml_escape(&etag)
+        ),
+    ))
+}
+
+fn number_param(q: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, S3Error> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("{name} must be a non-negative number, got {v:?}"),
+            )
+        }),
+    }
+}
+
+async fn list_parts(
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    (bucket, key): (String, String),
+    q: &HashMap<String, String>,
+) -> Result<Response, S3Error> {
+    let max = number_param(q, "max-parts", 1000)?.min(1000) as usize;
+    let marker = number_param(q, "part-number-marker", 0)?;
+    let id = q["uploadId"].clone();
+    let (b2, k2, i2) = (bucket.clone(), key.clone(), id.clone());
+    let parts = blocking(move || {
+        let up = store.upload(&ns, &b2, &k2, &i2)?;
+        store.list_parts(&up)
+    })
+    .await?;
+    let after: Vec<_> = parts
+        .into_iter()
+        .filter(|(n, _, _)| u64::from(*n) > marker)
+        .collect();
+    let truncated = after.len() > max;
+    let page = &after[..after.len().min(max)];
+    let mut xml = format!(
+        "<ListPartsResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{}</UploadId><StorageClass>STANDARD</StorageClass><PartNumberMarker>{marker}</PartNumberMarker><MaxParts>{max}</MaxParts><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&bucket),
+        xml_escape(&key),
+        xml_escape(&id)
+    );
+    if let Some((n, _, _)) = page.last() {
+        xml.push_str(&format!("<NextPartNumberMarker>{n}</NextPartNumberMarker>"));
+    }
+    for (n, size, etag) in page {
+        xml.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag><Size>{size}</Size></Part>",
+            xml_escape(etag)
+        ));
+    }
+    xml.push_str("</ListPartsResult>");
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
+async fn list_uploads(
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    bucket: String,
+    q: &HashMap<String, String>,
+) -> Result<Response, S3Error> {
+    let max = number_param(q, "max-uploads", 1000)?.min(1000) as usize;
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let delimiter = q.get("delimiter").cloned().filter(|d| !d.is_empty());
+    let key_marker = q.get("key-marker").cloned().unwrap_or_default();
+    let id_marker = q.get("upload-id-marker").cloned().unwrap_or_default();
+    let b2 = bucket.clone();
+    let all = blocking(move || store.list_uploads(&ns, &b2)).await?;
+    let mut uploads = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut truncated = false;
+    let mut next = None;
+    for (key, id, created) in all {
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        if !key_marker.is_empty()
+            && (key.as_str() < key_marker.as_str()
+                || (key == key_marker
+                    && (id_marker.is_empty() || id.as_str() <= id_marker.as_str())))
+        {
+            continue;
+        }
+        let cp = delimiter.as_ref().and_then(|d| {
+            key[prefix.len()..]
+                .find(d.as_str())
+                .map(|i| key[..prefix.len() + i + d.len()].to_string())
+        });
+        if let Some(cp) = &cp
+            && prefixes.last() == Some(cp)
+        {
+            continue;
+        }
+        if uploads.len() + prefixes.len() == max {
+            truncated = true;
+            break;
+        }
+        next = Some((key.clone(), id.clone()));
+        match cp {
+            Some(cp) => prefixes.push(cp),
+            None => uploads.push((key, id, created)),
+        }
+    }
+    let mut xml = format!(
+        "<ListMultipartUploadsResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><KeyMarker>{}</KeyMarker><UploadIdMarker>{}</UploadIdMarker><Prefix>{}</Prefix><MaxUploads>{max}</MaxUploads><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&bucket),
+        xml_escape(&key_marker),
+        xml_escape(&id_marker),
+        xml_escape(&prefix)
+    );
+    if let Some(d) = &delimiter {
+        xml.push_str(&format!("<Delimiter>{}</Delimiter>", xml_escape(d)));
+    }
+    if truncated && let Some((k, i)) = &next {
+        xml.push_str(&format!(
+            "<NextKeyMarker>{}</NextKeyMarker><NextUploadIdMarker>{}</NextUploadIdMarker>",
+            xml_escape(k),
+            xml_escape(i)
+        ));
+    }
+    for (key, id, created) in &uploads {
+        xml.push_str(&format!(
+            "<Upload><Key>{}</Key><UploadId>{}</UploadId><Initiated>{}</Initiated><StorageClass>STANDARD</StorageClass></Upload>",
+            xml_escape(key),
+            xml_escape(id),
+            iso8601(*created)
+        ));
+    }
+    for p in &prefixes {
+        xml.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            xml_escape(p)
+        ));
+    }
+    xml.push_str("</ListMultipartUploadsResult>");
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
 async fn list_buckets(store: Arc<ObjectStore>, ns: Namespace) -> Result<Response, S3Error> {
     let n2 = ns.clone();
     let list = blocking(move || store.list_buckets(&n2)).await?;
@@ -719,11 +945,17 @@ async fn list_objects(
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let delimiter = q.get("delimiter").cloned().filter(|d| !d.is_empty());
-    let max = q
-        .get("max-keys")
-        .and_then(|m| m.parse::<usize>().ok())
-        .unwrap_or(MAX_KEYS)
-        .min(MAX_KEYS);
+    let max = match q.get("max-keys") {
+        None => MAX_KEYS,
+        Some(m) => m.parse::<usize>().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("max-keys must be a number from 0 to {MAX_KEYS}, got {m:?}"),
+            )
+        })?,
+    }
+    .min(MAX_KEYS);
     let url = q.get("encoding-type").map(String::as_str) == Some("url");
     let after = if v2 {
         match q.get("continuation-token") {
@@ -733,7 +965,16 @@ async fn list_objects(
     } else if versions {
         q.get("key-marker").cloned().filter(|m| !m.is_empty())
     } else {
-        q.get("marker").cloned()
+        // A marker that is a common prefix (the NextMarker of a page cut
+        // there) skips every key under it.
+        q.get("marker").cloned().map(|m| match &delimiter {
+            Some(d)
+                if m.starts_with(&prefix) && m.len() > prefix.len() && m.ends_with(d.as_str()) =>
+            {
+                format!("{m}\u{10FFFF}")
+            }
+            _ => m,
+        })
     };
     let (b2, p2, d2) = (bucket.clone(), prefix.clone(), delimiter.clone());
     let listing =
@@ -784,6 +1025,9 @@ async fn list_objects(
             "<KeyCount>{}</KeyCount>",
             listing.objects.len() + listing.common_prefixes.len()
         ));
+        if let Some(a) = q.get("start-after") {
+            xml.push_str(&format!("<StartAfter>{}</StartAfter>", enc(a)));
+        }
         if let Some(t) = q.get("continuation-token") {
             xml.push_str(&format!(
                 "<ContinuationToken>{}</ContinuationToken>",
@@ -801,8 +1045,13 @@ async fn list_objects(
             "<Marker>{}</Marker>",
             enc(q.get("marker").map(String::as_str).unwrap_or(""))
         ));
-        if let Some(a) = &listing.next_after {
-            xml.push_str(&format!("<NextMarker>{}</NextMarker>", enc(a)));
+        // As S3: NextMarker only with a delimiter (else the last key is
+        // the marker), the last key or common prefix of the page.
+        if let (Some(a), Some(_)) = (&listing.next_after, &delimiter) {
+            xml.push_str(&format!(
+                "<NextMarker>{}</NextMarker>",
+                enc(a.trim_end_matches('\u{10FFFF}'))
+            ));
         }
     }
     for m in &listing.objects {
@@ -846,6 +1095,10 @@ fn versions_xml(
     if let Some(d) = delimiter {
         xml.push_str(&format!("<Delimiter>{}</Delimiter>", enc(d)));
     }
+    if q.get("encoding-type").map(String::as_str) == Some("url") {
+        // Clients decode keys only when told they are encoded.
+        xml.push_str("<EncodingType>url</EncodingType>");
+    }
     if let Some(a) = &listing.next_after {
         xml.push_str(&format!(
             "<NextKeyMarker>{}</NextKeyMarker><NextVersionIdMarker>null</NextVersionIdMarker>",
@@ -882,7 +1135,13 @@ fn content_meta(h: &HeaderMap) -> (String, BTreeMap<String, String>) {
         .iter()
         .filter_map(|(k, v)| {
             let name = k.as_str().strip_prefix("x-amz-meta-")?;
-            Some((name.to_string(), v.to_str().ok()?.to_string()))
+            // UTF-8 values are kept as they are (not only ASCII); other
+            // bytes are read as Latin-1.
+            let value = match std::str::from_utf8(v.as_bytes()) {
+                Ok(t) => t.to_string(),
+                Err(_) => v.as_bytes().iter().map(|&b| b as char).collect(),
+            };
+            Some((name.to_string(), value))
         })
         .collect();
     (ct, md)
@@ -1036,6 +1295,7 @@ async fn put_object(
     if !blocking(move || s2.bucket_exists(&n2, &b2)).await? {
         return Err(ObjectError::NoSuchBucket(bucket).into());
     }
+    check_write_conditions(&store, &ns, (&bucket, &key), req.headers()).await?;
     let small = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -1076,6 +1336,15 @@ async fn copy_object(
     let replace = h
         .get("x-amz-metadata-directive")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
+    if (sb.as_str(), sk.as_str()) == (bucket.as_str(), key.as_str()) && !replace {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata (send x-amz-metadata-directive: REPLACE)",
+        ));
+    }
+    check_copy_source(&store, &ns, (&sb, &sk), h).await?;
+    check_write_conditions(&store, &ns, (&bucket, &key), h).await?;
     let (ct, md) = content_meta(h);
     let (n2, b2, k2) = (ns.clone(), bucket.clone(), key.clone());
     let meta = blocking(move || {
@@ -1096,6 +1365,69 @@ async fn copy_object(
             xml_escape(&meta.etag)
         ),
     ))
+}
+
+/// The `x-amz-copy-source-if-*` conditions of a copy, on its source:
+/// any that does not hold → 412 PreconditionFailed.
+async fn check_copy_source(
+    store: &Arc<ObjectStore>,
+    ns: &Namespace,
+    (sb, sk): (&str, &str),
+    h: &HeaderMap,
+) -> Result<ObjectMeta, S3Error> {
+    let c = Conditions::from_headers(h, "x-amz-copy-source-");
+    let (s2, n2, b2, k2) = (store.clone(), ns.clone(), sb.to_string(), sk.to_string());
+    let meta = blocking(move || s2.head(&n2, &b2, &k2)).await?;
+    if c.check(&meta.etag, meta.modified_ms) != Verdict::Proceed {
+        return Err(err(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "At least one of the x-amz-copy-source-if-* preconditions you specified did not hold",
+        ));
+    }
+    Ok(meta)
+}
+
+/// Conditional writes: `If-None-Match: *` (only if the key is free) and
+/// `If-Match: ETAG` (only over that object) → 412 PreconditionFailed, or
+/// 404 NoSuchKey for If-Match on a missing key. Checked before the write,
+/// not atomically with it.
+async fn check_write_conditions(
+    store: &Arc<ObjectStore>,
+    ns: &Namespace,
+    (bucket, key): (&str, &str),
+    h: &HeaderMap,
+) -> Result<(), S3Error> {
+    let c = Conditions::from_headers(h, "");
+    if c.if_match.is_none() && c.if_none_match.is_none() {
+        return Ok(());
+    }
+    let (s2, n2, b2, k2) = (
+        store.clone(),
+        ns.clone(),
+        bucket.to_string(),
+        key.to_string(),
+    );
+    let existing = match blocking(move || s2.head(&n2, &b2, &k2)).await {
+        Ok(m) => Some(m),
+        Err(S3Error {
+            code: "NoSuchKey", ..
+        }) => None,
+        Err(e) => return Err(e),
+    };
+    let failed = || {
+        err(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "At least one of the preconditions you specified did not hold (If-Match / If-None-Match); nothing was written",
+        )
+    };
+    match (&existing, &c.if_match, &c.if_none_match) {
+        (None, Some(_), _) => Err(ObjectError::NoSuchKey(key.to_string()).into()),
+        (Some(m), Some(want), _) if !cond::etag_matches(want, &m.etag) => Err(failed()),
+        (Some(m), _, Some(none)) if cond::etag_matches(none, &m.etag) => Err(failed()),
+        _ => Ok(()),
+    }
 }
 
 async fn delete_objects(
@@ -1229,7 +1561,7 @@ fn object_headers(m: &ObjectMeta) -> Vec<(header::HeaderName, HeaderValue)> {
     ];
     for (k, v) in &m.metadata {
         if let Ok(name) = header::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes()) {
-            h.push((name, HeaderValue::from_str(v).ok()));
+            h.push((name, HeaderValue::from_bytes(v.as_bytes()).ok()));
         }
     }
     h.into_iter()
@@ -1240,9 +1572,9 @@ fn object_headers(m: &ObjectMeta) -> Vec<(header::HeaderName, HeaderValue)> {
 async fn get_object(
     store: Arc<ObjectStore>,
     ns: Namespace,
-    bucket: String,
-    key: String,
+    (bucket, key): (String, String),
     h: &HeaderMap,
+    q: &HashMap<String, String>,
     head: bool,
 ) -> Result<Response, S3Error> {
     let (meta, file) = if head {
@@ -1252,16 +1584,25 @@ async fn get_object(
         let (m, f) = blocking(move || store.open_read(&ns, &bucket, &key)).await?;
         (m, Some(f))
     };
-    // Conditional GETs on the ETag.
-    if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
-        && (inm == "*" || inm.split(',').any(|t| t.trim() == meta.etag))
-    {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(
-            header::ETAG,
-            HeaderValue::from_str(&meta.etag).unwrap_or(HeaderValue::from_static("")),
-        );
-        return Ok(r);
+    // Conditional GETs: ETag and modification time.
+    match Conditions::from_headers(h, "").check(&meta.etag, meta.modified_ms) {
+        Verdict::Proceed => {}
+        Verdict::Failed => {
+            return Err(err(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                "At least one of the preconditions you specified did not hold (If-Match, If-Unmodified-Since)",
+            ));
+        }
+        Verdict::NotModified => {
+            let mut r = StatusCode::NOT_MODIFIED.into_response();
+            for (k, v) in object_headers(&meta) {
+                if k == header::ETAG || k == header::LAST_MODIFIED {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            return Ok(r);
+        }
     }
     let range = parse_range(h, meta.size)?;
     let (status, start, len) = match range {
@@ -1280,6 +1621,21 @@ async fn get_object(
         r = r.header(k, v);
     }
     r = r.header(header::CONTENT_LENGTH, len);
+    // response-content-* overrides (signed requests only, as all are here).
+    for (param, name) in [
+        ("response-content-type", header::CONTENT_TYPE),
+        ("response-content-language", header::CONTENT_LANGUAGE),
+        ("response-expires", header::EXPIRES),
+        ("response-cache-control", header::CACHE_CONTROL),
+        ("response-content-disposition", header::CONTENT_DISPOSITION),
+        ("response-content-encoding", header::CONTENT_ENCODING),
+    ] {
+        if let Some(v) = q.get(param).and_then(|v| HeaderValue::from_str(v).ok())
+            && let Some(hs) = r.headers_mut()
+        {
+            hs.insert(name, v);
+        }
+    }
     if range.is_some() {
         r = r.header(
             header::CONTENT_RANGE,
