@@ -941,6 +941,11 @@ out["dest_untouched_before_complete"] = call(lambda: s3.head_object(Bucket=B, Ke
 s3.complete_multipart_upload(Bucket=B, Key="copied", UploadId=c["UploadId"],
     MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": c1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": c2["CopyPartResult"]["ETag"]}]})
 out["part_copy_roundtrip"] = s3.get_object(Bucket=B, Key="copied")["Body"].read() == big
+# Completing again (a retry after a lost answer) gets the same answer; other parts do not.
+cparts = [{"PartNumber": 1, "ETag": c1["CopyPartResult"]["ETag"]}, {"PartNumber": 2, "ETag": c2["CopyPartResult"]["ETag"]}]
+again = s3.complete_multipart_upload(Bucket=B, Key="copied", UploadId=c["UploadId"], MultipartUpload={"Parts": cparts})
+out["complete_again"] = again["ETag"] == s3.head_object(Bucket=B, Key="copied")["ETag"]
+out["complete_again_other_parts"] = call(lambda: s3.complete_multipart_upload(Bucket=B, Key="copied", UploadId=c["UploadId"], MultipartUpload={"Parts": cparts[:1]}))
 # Listings: max-keys, V2 StartAfter, V1 NextMarker with a delimiter.
 for k in ["d/a/1", "d/a/2", "d/b/1", "d/c"]:
     s3.put_object(Bucket=B, Key=k, Body=b"x")
@@ -1028,6 +1033,8 @@ async fn conformance_fixes_conditionals_part_copy_listings_and_names() {
     assert_eq!(j("bad_copy_range"), e(400, "InvalidArgument"));
     assert_eq!(j("dest_untouched_before_complete"), e(404, "404"));
     assert_eq!(j("part_copy_roundtrip"), true);
+    assert_eq!(j("complete_again"), true);
+    assert_eq!(j("complete_again_other_parts"), e(404, "NoSuchUpload"));
     assert_eq!(j("bad_max_keys"), e(400, "InvalidArgument"));
     assert_eq!(j("start_after"), "d/a/1");
     assert_eq!(
