@@ -963,6 +963,14 @@ out["v1_no_delimiter_next_marker"] = "NextMarker" in s3.list_objects(Bucket=B, P
 # ListObjectVersions says its keys are URL-encoded, so clients decode them.
 s3.put_object(Bucket=B, Key="d/sp ace&x", Body=b"x")
 out["versions_keys"] = [v["Key"] for v in s3.list_object_versions(Bucket=B, Prefix="d/s").get("Versions", [])]
+# Conditional delete; a key holding "?" as a copy source; a Complete with no parts.
+out["delete_if_match_wrong"] = call(lambda: s3.delete_object(Bucket=B, Key="k", IfMatch='"nope"'))
+out["after_delete_if_match_wrong"] = call(lambda: s3.head_object(Bucket=B, Key="k"))
+s3.put_object(Bucket=B, Key="what?", Body=b"q")
+s3.copy_object(Bucket=B, Key="copy-of-q", CopySource={"Bucket": B, "Key": "what?"})
+out["copy_key_with_question_mark"] = s3.get_object(Bucket=B, Key="copy-of-q")["Body"].read().decode()
+e3 = s3.create_multipart_upload(Bucket=B, Key="empty")
+out["complete_empty"] = call(lambda: s3.complete_multipart_upload(Bucket=B, Key="empty", UploadId=e3["UploadId"], MultipartUpload={"Parts": []}))
 # Bucket names.
 out["ip_bucket"] = call(lambda: s3.create_bucket(Bucket="192.168.5.4"))
 out["dot_dash_bucket"] = call(lambda: s3.create_bucket(Bucket="a.-b"))
@@ -1030,7 +1038,11 @@ async fn conformance_fixes_conditionals_part_copy_listings_and_names() {
         j("list_uploads"),
         serde_json::json!([["copied", true], ["small-parts", true]])
     );
-    assert_eq!(j("bad_copy_range"), e(400, "InvalidArgument"));
+    assert_eq!(j("bad_copy_range"), e(416, "InvalidRange"));
+    assert_eq!(j("delete_if_match_wrong"), e(412, "PreconditionFailed"));
+    assert_eq!(j("after_delete_if_match_wrong"), ok);
+    assert_eq!(j("complete_empty"), e(400, "MalformedXML"));
+    assert_eq!(j("copy_key_with_question_mark"), "q");
     assert_eq!(j("dest_untouched_before_complete"), e(404, "404"));
     assert_eq!(j("part_copy_roundtrip"), true);
     assert_eq!(j("complete_again"), true);

@@ -542,7 +542,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
                 .headers()
                 .get("x-amz-copy-source")
                 .and_then(|v| v.to_str().ok())
-                .map(|s| percent_decode(s, false))
+                .map(|s| percent_decode(s.split('?').next().unwrap_or(""), false))
                 .unwrap_or_default();
             copy_object(st, store, &caller, (bucket, key), &src, req.headers()).await
         }
@@ -579,6 +579,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
         }
         Op::DeleteObject => {
             require(&caller, "delete objects", can_write_objects(&caller))?;
+            check_write_conditions(&store, &ns, (&bucket, &key), req.headers()).await?;
             let (b2, k2, n2) = (bucket.clone(), key.clone(), ns.clone());
             let gone = blocking(move || store.delete(&n2, &b2, &k2)).await?;
             if let Some(m) = gone {
@@ -641,6 +642,13 @@ async fn complete_upload(
     let ns = caller.ns.clone();
     let numbers = xml_all(body, "PartNumber");
     let etags = xml_all(body, "ETag");
+    if numbers.is_empty() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "CompleteMultipartUpload needs at least one Part (PartNumber and ETag)",
+        ));
+    }
     if numbers.len() != etags.len() {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -715,9 +723,9 @@ async fn upload_part_copy(
     let src = h
         .get("x-amz-copy-source")
         .and_then(|v| v.to_str().ok())
-        .map(|s| percent_decode(s, false))
+        .map(|s| percent_decode(s.split('?').next().unwrap_or(""), false))
         .unwrap_or_default();
-    let src = src.split('?').next().unwrap_or("").trim_start_matches('/');
+    let src = src.trim_start_matches('/');
     let Some((sb, sk)) = src.split_once('/') else {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -755,8 +763,18 @@ async fn upload_part_copy(
                 a.trim().parse().map_err(|_| bad())?,
                 b.trim().parse().map_err(|_| bad())?,
             );
-            if a > b || b >= meta.size {
+            if a > b {
                 return Err(bad());
+            }
+            if b >= meta.size {
+                return Err(err(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "InvalidRange",
+                    format!(
+                        "x-amz-copy-source-range {v:?} is outside the source object ({} bytes)",
+                        meta.size
+                    ),
+                ));
             }
             Some((a, b))
         }
@@ -1029,7 +1047,13 @@ async fn list_objects(
     let mut xml = format!(
         "<ListBucketResult xmlns=\"{XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix><MaxKeys>{max}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
         xml_escape(&bucket),
-        enc(&prefix)
+        // V2 encodes Prefix with encoding-type=url, V1 does not (clients
+        // decode it only in V2).
+        if v2 {
+            enc(&prefix)
+        } else {
+            xml_escape(&prefix)
+        }
     );
     if let Some(d) = &delimiter {
         xml.push_str(&format!("<Delimiter>{}</Delimiter>", enc(d)));
@@ -1064,11 +1088,12 @@ async fn list_objects(
         ));
         // As S3: NextMarker only with a delimiter (else the last key is
         // the marker), the last key or common prefix of the page.
-        if let (Some(a), Some(_)) = (&listing.next_after, &delimiter) {
-            xml.push_str(&format!(
-                "<NextMarker>{}</NextMarker>",
-                enc(a.trim_end_matches('\u{10FFFF}'))
-            ));
+        if let (Some(_), Some(_)) = (&listing.next_after, &delimiter) {
+            let last_key = listing.objects.last().map(|m| m.key.as_str());
+            let last_prefix = listing.common_prefixes.last().map(String::as_str);
+            if let Some(last) = last_key.max(last_prefix) {
+                xml.push_str(&format!("<NextMarker>{}</NextMarker>", enc(last)));
+            }
         }
     }
     for m in &listing.objects {
@@ -1341,7 +1366,8 @@ async fn copy_object(
     h: &HeaderMap,
 ) -> Result<Response, S3Error> {
     let ns = caller.ns.clone();
-    let src = src.split('?').next().unwrap_or("").trim_start_matches('/');
+    // (The query, `?versionId=`, was cut before decoding: a key may hold '?'.)
+    let src = src.trim_start_matches('/');
     let Some((sb, sk)) = src.split_once('/') else {
         return Err(err(
             StatusCode::BAD_REQUEST,

@@ -330,6 +330,10 @@ pub(crate) fn refuse_headers(op: Op, h: &HeaderMap) -> Result<(), S3Error> {
             Some(
                 "ACLs are not supported by Wisp: objects and buckets are private to their namespace; send no x-amz-grant-* headers and x-amz-acl only as private",
             )
+        } else if n == "x-amz-if-match-last-modified-time" || n == "x-amz-if-match-size" {
+            Some(
+                "conditional deletes by modification time or size are not supported by Wisp; use If-Match with the ETag",
+            )
         } else if n == "x-amz-website-redirect-location" {
             Some("website redirects are not supported by Wisp")
         } else if n == "x-amz-storage-class" && v != "STANDARD" {
