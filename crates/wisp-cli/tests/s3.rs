@@ -798,6 +798,15 @@ calls = {
     "create_bucket_public": lambda: s3.create_bucket(Bucket="public", ACL="public-read"),
 }
 out = {name: call(f) for name, f in calls.items()}
+# POST object: a browser form upload (its signature is inside the form).
+import urllib.request
+form = b'--x\r\nContent-Disposition: form-data; name="key"\r\n\r\nk.txt\r\n--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nreplaced\r\n--x--\r\n'
+try:
+    urllib.request.urlopen(urllib.request.Request(url + "/" + B, data=form, method="POST", headers={"Content-Type": "multipart/form-data; boundary=x"}))
+    out["post_object"] = "ok"
+except urllib.error.HTTPError as e:
+    body = e.read().decode()
+    out["post_object"] = [e.code, "NotImplemented" if "<Code>NotImplemented</Code>" in body else body]
 out["__before"] = before
 out["__after"] = state()
 out["__uploads"] = call(lambda: s3.list_multipart_uploads(Bucket=B))

@@ -378,6 +378,26 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
 }
 
 async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
+    // POST object (a browser form upload, signed inside the form) is not
+    // implemented: say so, rather than that the request is unsigned.
+    let path = req.uri().path().trim_start_matches('/');
+    if req.method() == Method::POST
+        && !path.is_empty()
+        && !path.trim_end_matches('/').contains('/')
+        && req.uri().query().unwrap_or("").is_empty()
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"))
+    {
+        drain_small(req).await;
+        return Err(err(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "POST object (browser form uploads with a signed policy) is not supported by Wisp; nothing was stored (upload with a presigned PUT URL instead)",
+        ));
+    }
     let caller = authenticate(st, &req)?;
     dispatch_as(st, caller, req).await
 }
