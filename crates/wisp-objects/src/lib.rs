@@ -30,6 +30,8 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_KEYS: usize = 1000;
 /// Parts of one multipart upload (as S3).
 pub const MAX_PARTS: u32 = 10_000;
+/// Smallest part of a multipart upload but the last (as S3): 5 MiB.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// Objects up to this size are kept inside the metadata database (one
 /// group-committed, fsynced transaction for many concurrent PUTs) instead
 /// of a file of their own (a file fsync and a directory fsync each).
@@ -71,6 +73,8 @@ pub enum ObjectError {
     InvalidPart(String),
     #[error("{0}")]
     BadDigest(String),
+    #[error("{0}")]
+    EntityTooSmall(String),
     #[error("object storage I/O on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("object metadata database: {0}")]
@@ -119,14 +123,26 @@ pub fn check_bucket(name: &str) -> Result<(), ObjectError> {
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
-        && !name.contains("..");
+        && !name.contains("..")
+        && !name.contains(".-")
+        && !name.contains("-.")
+        && !looks_like_ip(name);
     if ok {
         Ok(())
     } else {
         Err(ObjectError::InvalidBucketName(format!(
-            "The specified bucket is not valid: {name:?} (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+            "The specified bucket is not valid: {name:?} (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit, no \"..\", \".-\" or \"-.\", not an IP address)"
         )))
     }
+}
+
+/// `192.168.5.4`: four dot-separated numbers.
+fn looks_like_ip(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
 pub fn check_key(key: &str) -> Result<(), ObjectError> {
@@ -1123,7 +1139,7 @@ impl ObjectStore {
                 ));
             }
             last = *n;
-            let Some((_, md5, blob)) = stored.get(n) else {
+            let Some((size, md5, blob)) = stored.get(n) else {
                 return Err(ObjectError::InvalidPart(format!(
                     "part {n} was not uploaded"
                 )));
@@ -1131,6 +1147,11 @@ impl ObjectStore {
             if etag.trim_matches('"') != md5 {
                 return Err(ObjectError::InvalidPart(format!(
                     "part {n}'s ETag {etag} does not match the uploaded part's \"{md5}\""
+                )));
+            }
+            if *size < MIN_PART_SIZE && Some(n) != parts.last().map(|(l, _)| l) {
+                return Err(ObjectError::EntityTooSmall(format!(
+                    "Your proposed upload is smaller than the minimum allowed object size: part {n} is {size} bytes; every part but the last must be at least 5 MiB"
                 )));
             }
             md5s.extend(hex::decode(md5).unwrap_or_default());
@@ -1161,6 +1182,90 @@ impl ObjectStore {
         )?;
         self.drop_upload(&upload.id, stored.values().map(|(_, _, b)| b.clone()))?;
         Ok(meta)
+    }
+
+    /// Stores part `number` of `upload` from the bytes `range` (inclusive;
+    /// none: all) of an existing object of the same namespace
+    /// (UploadPartCopy); returns the part's quoted ETag.
+    pub fn put_part_copy(
+        &self,
+        upload: &Upload,
+        number: u32,
+        (src_bucket, src_key): (&str, &str),
+        range: Option<(u64, u64)>,
+    ) -> Result<String, ObjectError> {
+        let (meta, src) = self.open_read(&upload.namespace, src_bucket, src_key)?;
+        let (start, end) = range.unwrap_or((0, meta.size.saturating_sub(1)));
+        let len = if meta.size == 0 && range.is_none() {
+            0
+        } else {
+            end + 1 - start
+        };
+        let mut w = self.writer_md5_only()?;
+        match src {
+            Content::Inline(b) => {
+                let (a, z) = (start as usize, (start + len) as usize);
+                w.write(b.get(a..z).unwrap_or_default())?;
+            }
+            Content::File(mut f) => {
+                io::Seek::seek(&mut f, io::SeekFrom::Start(start)).map_err(io_at(&self.root))?;
+                let mut left = len;
+                let mut buf = vec![0u8; 1 << 20];
+                while left > 0 {
+                    let want = left.min(buf.len() as u64) as usize;
+                    let n = io::Read::read(&mut f, &mut buf[..want]).map_err(io_at(&self.root))?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write(&buf[..n])?;
+                    left -= n as u64;
+                }
+            }
+        }
+        self.put_part(upload, number, w.finish()?)
+    }
+
+    /// The parts uploaded so far: number, size, quoted ETag, by number.
+    pub fn list_parts(&self, upload: &Upload) -> Result<Vec<(u32, u64, String)>, ObjectError> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare(
+                "SELECT number, size, md5 FROM upload_parts WHERE upload_id = ?1 ORDER BY number",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map(params![upload.id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    format!("\"{}\"", r.get::<_, String>(2)?),
+                ))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// The bucket's uploads in progress: key, upload id, start time; by
+    /// key, then start.
+    pub fn list_uploads(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+    ) -> Result<Vec<(String, String, i64)>, ObjectError> {
+        self.require_bucket(ns, bucket)?;
+        let conn = self.conn();
+        let mut q = conn
+            .prepare(
+                "SELECT key, id, created_ms FROM uploads WHERE namespace = ?1 AND bucket = ?2
+                 ORDER BY key, created_ms, id",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map(params![ns.as_str(), bucket], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
     }
 
     pub fn abort_upload(&self, upload: &Upload) -> Result<(), ObjectError> {
@@ -1231,6 +1336,10 @@ mod tests {
         assert!(s.create_bucket(&ns, "photos").unwrap());
         assert!(!s.create_bucket(&ns, "photos").unwrap());
         assert!(check_bucket("Bad_Name").is_err());
+        for bad in ["192.168.5.4", "a.-b", "a-.b", "a..b"] {
+            assert!(check_bucket(bad).is_err(), "{bad}");
+        }
+        assert!(check_bucket("my.bucket-1").is_ok());
         let m = put(&s, &ns, "photos", "a.txt", b"hello");
         assert_eq!(m.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
         for k in ["in/1.jpg", "in/2.jpg", "in/sub/3.jpg", "out/1.png", "z"] {
@@ -1348,13 +1457,17 @@ mod tests {
             .unwrap();
         let up = s.upload(&ns, "big", "f.bin", &id).unwrap();
         let mut etags = Vec::new();
-        for (n, data) in [(1u32, vec![1u8; 1000]), (2, vec![2u8; 10])] {
+        // Every part but the last is at least MIN_PART_SIZE.
+        for (n, data) in [
+            (1u32, vec![1u8; MIN_PART_SIZE as usize]),
+            (2, vec![2u8; 10]),
+        ] {
             let mut w = s.writer().unwrap();
             w.write(&data).unwrap();
             etags.push((n, s.put_part(&up, n, w.finish().unwrap()).unwrap()));
         }
         let m = s.complete_upload(&up, &etags).unwrap();
-        assert_eq!(m.size, 1010);
+        assert_eq!(m.size, MIN_PART_SIZE + 10);
         assert!(m.etag.ends_with("-2\""), "{}", m.etag);
         assert!(matches!(
             s.upload(&ns, "big", "f.bin", &id),
@@ -1368,7 +1481,10 @@ mod tests {
         let s = ObjectStore::open(&dir.join("objects"), &dir.join("objects.db")).unwrap();
         assert!(!dir.join("objects/tmp/partial").exists());
         assert!(!dir.join("objects/blobs/ff/ff00").exists());
-        assert_eq!(s.head(&ns, "big", "f.bin").unwrap().size, 1010);
+        assert_eq!(
+            s.head(&ns, "big", "f.bin").unwrap().size,
+            MIN_PART_SIZE + 10
+        );
         let _ = fs::remove_dir_all(dir);
     }
 }
