@@ -124,7 +124,7 @@ def main():
         t = time.perf_counter()
         node.req("GET", "/fn/hello/", auth=False)
         warm.append((time.perf_counter() - t) * 1000)
-    st, metrics = node.req("GET", "/metrics", auth=False)
+    st, metrics = node.req("GET", "/metrics")
     cold_starts = sum(float(l.split()[-1]) for l in metrics.decode().splitlines() if l.startswith('wisp_cold_starts_total{namespace="default",function="hello"}'))
     report["evicted_first_request_ms"] = {"samples": len(cold), "cold_starts_counted": cold_starts, "p50": statistics.median(cold), "p99": pct(cold, 99), "max": max(cold)}
     report["warm_request_ms"] = {"p50": statistics.median(warm), "p99": pct(warm, 99)}

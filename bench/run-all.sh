@@ -22,3 +22,5 @@ echo "== key-value store: get/set inside a function vs one SQLite statement per 
 python3 "$BENCH_DIR/kv.py" "$WISP" "${WISP_FIXTURES:-$HOME/.cache/wisp/target-wasm/wasm32-wasip2/release}/kvfn.wasm" "$RESULTS/kv.json"
 echo "== object storage: S3 API small-object rates, large objects vs dd"
 python3 "$BENCH_DIR/s3.py" "$WISP" "$RESULTS/s3.json"
+echo "== CPU-bound guests: a light function beside two infinite loops"
+python3 "$BENCH_DIR/starve.py" "$WISP" "$HELLO_WASM" "${WISP_FIXTURES:-$HOME/.cache/wisp/target-wasm/wasm32-wasip2/release}/testfn.wasm" "$RESULTS/starve.json"

@@ -32,13 +32,18 @@ pub struct ServeArgs {
     /// Largest invocation payload, in bytes (413 beyond)
     #[arg(long, default_value_t = 6 * 1024 * 1024)]
     max_payload: usize,
+    /// Bytes kept back in <data-dir>/reserve so that deletes still work
+    /// when the disk is full (0: none)
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    disk_reserve: u64,
     /// Largest artifact upload, in bytes (413 beyond)
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     max_artifact: usize,
     /// Drop a function from memory after it was idle this long (scale to zero)
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     idle_evict: Duration,
-    /// How long a request over a function's concurrency limit waits before 429
+    /// How long a request waits for a slot (its function's, its
+    /// namespace's, the node's) before it is throttled (429/503)
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     queue_wait: Duration,
     /// Keep at most this many activation records
@@ -50,6 +55,24 @@ pub struct ServeArgs {
     /// Instances alive at once, across all functions
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
+    /// A Wasm guest that has used this much CPU moves to low-priority
+    /// threads, so that CPU-bound guests do not starve short requests
+    /// (`off`: every guest stays on the request threads)
+    #[arg(long, default_value = "20ms", value_name = "DURATION|off", value_parser = parse_after)]
+    long_guest_after: Duration,
+    /// Node memory budget: an instance runs only while the memory limits
+    /// of running instances add up to no more than this (503 beyond);
+    /// e.g. 2GiB, 512MiB. Default: 75% of the machine's memory
+    #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
+    max_memory: Option<u64>,
+    /// Highest --concurrency of a function in a namespace that has no
+    /// --max-concurrency of its own (`wisp ns create/set`)
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    ns_max_concurrency: u32,
+    /// Instances a namespace's functions may run at once when the
+    /// namespace has no --max-instances of its own (429 beyond)
+    #[arg(long, default_value_t = 250, value_name = "N")]
+    ns_max_instances: u32,
     /// Events the durable queue holds at once (waiting, delayed or
     /// running); publishing beyond it answers 429 queue_full
     #[arg(long, default_value_t = 100_000)]
@@ -76,9 +99,69 @@ pub struct ServeArgs {
     /// cold start skips the interpreter's start-up; 0 turns them off
     #[arg(long, default_value_t = 1, value_name = "N")]
     prestart_runtimes: usize,
+    /// Time a client has to send a complete request head (the connection
+    /// is closed beyond), on the HTTP and S3 listeners
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+    /// Time a keep-alive connection may stay open without a request
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Connections open at once, per listener; beyond it the oldest
+    /// connection not in a request is dropped (503 when all are busy)
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time an invocation's request body has to arrive (408 beyond); the
+    /// body is read before the function gets an instance
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
     /// How long an Idempotency-Key is remembered
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     idempotency_window: Duration,
+}
+
+/// A duration, or `off` (never).
+fn parse_after(s: &str) -> Result<Duration, String> {
+    match s {
+        "off" | "never" => Ok(Duration::MAX),
+        _ => humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 20ms, or off)")),
+    }
+}
+
+/// A size in MiB: `2GiB`, `512MiB`, `512M`, `1G`, or a bare number of MiB.
+fn parse_mib(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 2GiB or 512MiB"))?;
+    let mib = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mib" => Some(n),
+        "g" | "gb" | "gib" => n.checked_mul(1024),
+        "t" | "tb" | "tib" => n.checked_mul(1024 * 1024),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use MiB, GiB or TiB)"
+            ));
+        }
+    }
+    .ok_or_else(|| format!("{s:?} is too large"))?;
+    if mib == 0 {
+        return Err(format!("{s:?} would admit no instance: use at least 1MiB"));
+    }
+    Ok(mib)
+}
+
+/// 75% of the machine's memory (MemTotal in /proc/meminfo), in MiB.
+fn default_memory_budget_mib() -> anyhow::Result<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo")
+        .context("reading /proc/meminfo for the default --max-memory (set --max-memory)")?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no MemTotal in /proc/meminfo (set --max-memory)")?;
+    Ok((kib / 1024) * 3 / 4)
 }
 
 /// Reads the admin token, creating it (mode 0600) on first start.
@@ -138,14 +221,21 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The connection cap, not EMFILE, should bound connections.
+    if let Err(e) = wisp_listen::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
     let dir = data_dir(a.data.data_dir.as_deref())?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    // Every tenant's data: 0700, also when the directory existed before.
+    wisp_core::durable::private_dir(&dir)
+        .with_context(|| format!("creating data dir {} (mode 0700)", dir.display()))?;
     // Absolute from here on: process functions start in their own code
     // directory, where a relative path would point elsewhere.
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving data dir {}", dir.display()))?;
+    wisp_core::reserve::install(&dir.join("reserve"), a.disk_reserve)
+        .context("starting the disk reserve")?;
     let token = admin_token(&dir)?;
     let key = SecretKey::load_or_create(&dir.join(SECRET_KEY_FILE))
         .context("loading the key that encrypts secrets")?;
@@ -158,6 +248,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         Arc::new(FileArtifacts::open(dir.join("artifacts")).context("opening the artifact store")?);
     let mut ecfg = EngineConfig::new(dir.join("compiled"));
     ecfg.max_instances = a.max_instances;
+    ecfg.demote_after = a.long_guest_after;
     let wasm = WasmEngine::new(ecfg).context("starting the WebAssembly engine")?;
     let settings = EngineSettings {
         queue_wait: a.queue_wait,
@@ -180,6 +271,15 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             sandbox: !a.no_process_sandbox,
             hide: vec![dir.clone()],
             prestart: a.prestart_runtimes,
+        },
+        limits: wisp_engine::NodeLimits {
+            max_instances: a.max_instances,
+            max_memory_mb: match a.max_memory {
+                Some(m) => m,
+                None => default_memory_budget_mib()?,
+            },
+            ns_max_concurrency: a.ns_max_concurrency,
+            ns_max_instances: a.ns_max_instances,
         },
     };
     let events = Arc::new(
@@ -246,6 +346,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_payload_bytes: a.max_payload,
         max_artifact_bytes: a.max_artifact,
         public_url: url.clone(),
+        body_timeout: a.body_timeout,
+        listener: wisp_listen::ListenerSettings {
+            header_timeout: a.header_timeout,
+            idle_timeout: a.idle_timeout,
+            max_connections: a.max_connections,
+        },
     };
     println!("wisp listening on {url}");
     if let Some(s3) = &s3_url {
@@ -267,4 +373,21 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     gate.shutdown().await;
     eprintln!("wisp: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mib;
+
+    #[test]
+    fn sizes_parse_in_mib() {
+        assert_eq!(parse_mib("2GiB"), Ok(2048));
+        assert_eq!(parse_mib("256MiB"), Ok(256));
+        assert_eq!(parse_mib("512M"), Ok(512));
+        assert_eq!(parse_mib("1g"), Ok(1024));
+        assert_eq!(parse_mib("300"), Ok(300));
+        assert!(parse_mib("0GiB").is_err());
+        assert!(parse_mib("2 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_mib("lots").is_err());
+    }
 }

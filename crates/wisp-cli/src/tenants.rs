@@ -33,44 +33,244 @@ enum NsCommand {
     /// Create a namespace (needs the node's admin token)
     Create {
         name: String,
+        /// Allow it routes without --host (they answer on every host no
+        /// namespace owns: 127.0.0.1, localhost, …); `default` has this
+        #[arg(long)]
+        shared_routes: bool,
+        #[command(flatten)]
+        limits: NsLimitArgs,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Change a namespace's limits or shared-routes permission (needs the
+    /// node's admin token)
+    #[command(alias = "update")]
+    Set {
+        name: String,
+        #[command(flatten)]
+        limits: NsLimitArgs,
+        /// Allow it routes without --host
+        #[arg(long, conflicts_with = "no_shared_routes")]
+        shared_routes: bool,
+        /// Forbid it new routes without --host (its existing ones stay)
+        #[arg(long)]
+        no_shared_routes: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Hosts (domains) of a namespace: requests on them reach only its routes
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
     },
     /// List namespaces (a scoped token sees its own)
     #[command(alias = "list")]
     Ls {
+        /// Show each namespace's limits too
+        #[arg(long, short = 'l')]
+        long: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Delete an empty namespace with its tokens, API keys and secrets
+    /// Delete a namespace; refused while it holds anything, unless --force
     #[command(alias = "delete")]
     Rm {
         name: String,
+        /// Delete everything in it too (functions, routes, keys, tokens,
+        /// secrets, triggers, topics, dead letters, KV data, buckets and
+        /// objects, activations); cannot be undone
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
 }
 
-pub async fn ns(a: NsArgs) -> anyhow::Result<()> {
-    match a.command {
-        NsCommand::Create { name, client } => {
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Assign a host to a namespace (needs the node's admin token)
+    Add {
+        #[arg(value_name = "NAMESPACE")]
+        ns_name: String,
+        host: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Take a host from a namespace (refused while its routes use it)
+    #[command(alias = "delete")]
+    Rm {
+        #[arg(value_name = "NAMESPACE")]
+        ns_name: String,
+        host: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a namespace's hosts
+    #[command(alias = "list")]
+    Ls {
+        #[arg(value_name = "NAMESPACE")]
+        ns_name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+async fn domain(cmd: DomainCommand) -> anyhow::Result<()> {
+    match cmd {
+        DomainCommand::Add {
+            ns_name: namespace,
+            host,
+            client,
+        } => {
             let c = Client::from_args(&client)?;
-            let v = post(&c, "/v1/namespaces", json!({"name": name})).await?;
-            if v["created"].as_bool() == Some(true) {
-                println!("created namespace {name}");
+            let v: Value = c
+                .send(c.request(
+                    Method::PUT,
+                    &format!("/v1/namespaces/{namespace}/domains/{host}"),
+                ))
+                .await?
+                .json()
+                .await?;
+            if v["added"].as_bool() == Some(true) {
+                println!(
+                    "host {} now belongs to namespace {namespace}",
+                    s(&v["host"])
+                );
             } else {
-                println!("namespace {name} already exists");
+                println!(
+                    "host {} already belongs to namespace {namespace}",
+                    s(&v["host"])
+                );
             }
         }
-        NsCommand::Ls { client } => {
+        DomainCommand::Rm {
+            ns_name: namespace,
+            host,
+            client,
+        } => {
+            delete(
+                &client,
+                &format!("/v1/namespaces/{namespace}/domains/{host}"),
+            )
+            .await?;
+            println!("host {host} no longer belongs to namespace {namespace}");
+        }
+        DomainCommand::Ls {
+            ns_name: namespace,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let v = c
+                .get_json(&format!("/v1/namespaces/{namespace}/domains"))
+                .await?;
+            for h in v.as_array().cloned().unwrap_or_default() {
+                println!("{}", s(&h));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Limits the node's admin sets on a namespace (unset: the node's
+/// defaults, `wisp serve --ns-max-concurrency/--ns-max-instances`).
+#[derive(clap::Args)]
+struct NsLimitArgs {
+    /// The highest --concurrency a function of the namespace may have
+    #[arg(long, value_name = "N")]
+    max_concurrency: Option<u32>,
+    /// Instances the namespace's functions may run at once, together
+    /// (beyond it invocations are throttled with 429)
+    #[arg(long, value_name = "N")]
+    max_instances: Option<u32>,
+}
+
+/// `max_concurrency 200, max_instances 100 (node default)`.
+fn limits_line(l: &Value) -> String {
+    let one = |k: &str| {
+        let dflt = if l[format!("{k}_default")].as_bool() == Some(true) {
+            " (node default)"
+        } else {
+            ""
+        };
+        format!("{k} {}{dflt}", l[k])
+    };
+    format!("{}, {}", one("max_concurrency"), one("max_instances"))
+}
+
+pub async fn ns(a: NsArgs) -> anyhow::Result<()> {
+    match a.command {
+        NsCommand::Create {
+            name,
+            shared_routes,
+            limits,
+            client,
+        } => {
+            let c = Client::from_args(&client)?;
+            let body = json!({"name": name, "shared_routes": shared_routes, "max_concurrency": limits.max_concurrency, "max_instances": limits.max_instances});
+            let v = post(&c, "/v1/namespaces", body).await?;
+            if v["created"].as_bool() == Some(true) {
+                println!("created namespace {name}: {}", limits_line(&v["limits"]));
+            } else {
+                println!(
+                    "namespace {name} already exists: {}",
+                    limits_line(&v["limits"])
+                );
+            }
+        }
+        NsCommand::Set {
+            name,
+            limits,
+            shared_routes,
+            no_shared_routes,
+            client,
+        } => {
+            let share = shared_routes || no_shared_routes;
+            if limits.max_concurrency.is_none() && limits.max_instances.is_none() && !share {
+                bail!(
+                    "nothing to change: give --max-concurrency, --max-instances, --shared-routes or --no-shared-routes"
+                );
+            }
+            let c = Client::from_args(&client)?;
+            let mut body = json!({"max_concurrency": limits.max_concurrency, "max_instances": limits.max_instances});
+            if share {
+                body["shared_routes"] = json!(shared_routes);
+            }
+            let resp = c
+                .send(
+                    c.request(Method::PATCH, &format!("/v1/namespaces/{name}"))
+                        .json(&body),
+                )
+                .await?;
+            let v: Value = resp.json().await?;
+            println!(
+                "namespace {name}: {}, shared routes {}",
+                limits_line(&v["limits"]),
+                if v["shared_routes"].as_bool() == Some(true) {
+                    "allowed"
+                } else {
+                    "not allowed"
+                }
+            );
+        }
+        NsCommand::Domain { command } => domain(command).await?,
+        NsCommand::Ls { long, client } => {
             let c = Client::from_args(&client)?;
             let v = c.get_json("/v1/namespaces").await?;
             for n in v.as_array().cloned().unwrap_or_default() {
-                println!("{}", s(&n["name"]));
+                if long {
+                    println!("{}\t{}", s(&n["name"]), limits_line(&n["limits"]));
+                } else {
+                    println!("{}", s(&n["name"]));
+                }
             }
         }
-        NsCommand::Rm { name, client } => {
-            delete(&client, &format!("/v1/namespaces/{name}")).await?;
+        NsCommand::Rm {
+            name,
+            force,
+            client,
+        } => {
+            let q = if force { "?force=true" } else { "" };
+            delete(&client, &format!("/v1/namespaces/{name}{q}")).await?;
             println!("deleted namespace {name}");
         }
     }

@@ -212,7 +212,8 @@ async fn memory_limit_ends_the_request_not_the_node() {
     assert_eq!(r.status(), 200, "8 MiB fits in 32 MiB");
     let r = node.get_fn("mem/oom").send().await.unwrap();
     assert_eq!(r.status(), 500);
-    assert!(r.text().await.unwrap().contains("memory limit"));
+    // The caller learns the outcome; the detail is in the activation.
+    assert!(r.text().await.unwrap().contains("outcome memory_limit"));
     let r = node.get_fn("mem/alloc/8").send().await.unwrap();
     assert_eq!(r.status(), 200, "the node still serves after a memory bomb");
     let acts = node.activations("mem", 3).await;
@@ -274,8 +275,9 @@ async fn management_api_requires_the_token() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    // Health and metrics are open.
+    // Health is open; metrics need a token.
     assert_eq!(node.get("/healthz").send().await.unwrap().status(), 200);
+    assert_eq!(node.get("/metrics").send().await.unwrap().status(), 401);
 }
 
 #[tokio::test]

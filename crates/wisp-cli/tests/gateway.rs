@@ -38,10 +38,11 @@ async fn add_route_ok(node: &Node, ns: &str, route: Value) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// A namespace allowed routes without a host (`--shared-routes`).
 async fn create_ns(node: &Node, ns: &str) {
     let r = node
         .api(Method::POST, "/v1/namespaces")
-        .json(&json!({"name": ns}))
+        .json(&json!({"name": ns, "shared_routes": true}))
         .send()
         .await
         .unwrap();
@@ -79,8 +80,9 @@ async fn routes_match_params_hosts_and_conflicts_and_survive_a_restart() {
     let dir = support::temp_dir("routes");
     let mut node = Node::start(&dir, &[]);
     node.deploy_ok("items", &fixture("testfn"), SPEC()).await;
-    // Through the CLI, as a user would.
+    // Through the CLI, as a user would; the host first goes to the namespace.
     for args in [
+        &["ns", "domain", "add", "default", "api.shop.example"][..],
         &[
             "route",
             "add",
@@ -88,7 +90,7 @@ async fn routes_match_params_hosts_and_conflicts_and_survive_a_restart() {
             "/echo/items/{id}",
             "--function",
             "items",
-        ][..],
+        ],
         &[
             "route",
             "add",
@@ -118,7 +120,12 @@ async fn routes_match_params_hosts_and_conflicts_and_survive_a_restart() {
     ] {
         let o = node.cli(args);
         assert!(o.status.success(), "{args:?}: {}", out(&o));
-        assert!(out(&o).contains("added route"), "{}", out(&o));
+        let said = if args[0] == "ns" {
+            "belongs to"
+        } else {
+            "added route"
+        };
+        assert!(out(&o).contains(said), "{}", out(&o));
     }
     let ls = out(&node.cli(&["route", "ls"]));
     assert!(
@@ -1018,7 +1025,7 @@ async fn usage_access_log_and_audit_record_who_did_what() {
         r#"wisp_gateway_requests_total{namespace="shop",route="GET /echo/u/{id}",class="2xx"} 5"#,
         r#"wisp_gateway_requests_total{namespace="shop",route="GET /echo/u/{id}",class="4xx"} 1"#,
         "wisp_gateway_routes 2",
-        "wisp_access_log_dropped_total 0",
+        r#"wisp_access_log_dropped_total{reason="queue_full"} 0"#,
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -4,6 +4,14 @@ use crate::ids::{ActivationId, DeliveryId, Digest, FunctionName, Namespace};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Marks a response an executor made itself because the function did not
+/// answer (it trapped, timed out, hit its memory limit or returned without
+/// a response). The engine replaces such a body with an error naming the
+/// activation, so a caller never sees the function's internal error text
+/// or a backtrace: those stay in the activation's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostAnswered(pub Outcome);
+
 /// How an invocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

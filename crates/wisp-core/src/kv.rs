@@ -37,11 +37,19 @@ pub enum KvError {
     Overflow(String),
     #[error("the key-value store failed: {0}")]
     Store(String),
+    /// The disk is full: nothing of the write was stored or is visible.
+    #[error(
+        "no space left on the node's disk, so the write was not stored ({0}); delete keys, objects or functions or free disk space on the node, then retry"
+    )]
+    StorageFull(String),
 }
 
 impl From<StoreError> for KvError {
     fn from(e: StoreError) -> Self {
-        KvError::Store(e.to_string())
+        match e {
+            StoreError::Full(m) => KvError::StorageFull(m),
+            e => KvError::Store(e.to_string()),
+        }
     }
 }
 

@@ -6,15 +6,17 @@
 pub mod activation;
 pub mod durable;
 pub mod event;
+pub mod headers;
 pub mod ids;
 pub mod kv;
+pub mod reserve;
 pub mod route;
 pub mod spec;
 pub mod store;
 pub mod tenancy;
 pub mod time;
 
-pub use activation::{Activation, Outcome, UsageRow};
+pub use activation::{Activation, HostAnswered, Outcome, UsageRow};
 pub use event::{
     CloudEvent, DeadLetter, Delivery, EventError, KvEvent, Missed, ObjectEvent, Origin, Trigger,
     TriggerKind,
@@ -22,13 +24,16 @@ pub use event::{
 pub use ids::{
     ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,
 };
-pub use route::{Cors, JwtAuth, JwtKey, RouteAuth, RouteRecord, RouteSpec};
+pub use route::{
+    Cors, JwtAuth, JwtKey, RouteAuth, RouteRecord, RouteSpec, normalize_host, templates_overlap,
+};
 pub use spec::{Destination, FunctionRecord, FunctionSpec, Runtime, SpecError};
 pub use store::{
     AccessLogStore, ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey,
     QueueOp, QueueOpResult, Registry, StoreError, TenantStore,
 };
 pub use tenancy::{
-    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage, Permission,
-    Quota, QuotaCount, Rate, Role, SecretInfo, TenancyError, TokenRecord, UsageBy,
+    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage,
+    NamespaceLimits, Permission, Quota, QuotaCount, Rate, Role, SecretInfo, TenancyError,
+    TokenRecord, UsageBy,
 };

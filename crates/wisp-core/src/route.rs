@@ -146,16 +146,7 @@ impl RouteSpec {
             }
         }
         if let Some(h) = &mut self.host {
-            h.make_ascii_lowercase();
-            let ok = !h.is_empty()
-                && h.len() <= 253
-                && h.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
-            if !ok {
-                return bad(format!(
-                    "host {h:?} is not a domain name like api.shop.example (no scheme, no port)"
-                ));
-            }
+            *h = normalize_host(h)?;
         }
         let p = &self.path;
         if !p.starts_with('/') {
@@ -262,6 +253,74 @@ impl RouteSpec {
     }
 }
 
+/// One segment of a path template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment<'a> {
+    Static(&'a str),
+    /// `{name}`: any one non-empty segment.
+    Param,
+    /// `{*name}`: the rest of the path.
+    CatchAll,
+}
+
+fn segments(template: &str) -> Vec<Segment<'_>> {
+    template
+        .strip_prefix('/')
+        .unwrap_or(template)
+        .split('/')
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(inner) if inner.starts_with('*') => Segment::CatchAll,
+                Some(_) => Segment::Param,
+                None => Segment::Static(seg),
+            },
+        )
+        .collect()
+}
+
+/// Whether some concrete path could match both templates: the same
+/// template, a more or a less specific one (`/a/{id}` and `/a/new`,
+/// `/a/{*rest}` and `/a/b/c`). Conservative at the edges: a catch-all is
+/// taken to match any rest of the path, even an empty one.
+pub fn templates_overlap(a: &str, b: &str) -> bool {
+    fn go(a: &[Segment<'_>], b: &[Segment<'_>]) -> bool {
+        match (a.first(), b.first()) {
+            (None, None) => true,
+            (Some(Segment::CatchAll), _) | (_, Some(Segment::CatchAll)) => true,
+            (None, Some(_)) | (Some(_), None) => false,
+            (Some(x), Some(y)) => {
+                let one = match (x, y) {
+                    (Segment::Static(p), Segment::Static(q)) => p == q,
+                    // A parameter matches any non-empty segment.
+                    (Segment::Param, Segment::Static(s)) | (Segment::Static(s), Segment::Param) => {
+                        !s.is_empty()
+                    }
+                    _ => true,
+                };
+                one && go(&a[1..], &b[1..])
+            }
+        }
+    }
+    go(&segments(a), &segments(b))
+}
+
+/// Checks and normalizes a host (custom domain): lower case, letters,
+/// digits, `-` and `.`, no scheme or port.
+pub fn normalize_host(host: &str) -> Result<String, TenancyError> {
+    let h = host.to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+    if ok {
+        Ok(h)
+    } else {
+        Err(TenancyError::Invalid(format!(
+            "host {h:?} is not a domain name like api.shop.example (no scheme, no port)"
+        )))
+    }
+}
+
 /// A stored route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteRecord {
@@ -302,6 +361,40 @@ mod tests {
         let mut s = spec("any", "/a");
         s.normalize().unwrap();
         assert_eq!(s.method, None);
+    }
+
+    #[test]
+    fn overlapping_templates() {
+        let yes = [
+            ("/a", "/a"),
+            ("/items/{id}", "/items/{name}"),
+            ("/items/{id}", "/items/new"),
+            ("/items/new", "/items/{id}"),
+            ("/files/{*rest}", "/files/a/b/c"),
+            ("/files/a/b", "/files/{*rest}"),
+            ("/{*all}", "/anything/at/all"),
+            ("/files/{*rest}", "/files"),
+            ("/a/{x}/c", "/a/b/{y}"),
+            ("/{x}", "/shop"),
+        ];
+        for (a, b) in yes {
+            assert!(templates_overlap(a, b), "{a} and {b} overlap");
+            assert!(templates_overlap(b, a), "{b} and {a} overlap");
+        }
+        let no = [
+            ("/a", "/b"),
+            ("/a", "/a/b"),
+            ("/items/{id}", "/items/{id}/edit"),
+            ("/items/{id}", "/orders/{id}"),
+            ("/a/{x}/c", "/a/b/d"),
+            ("/files/{*rest}", "/other/x"),
+            ("/{x}", "/"),
+            ("/shop", "/shop/"),
+        ];
+        for (a, b) in no {
+            assert!(!templates_overlap(a, b), "{a} and {b} do not overlap");
+            assert!(!templates_overlap(b, a), "{b} and {a} do not overlap");
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::ids::{
 use crate::route::RouteRecord;
 use crate::spec::{FunctionRecord, FunctionSpec};
 use crate::tenancy::{
-    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage, QuotaCount,
-    SecretInfo, TokenRecord, UsageBy,
+    AccessEntry, AccessFilter, AccessKeyRecord, ApiKeyRecord, AuditEntry, GatewayUsage,
+    NamespaceLimits, QuotaCount, SecretInfo, TokenRecord, UsageBy,
 };
 use std::path::PathBuf;
 
@@ -47,6 +47,41 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The disk of the data directory is full (ENOSPC, EDQUOT, SQLite's
+    /// SQLITE_FULL): nothing of the change was stored.
+    #[error(
+        "no space left on the node's disk ({0}); delete keys, objects or functions or free disk space on the node, then retry"
+    )]
+    Full(String),
+}
+
+impl StoreError {
+    /// `Full` for an I/O error that says the disk is full, `Io` otherwise.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if is_no_space(&source) {
+            StoreError::Full(format!("writing {}: {source}", path.display()))
+        } else {
+            StoreError::Io { path, source }
+        }
+    }
+
+    /// Whether the disk being full caused this.
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Full(_) => true,
+            StoreError::Io { source, .. } => is_no_space(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Functions and their versions.
@@ -69,6 +104,9 @@ pub trait Registry: Send + Sync + 'static {
     fn list_functions(&self, ns: Option<&Namespace>) -> Result<Vec<FunctionRecord>, StoreError>;
     /// Deletes a function with all its versions.
     fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError>;
+    /// The artifacts any version of any function uses, in `ns` or (None)
+    /// in every namespace.
+    fn version_artifacts(&self, ns: Option<&Namespace>) -> Result<Vec<Digest>, StoreError>;
 }
 
 /// Content-addressed bytes.
@@ -78,6 +116,8 @@ pub trait ArtifactStore: Send + Sync + 'static {
     fn put_artifact(&self, bytes: &[u8]) -> Result<(Digest, bool), StoreError>;
     fn get_artifact(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
     fn has_artifact(&self, digest: &Digest) -> bool;
+    /// Removes an artifact; false when there was none.
+    fn delete_artifact(&self, digest: &Digest) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,6 +144,9 @@ pub trait ActivationStore: Send + Sync + 'static {
     /// Deletes records beyond the newest `max_count` or older than
     /// `min_start_ms`; returns how many were removed.
     fn prune_activations(&self, max_count: u64, min_start_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes every activation record of a namespace (its usage goes with
+    /// them); returns how many.
+    fn delete_namespace_activations(&self, ns: &Namespace) -> Result<u64, StoreError>;
 }
 
 /// An idempotency key: a second enqueue with the same key within the
@@ -204,6 +247,10 @@ pub trait EventStore: Send + Sync + 'static {
         function: Option<&FunctionName>,
     ) -> Result<u64, StoreError>;
     /// A queued delivery or dead letter by id.
+    /// Deletes a namespace's queued and delayed deliveries, dead letters,
+    /// idempotency keys and cron state; returns the deliveries and dead
+    /// letters deleted.
+    fn delete_namespace_events(&self, ns: &Namespace) -> Result<u64, StoreError>;
     fn find_delivery(&self, id: &DeliveryId) -> Result<Option<(Delivery, bool)>, StoreError>;
     /// Deliveries (queued or dead) of a CloudEvent id.
     fn deliveries_of_event(
@@ -233,6 +280,25 @@ pub trait TenantStore: Send + Sync + 'static {
     fn delete_namespace(&self, ns: &Namespace) -> Result<bool, StoreError>;
     /// Every namespace with its creation time (`default` included).
     fn list_namespaces(&self) -> Result<Vec<(Namespace, i64)>, StoreError>;
+    /// Allows or forbids the namespace routes without a host (the shared
+    /// host-less space); false when the namespace does not exist.
+    fn set_shared_routes(&self, ns: &Namespace, allowed: bool) -> Result<bool, StoreError>;
+    /// Namespaces allowed routes without a host (`default` from the start).
+    fn shared_routes_namespaces(&self) -> Result<Vec<Namespace>, StoreError>;
+    /// Assigns a host (domain) to a namespace. `Exists` when another
+    /// namespace holds it; Ok(false) when this one did already.
+    fn put_domain(&self, host: &str, ns: &Namespace, now_ms: i64) -> Result<bool, StoreError>;
+    fn delete_domain(&self, ns: &Namespace, host: &str) -> Result<bool, StoreError>;
+    /// Every assigned host: (host, namespace, assigned at).
+    fn list_domains(&self) -> Result<Vec<(String, Namespace, i64)>, StoreError>;
+    /// The limits set on namespaces (those with none set are left out).
+    fn namespace_limits(&self) -> Result<Vec<(Namespace, NamespaceLimits)>, StoreError>;
+    /// Sets (replaces) a namespace's limits.
+    fn set_namespace_limits(
+        &self,
+        ns: &Namespace,
+        limits: &NamespaceLimits,
+    ) -> Result<(), StoreError>;
 
     fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
     fn delete_token(&self, ns: &Namespace, id: &str) -> Result<bool, StoreError>;

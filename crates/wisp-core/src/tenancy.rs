@@ -86,6 +86,37 @@ pub enum TenancyError {
     Invalid(String),
 }
 
+/// Limits the node's admin sets on a namespace (`wisp ns create/set
+/// --max-concurrency/--max-instances`); `None` takes the node's default for
+/// namespaces (`wisp serve --ns-max-concurrency/--ns-max-instances`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceLimits {
+    /// The highest `--concurrency` a function of the namespace may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Instances the namespace's functions may run at once, together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+}
+
+impl NamespaceLimits {
+    /// Refuses limits that would allow nothing.
+    pub fn validate(&self) -> Result<(), TenancyError> {
+        for (name, v) in [
+            ("max_concurrency", self.max_concurrency),
+            ("max_instances", self.max_instances),
+        ] {
+            if v == Some(0) {
+                return Err(TenancyError::Invalid(format!(
+                    "{name} of 0 would refuse every invocation: use at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A management token: stored as the SHA-256 of its secret, shown once.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenRecord {

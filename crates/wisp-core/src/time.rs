@@ -32,6 +32,10 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`, as in
 /// HTML form query strings); malformed escapes stay as they are.
 pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
@@ -39,11 +43,13 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // On bytes, not on `&s[..]`: the two bytes after a `%` need not
+        // be a char boundary (found by the sigv4 fuzz target: a panic).
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let (Some(hi), Some(lo)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
         {
-            out.push(v);
+            out.push(hi << 4 | lo);
             i += 3;
             continue;
         }
@@ -55,4 +61,19 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod percent_tests {
+    use super::percent_decode;
+
+    #[test]
+    fn escapes_decode_and_a_non_ascii_byte_after_percent_does_not_panic() {
+        assert_eq!(percent_decode("a%20b+c", true), "a b c");
+        assert_eq!(percent_decode("%E2%9C%93", false), "✓");
+        assert_eq!(percent_decode("100%", false), "100%");
+        // A multi-byte character right after '%' (the fuzzer's input).
+        assert_eq!(percent_decode("===%%%eÂ", false), "===%%%eÂ");
+        assert_eq!(percent_decode("%Â", false), "%Â");
+    }
 }

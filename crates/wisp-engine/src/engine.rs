@@ -1,5 +1,6 @@
 //! The engine: function table, dispatch, deploy, and queries.
 
+use crate::admission::{Admission, Capacity, NodeLimits};
 use crate::events::{Events, QueueSettings};
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use wisp_core::activation::EventRef;
 use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
@@ -19,6 +20,28 @@ use wisp_core::{
     SpecError, StoreError, TenantStore, TopicName, TriggerName, UsageRow,
 };
 use wisp_exec_wasm::{DeployError, ResponseBody, RunReport, WasmEngine};
+
+/// Logs cut at the capture limit may end in the first characters of a
+/// secret (the rest fell past the cut, so the whole-value mask missed it):
+/// such a tail is masked too. A cut inside a multi-byte character shows as
+/// U+FFFD after lossy decoding; it is dropped first.
+fn mask_cut_secret(logs: &mut String, secrets: &[String]) {
+    let end = logs.trim_end_matches('\u{FFFD}').len();
+    logs.truncate(end);
+    let longest = secrets
+        .iter()
+        .filter_map(|v| {
+            (1..v.len())
+                .rev()
+                .filter(|&k| v.is_char_boundary(k))
+                .find(|&k| logs.ends_with(&v[..k]))
+        })
+        .max();
+    if let Some(k) = longest {
+        logs.truncate(logs.len() - k);
+        logs.push_str("***");
+    }
+}
 
 /// A response from a function, with the `x-wisp-activation-id` header set.
 pub type InvokeResponse = http::Response<ResponseBody>;
@@ -34,6 +57,8 @@ pub struct EngineSettings {
     pub retention: RetentionSettings,
     pub queue: QueueSettings,
     pub process: wisp_exec_process::ProcessConfig,
+    /// The node's capacity and the defaults of namespaces.
+    pub limits: NodeLimits,
 }
 
 impl Default for EngineSettings {
@@ -52,6 +77,7 @@ impl Default for EngineSettings {
                 hide: Vec::new(),
                 prestart: 0,
             },
+            limits: NodeLimits::default(),
         }
     }
 }
@@ -72,6 +98,18 @@ pub enum EngineError {
         limit: u32,
         retry_after_s: u64,
     },
+    #[error(
+        "namespace {namespace:?} runs its maximum of {limit} instances at once; retry after {retry_after_s} s, or ask the node's admin to raise it (wisp ns set {namespace} --max-instances N)"
+    )]
+    NamespaceThrottled {
+        namespace: Namespace,
+        limit: u32,
+        retry_after_s: u64,
+    },
+    #[error("the node is out of capacity: {reason}; retry after {retry_after_s} s")]
+    NodeBusy { reason: String, retry_after_s: u64 },
+    #[error("{0}")]
+    OverLimit(String),
     #[error("invalid function settings: {0}")]
     Spec(#[from] SpecError),
     #[error(transparent)]
@@ -175,8 +213,8 @@ pub(crate) type Key = (Namespace, FunctionName);
 pub(crate) struct Inner {
     pub(crate) settings: EngineSettings,
     wasm: WasmEngine,
-    registry: Arc<dyn Registry>,
-    artifacts: Arc<dyn ArtifactStore>,
+    pub(crate) registry: Arc<dyn Registry>,
+    pub(crate) artifacts: Arc<dyn ArtifactStore>,
     pub(crate) activations: Arc<dyn ActivationStore>,
     secrets: Arc<dyn TenantStore>,
     kv: wisp_kv::Kv,
@@ -184,11 +222,18 @@ pub(crate) struct Inner {
     process: wisp_exec_process::ProcessRuntime,
     functions: RwLock<HashMap<Key, Arc<Entry>>>,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    pub(crate) recorder: Recorder,
     recorder_handle: std::sync::Mutex<Option<RecorderHandle>>,
     in_flight: AtomicUsize,
     idle: Notify,
     pub(crate) events: Events,
+    pub(crate) capacity: Capacity,
+}
+
+impl Inner {
+    pub(crate) fn tenants(&self) -> &Arc<dyn TenantStore> {
+        &self.secrets
+    }
 }
 
 /// The node's engine. Cheap to clone.
@@ -272,6 +317,9 @@ impl Engine {
         let reg = registry.clone();
         let records = blocking(move || reg.list_functions(None)).await??;
         let process = wisp_exec_process::ProcessRuntime::new(settings.process.clone());
+        let store = secrets.clone();
+        let set_limits = blocking(move || store.namespace_limits()).await??;
+        let capacity = Capacity::new(settings.limits.clone(), set_limits);
         let engine = Self {
             inner: Arc::new(Inner {
                 settings,
@@ -290,6 +338,7 @@ impl Engine {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 events,
+                capacity,
             }),
         };
         for r in records {
@@ -410,7 +459,7 @@ impl Engine {
             .count();
         let mut out = self.inner.metrics.render(table.len(), loaded);
         let (depth, c) = self.queue_metrics();
-        crate::metrics::render_queue(&mut out, depth, c);
+        crate::metrics::render_queue(&mut out, depth, c, &self.events().writer.dropped);
         out.push_str("# HELP wisp_function_processes Processes running for a process function (busy or warm).\n# TYPE wisp_function_processes gauge\n");
         for e in table.values() {
             let p = e.prepared.read().unwrap_or_else(|p| p.into_inner());
@@ -565,35 +614,6 @@ impl Engine {
         self.run(entry, permit, req, trigger, start_ms).await
     }
 
-    /// A slot under the function's concurrency limit: at once, or after
-    /// waiting up to `queue_wait`; else the invocation is throttled.
-    async fn admit(
-        &self,
-        entry: &Arc<Entry>,
-        trigger: &'static str,
-        start_ms: i64,
-    ) -> Result<OwnedSemaphorePermit, EngineError> {
-        if let Ok(p) = entry.slots.clone().try_acquire_owned() {
-            return Ok(p);
-        }
-        match tokio::time::timeout(
-            self.inner.settings.queue_wait,
-            entry.slots.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => Ok(p),
-            _ => {
-                self.record_throttle(entry, trigger, start_ms);
-                Err(EngineError::Throttled {
-                    name: entry.record.name.clone(),
-                    limit: entry.record.spec.concurrency,
-                    retry_after_s: 1,
-                })
-            }
-        }
-    }
-
     /// Loads the function when cold and counts the run as started.
     async fn begin(&self, entry: &Entry) -> Result<(Runner, bool, Duration), EngineError> {
         let load_started = Instant::now();
@@ -636,6 +656,9 @@ impl Engine {
             }
             error = error.map(|e| e.replace(v.as_str(), "***"));
         }
+        if report.logs_truncated {
+            mask_cut_secret(&mut logs, &secrets);
+        }
         let kept_logs = done.keep_logs.then(|| logs.clone());
         entry.metrics.finished(outcome, run_time, done.cold);
         entry.running.fetch_sub(1, Ordering::AcqRel);
@@ -677,7 +700,7 @@ impl Engine {
     async fn run<B>(
         &self,
         entry: Arc<Entry>,
-        permit: OwnedSemaphorePermit,
+        permit: Admission,
         req: http::Request<B>,
         trigger: &'static str,
         start_ms: i64,
@@ -717,7 +740,7 @@ impl Engine {
     pub(crate) async fn run_event<B>(
         &self,
         entry: Arc<Entry>,
-        permit: OwnedSemaphorePermit,
+        permit: Admission,
         req: http::Request<B>,
         trigger: &'static str,
         event: EventRef,
@@ -738,7 +761,7 @@ impl Engine {
     async fn collect<B>(
         &self,
         entry: &Arc<Entry>,
-        permit: OwnedSemaphorePermit,
+        permit: Admission,
         req: http::Request<B>,
         (trigger, start_ms, event, keep_logs): (&'static str, i64, Option<EventRef>, bool),
         keep: usize,
@@ -797,7 +820,14 @@ impl Engine {
         })
     }
 
-    fn record_throttle(&self, entry: &Entry, trigger: &'static str, start_ms: i64) {
+    pub(crate) fn record_throttle(
+        &self,
+        entry: &Entry,
+        trigger: &'static str,
+        start_ms: i64,
+        status: u16,
+        why: String,
+    ) {
         entry
             .metrics
             .count(Outcome::Throttled, Duration::ZERO, false);
@@ -816,13 +846,10 @@ impl Engine {
             gb_seconds: 0.0,
             outcome: Outcome::Throttled,
             cold: false,
-            status: 429,
+            status,
             logs: String::new(),
             logs_truncated: false,
-            error: Some(format!(
-                "concurrency limit of {} reached",
-                r.spec.concurrency
-            )),
+            error: Some(why),
             event: None,
         });
     }
@@ -844,6 +871,7 @@ impl Engine {
         spec: FunctionSpec,
     ) -> Result<FunctionRecord, EngineError> {
         spec.validate()?;
+        self.check_limits(ns, &spec)?;
         for b in &spec.kv {
             self.inner.kv.create_bucket(ns, b).await?;
         }
@@ -1021,5 +1049,26 @@ impl Engine {
             h.flush_and_stop().await;
         }
         self.inner.events.writer.flush_and_stop().await;
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_cut_secret;
+
+    #[test]
+    fn a_secret_cut_by_the_log_cap_shows_no_prefix() {
+        let secrets = vec!["S3CR3T-value-xyz".to_string(), "other".to_string()];
+        let mut logs = "xxxxS3CR3T-val".to_string();
+        mask_cut_secret(&mut logs, &secrets);
+        assert_eq!(logs, "xxxx***");
+        let mut logs = "line ends here\n".to_string();
+        mask_cut_secret(&mut logs, &secrets);
+        assert_eq!(logs, "line ends here\n");
+        // A cut inside a multi-byte character of the secret.
+        let secrets = vec!["pässwörd".to_string()];
+        let mut logs = "a p\u{FFFD}".to_string();
+        mask_cut_secret(&mut logs, &secrets);
+        assert_eq!(logs, "a ***");
     }
 }

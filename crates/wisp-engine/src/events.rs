@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use wisp_core::activation::EventRef;
 use wisp_core::event::{CloudEvent, DeadLetter, Delivery, Origin, Trigger, types};
 use wisp_core::time::now_ms;
@@ -373,7 +373,12 @@ impl Engine {
             let Some(d) = next else { return };
             match self.entry(&key.0, &key.1) {
                 Ok(entry) => {
-                    let Ok(permit) = entry.slots.clone().acquire_owned().await else {
+                    let Ok(slot) = entry.slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    // The namespace's and the node's slots too: a delivery
+                    // waits in the queue for them, it is not refused.
+                    let Some(permit) = self.admit_queued(&entry, slot).await else {
                         return;
                     };
                     if self.events().stopping.load(Ordering::Acquire) {
@@ -393,7 +398,12 @@ impl Engine {
     }
 
     /// One attempt of a delivery, then ack, retry or dead-letter.
-    async fn run_delivery(self, entry: Arc<Entry>, permit: OwnedSemaphorePermit, mut d: Delivery) {
+    async fn run_delivery(
+        self,
+        entry: Arc<Entry>,
+        permit: crate::admission::Admission,
+        mut d: Delivery,
+    ) {
         let max_age = entry.record.spec.max_event_age_ms;
         if now_ms() - d.created_ms > max_age as i64 {
             // Waited in the queue past its age (a long backlog): not run,
@@ -422,7 +432,12 @@ impl Engine {
             |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
         );
         let req = match req.body(body) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                // Events carry only `ce-*` attributes; no `x-wisp-*` header
+                // reaches a function from one, as on every path into it.
+                wisp_core::headers::strip_wisp_headers(r.headers_mut());
+                r
+            }
             Err(e) => {
                 // Stored attributes that are not valid header values: no
                 // retry can fix that.
@@ -613,7 +628,11 @@ impl Engine {
                 Ok(mut r) => r.pop().unwrap_or(Ok(QueueOpResult::Enqueued)),
                 Err(e) => {
                     engine.events().release(n, bytes);
-                    return Err(EngineError::Queue(e));
+                    return Err(if e.is_full() {
+                        EngineError::Store(e)
+                    } else {
+                        EngineError::Queue(e.to_string())
+                    });
                 }
             };
             match result {

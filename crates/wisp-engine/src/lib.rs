@@ -5,17 +5,21 @@
 //!
 //! Every invocation, whatever its trigger, goes through [`Engine::invoke`].
 
+mod admission;
 mod engine;
 mod events;
 mod metrics;
+mod purge;
 mod queue;
 mod recorder;
 mod runner;
 mod triggers;
 
+pub use admission::{EffectiveLimits, NodeLimits};
 pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse, Stores};
 pub use events::{
     Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,
 };
-pub use metrics::Metrics;
+pub use metrics::{Dropped, Metrics};
+pub use purge::Holdings;
 pub use recorder::RetentionSettings;

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wisp_core::Outcome;
+use wisp_core::{Outcome, StoreError};
 
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -49,11 +49,49 @@ impl FunctionMetrics {
     }
 }
 
+/// Records written off the request path (activations, the access and
+/// audit logs, queue acknowledgements) that were lost, by why: rendered as
+/// one counter with a `reason` label.
+#[derive(Default)]
+pub struct Dropped {
+    /// The writer fell behind: its queue was full.
+    pub queue_full: AtomicU64,
+    /// The disk was full.
+    pub no_space: AtomicU64,
+    /// Storing them failed for another reason.
+    pub write_failed: AtomicU64,
+}
+
+impl Dropped {
+    /// Counts `n` records that `e` kept from being stored.
+    pub fn failed(&self, e: &StoreError, n: usize) {
+        let c = if e.is_full() {
+            &self.no_space
+        } else {
+            &self.write_failed
+        };
+        c.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Renders `name{reason="..."}` for every reason.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (reason, c) in [
+            ("queue_full", &self.queue_full),
+            ("no_space", &self.no_space),
+            ("write_failed", &self.write_failed),
+        ] {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", c.load(Relaxed));
+        }
+    }
+}
+
 /// All metrics of a node.
 #[derive(Default)]
 pub struct Metrics {
     functions: Mutex<BTreeMap<(String, String), Arc<FunctionMetrics>>>,
-    pub records_dropped: AtomicU64,
+    /// Activation records lost.
+    pub records_dropped: Dropped,
 }
 
 impl Metrics {
@@ -130,17 +168,27 @@ impl Metrics {
             out,
             "# HELP wisp_functions_loaded Functions held in memory, ready to run.\n# TYPE wisp_functions_loaded gauge\nwisp_functions_loaded {loaded}"
         );
-        let _ = writeln!(
-            out,
-            "# HELP wisp_activation_records_dropped_total Activation records dropped because the recorder fell behind.\n# TYPE wisp_activation_records_dropped_total counter\nwisp_activation_records_dropped_total {}",
-            self.records_dropped.load(Relaxed)
+        self.records_dropped.render(
+            &mut out,
+            "wisp_activation_records_dropped_total",
+            "Activation records lost, by reason: the recorder fell behind (queue_full), the disk was full (no_space), another storage failure (write_failed).",
         );
         out
     }
 }
 
 /// The durable queue's gauges and counters.
-pub(crate) fn render_queue(out: &mut String, depth: usize, c: &crate::events::QueueCounters) {
+pub(crate) fn render_queue(
+    out: &mut String,
+    depth: usize,
+    c: &crate::events::QueueCounters,
+    dropped: &Dropped,
+) {
+    dropped.render(
+        out,
+        "wisp_queue_updates_dropped_total",
+        "Queue acknowledgements, retries and dead letters that could not be stored (the delivery may run again), by reason.",
+    );
     let _ = writeln!(
         out,
         "# HELP wisp_queue_depth Deliveries waiting, delayed for a retry, or running.\n# TYPE wisp_queue_depth gauge\nwisp_queue_depth {depth}"

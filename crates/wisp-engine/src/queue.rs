@@ -4,6 +4,7 @@
 //! then answers the senders. Under load many events share one commit; idle,
 //! a single event is committed at once.
 
+use crate::metrics::Dropped;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ const LINGER_FROM: usize = 16;
 const LINGER: Duration = Duration::from_micros(300);
 
 pub(crate) type OpResults = Vec<Result<QueueOpResult, StoreError>>;
-type Reply = tokio::sync::oneshot::Sender<Result<OpResults, String>>;
+type Reply = tokio::sync::oneshot::Sender<Result<OpResults, StoreError>>;
 
 enum Msg {
     Ops(Vec<QueueOp>, Option<Reply>),
@@ -29,26 +30,30 @@ enum Msg {
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: Sender<Msg>,
+    /// Changes sent without waiting that could not be stored.
+    pub(crate) dropped: Arc<Dropped>,
 }
 
 impl Writer {
     pub fn start(store: Arc<dyn EventStore>) -> std::io::Result<Self> {
         let (tx, rx) = channel();
+        let dropped = Arc::new(Dropped::default());
+        let d = dropped.clone();
         std::thread::Builder::new()
             .name("wisp-queue".into())
-            .spawn(move || run(rx, store))?;
-        Ok(Self { tx })
+            .spawn(move || run(rx, store, d))?;
+        Ok(Self { tx, dropped })
     }
 
     /// Applies `ops` durably and returns what each did. Errors: the batch
-    /// could not be stored (the message says why).
-    pub async fn submit(&self, ops: Vec<QueueOp>) -> Result<OpResults, String> {
+    /// could not be stored (`StoreError::Full` when the disk is full).
+    pub async fn submit(&self, ops: Vec<QueueOp>) -> Result<OpResults, StoreError> {
+        let stopped = || StoreError::Db("the queue writer has stopped".to_string());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Msg::Ops(ops, Some(tx)))
-            .map_err(|_| "the queue writer has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the queue writer has stopped".to_string())?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Applies `op` without waiting for it (acks, retries, dead letters:
@@ -72,7 +77,7 @@ impl Writer {
     }
 }
 
-fn run(rx: Receiver<Msg>, store: Arc<dyn EventStore>) {
+fn run(rx: Receiver<Msg>, store: Arc<dyn EventStore>, dropped: Arc<Dropped>) {
     let mut last_prune = Instant::now();
     let mut last_batch = 0;
     loop {
@@ -131,9 +136,17 @@ fn run(rx: Receiver<Msg>, store: Arc<dyn EventStore>) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, ops = all.len(), "writing to the queue failed");
-                    for (_, reply) in replies {
-                        if let Some(r) = reply {
-                            let _ = r.send(Err(e.to_string()));
+                    for (len, reply) in replies {
+                        match reply {
+                            Some(r) => {
+                                let again = if e.is_full() {
+                                    StoreError::Full(e.to_string())
+                                } else {
+                                    StoreError::Db(e.to_string())
+                                };
+                                let _ = r.send(Err(again));
+                            }
+                            None => dropped.failed(&e, len),
                         }
                     }
                 }

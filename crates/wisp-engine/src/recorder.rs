@@ -42,6 +42,8 @@ enum Msg {
     Record(Box<Activation>),
     /// Write everything received so far, acknowledge, and stop.
     Stop(std::sync::mpsc::Sender<()>),
+    /// Write everything received so far, acknowledge, and go on.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 pub struct Recorder {
@@ -56,9 +58,10 @@ impl Recorder {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, RecorderHandle)> {
         let (tx, rx) = sync_channel(QUEUE);
+        let m = metrics.clone();
         std::thread::Builder::new()
             .name("wisp-recorder".into())
-            .spawn(move || writer(rx, store, settings))?;
+            .spawn(move || writer(rx, store, settings, m))?;
         Ok((
             Self {
                 tx: tx.clone(),
@@ -68,13 +71,29 @@ impl Recorder {
         ))
     }
 
+    /// Waits until every record queued so far is written (e.g. before
+    /// deleting a namespace's records, so none is written after).
+    pub async fn flush(&self) {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if tx.send(Msg::Flush(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        })
+        .await;
+    }
+
     /// Queues a record; never blocks. A full queue drops the record and
-    /// counts it in `wisp_activation_records_dropped_total`.
+    /// counts it in `wisp_activation_records_dropped_total{reason="queue_full"}`.
     pub fn record(&self, a: Activation) {
         match self.tx.try_send(Msg::Record(Box::new(a))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.records_dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .records_dropped
+                    .queue_full
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -107,30 +126,39 @@ fn lower_priority() {
     }
 }
 
-fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: RetentionSettings) {
+fn writer(
+    rx: Receiver<Msg>,
+    store: Arc<dyn ActivationStore>,
+    settings: RetentionSettings,
+    metrics: Arc<Metrics>,
+) {
     lower_priority();
     let mut last_prune = Instant::now();
     let mut last_full = false;
     let mut batch: Vec<Activation> = Vec::with_capacity(BATCH_MAX);
     let mut stop: Option<std::sync::mpsc::Sender<()>> = None;
+    // A flush: acknowledged once what came before it is written.
+    let mut flushed: Option<std::sync::mpsc::Sender<()>> = None;
     loop {
         // Wait for the first record, then let the window fill up.
         match rx.recv() {
             Ok(Msg::Record(a)) => batch.push(*a),
             Ok(Msg::Stop(ack)) => stop = Some(ack),
+            Ok(Msg::Flush(ack)) => flushed = Some(ack),
             Err(_) => break,
         }
         // Let the window fill up by sleeping, not by waiting on the
         // channel: a sender then finds no waiting receiver and does not
         // have to wake this thread for every record.
         // (Not when the last batch was full: then records are waiting.)
-        if stop.is_none() && !last_full {
+        if stop.is_none() && flushed.is_none() && !last_full {
             std::thread::sleep(settings.batch_window);
         }
-        while stop.is_none() && batch.len() < BATCH_MAX {
+        while stop.is_none() && flushed.is_none() && batch.len() < BATCH_MAX {
             match rx.try_recv() {
                 Ok(Msg::Record(a)) => batch.push(*a),
                 Ok(Msg::Stop(ack)) => stop = Some(ack),
+                Ok(Msg::Flush(ack)) => flushed = Some(ack),
                 Err(_) => break,
             }
         }
@@ -142,7 +170,8 @@ fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: Retentio
         last_full = batch.len() >= BATCH_MAX;
         if !batch.is_empty() {
             if let Err(e) = store.insert_activations(&batch) {
-                tracing::error!(error = %e, records = batch.len(), "writing activation records failed");
+                tracing::error!(error = %e, records = batch.len(), "writing activation records failed; they are dropped");
+                metrics.records_dropped.failed(&e, batch.len());
             }
             batch.clear();
         }
@@ -152,6 +181,9 @@ fn writer(rx: Receiver<Msg>, store: Arc<dyn ActivationStore>, settings: Retentio
             if let Err(e) = store.prune_activations(settings.max_records, min_start) {
                 tracing::error!(error = %e, "pruning activation records failed");
             }
+        }
+        if let Some(ack) = flushed.take() {
+            let _ = ack.send(());
         }
         if let Some(ack) = stop.take() {
             let _ = ack.send(());

@@ -657,6 +657,10 @@ impl ProcessPool {
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/json"),
                 );
+                // The error and its stack trace are for the owner, not for
+                // anonymous callers.
+                r.extensions_mut()
+                    .insert(wisp_core::HostAnswered(Outcome::Error));
                 (Outcome::Error, 502, Some(msg), r)
             }
         };
@@ -700,6 +704,9 @@ fn failed(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    response
+        .extensions_mut()
+        .insert(wisp_core::HostAnswered(outcome));
     Invoked {
         report: RunReport {
             outcome,

@@ -75,7 +75,13 @@ pub async fn serve(listener: tokio::net::TcpListener, st: Arc<ApiState>) {
         .route(&format!("{PREFIX}/invocation/{{id}}/error"), post(error))
         .route(&format!("{PREFIX}/init/error"), post(init_error))
         .with_state(st);
-    let _ = axum::serve(listener, app).await;
+    let _ = wisp_listen::serve(
+        listener,
+        app,
+        wisp_listen::ListenerSettings::RUNTIME_API,
+        std::future::pending(),
+    )
+    .await;
 }
 
 async fn next(State(st): State<Arc<ApiState>>) -> Response {

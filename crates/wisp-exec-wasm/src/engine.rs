@@ -29,6 +29,9 @@ pub struct EngineConfig {
     /// Bytes of each freed instance's linear memory kept resident and
     /// reset in place for the next instance (trades memory for speed).
     pub keep_resident_bytes: usize,
+    /// CPU time after which a running guest moves to the low-priority
+    /// runtime, so that short requests keep the request threads.
+    pub demote_after: Duration,
 }
 
 impl EngineConfig {
@@ -40,6 +43,7 @@ impl EngineConfig {
             log_capture_bytes: 64 * 1024,
             epoch_tick: Duration::from_millis(5),
             keep_resident_bytes: 2 << 20,
+            demote_after: Duration::from_millis(20),
         }
     }
 }
@@ -191,6 +195,7 @@ impl WasmEngine {
         env!("CARGO_PKG_VERSION").hash(&mut h);
         let cache_dir = config.cache_dir.join(format!("{:016x}", h.finish()));
         std::fs::create_dir_all(&cache_dir)?;
+        wisp_core::durable::private_dir(&config.cache_dir)?;
 
         let ticker = Ticker::start(&engine, config.epoch_tick)?;
         Ok(Self {
@@ -371,7 +376,10 @@ impl WasmEngine {
             component,
             pre,
             spec,
-            self.inner.config.log_capture_bytes,
+            (
+                self.inner.config.log_capture_bytes,
+                self.inner.config.demote_after,
+            ),
             kv,
             objects,
         ))

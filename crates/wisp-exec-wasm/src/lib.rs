@@ -12,6 +12,7 @@
 //! The engine crate (`wisp-engine`) decides *when* to prepare, evict and
 //! invoke; this crate only knows how.
 
+mod demote;
 mod engine;
 mod host;
 mod kv;

@@ -24,6 +24,40 @@ pub type ResponseBody =
 
 pub use wisp_core::activation::RunReport;
 
+/// A response body that fails instead of ending cleanly when the run that
+/// streams it was cut off (deadline, trap, memory limit): the connection
+/// is aborted, so the client sees an incomplete response, not a short one.
+struct CutOff {
+    inner: ResponseBody,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for CutOff {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            std::task::Poll::Ready(None) if self.cut.load(Ordering::Acquire) => {
+                std::task::Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    "the function was stopped before it finished its response".into(),
+                )))))
+            }
+            p => p,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end early: only a polled end may be checked.
+        false
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A function ready to run: a linked component and its spec.
 /// One store with its instance, kept between requests when the function
 /// opted into instance reuse.
@@ -45,6 +79,8 @@ pub struct Prepared {
     spec: Arc<FunctionSpec>,
     env: Vec<(String, String)>,
     log_cap: usize,
+    /// CPU time after which a run moves to the low-priority runtime.
+    demote_after: Duration,
     kv: crate::kv::KvCtx,
     objects: Option<(crate::host::ObjectsEndpoint, crate::host::FunctionCaller)>,
 }
@@ -67,7 +103,9 @@ fn response_channel() -> (
     )
 }
 
-fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
+/// An answer for a function that gave none, marked [`HostAnswered`] so the
+/// engine can replace its text for callers.
+fn plain(status: u16, outcome: Outcome, msg: String) -> http::Response<ResponseBody> {
     let mut r = http::Response::new(
         Full::new(Bytes::from(msg))
             .map_err(|never| match never {})
@@ -79,6 +117,7 @@ fn plain(status: u16, msg: String) -> http::Response<ResponseBody> {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    r.extensions_mut().insert(wisp_core::HostAnswered(outcome));
     r
 }
 
@@ -88,7 +127,7 @@ impl Prepared {
         component: Arc<Component>,
         pre: ProxyPre<Host>,
         spec: FunctionSpec,
-        log_cap: usize,
+        (log_cap, demote_after): (usize, Duration),
         kv: crate::kv::KvCtx,
         objects: Option<(crate::host::ObjectsEndpoint, crate::host::FunctionCaller)>,
     ) -> Self {
@@ -106,6 +145,7 @@ impl Prepared {
             spec: Arc::new(spec),
             env,
             log_cap,
+            demote_after,
             kv,
             objects,
         }
@@ -128,15 +168,22 @@ impl Prepared {
     {
         let (responder, status, rx) = response_channel();
         let this = self.clone();
-        tokio::spawn(async move {
-            let report = this.run(req, timeout, responder, status).await;
-            on_done(report);
-        });
+        crate::demote::spawn(
+            async move {
+                let report = this.run(req, timeout, responder, status).await;
+                on_done(report);
+            },
+            self.demote_after,
+        );
         match rx.await {
             Ok(resp) => resp,
             // The task ended without responding and without a report
             // (it panicked): answer for it.
-            Err(_) => plain(500, "function failed without a response\n".into()),
+            Err(_) => plain(
+                500,
+                Outcome::Error,
+                "function failed without a response\n".into(),
+            ),
         }
     }
 
@@ -155,7 +202,21 @@ impl Prepared {
     {
         use http_body_util::BodyExt;
         let (responder, status, rx) = response_channel();
-        let run = self.run(req, timeout, responder, status);
+        let this = self.clone();
+        let run = crate::demote::run(
+            async move { this.run(req, timeout, responder, status).await },
+            self.demote_after,
+        );
+        let run = async move {
+            run.await.unwrap_or_else(|| RunReport {
+                outcome: Outcome::Error,
+                status: 500,
+                run_time: Duration::ZERO,
+                logs: String::new(),
+                logs_truncated: false,
+                error: Some("the function's run panicked (a bug in Wisp)".into()),
+            })
+        };
         let read = async move {
             let mut kept = Vec::new();
             if let Ok(resp) = rx.await {
@@ -263,6 +324,8 @@ impl Prepared {
 
         let send_responder = responder.clone();
         let send_status = status.clone();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let send_cut = cut.clone();
         let call = async {
             let proxy = match proxy {
                 Some(p) => p,
@@ -278,11 +341,20 @@ impl Prepared {
                 .new_response_outparam_from_callback(move |result| {
                     let resp = match result {
                         Ok(resp) => resp,
-                        Err(code) => {
-                            plain(500, format!("function answered with an error: {code:?}\n"))
-                        }
+                        Err(code) => plain(
+                            500,
+                            Outcome::Error,
+                            format!("function answered with an error: {code:?}\n"),
+                        ),
                     };
                     send_status.store(resp.status().as_u16(), Ordering::Relaxed);
+                    let resp = resp.map(|body| {
+                        CutOff {
+                            inner: body,
+                            cut: send_cut,
+                        }
+                        .boxed_unsync()
+                    });
                     if let Some(tx) = send_responder
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -326,6 +398,11 @@ impl Prepared {
             ),
             Ok(Err(e)) => (Outcome::Error, Some(format!("{e:#}"))),
         };
+        // Before the instance (and the body's sender in it) is dropped: a
+        // body it was still streaming ends in an error, not a clean end.
+        if outcome != Outcome::Success {
+            cut.store(true, Ordering::Release);
+        }
         // Answer for a function that did not answer itself.
         let unanswered = responder.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tx) = unanswered {
@@ -354,7 +431,12 @@ impl Prepared {
                 ),
             };
             status.store(code, Ordering::Relaxed);
-            let _ = tx.send(plain(code, msg));
+            // Returning without a response ends as an error (500) below.
+            let shown = match outcome {
+                Outcome::Success => Outcome::Error,
+                o => o,
+            };
+            let _ = tx.send(plain(code, shown, msg));
         }
         let status = status.load(Ordering::Relaxed);
         let outcome = match outcome {

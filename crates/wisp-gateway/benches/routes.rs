@@ -60,7 +60,18 @@ fn table(n: usize) -> (RouteTable, Vec<Hit>) {
     }
     routes.truncate(n);
     hits.truncate(n);
-    let t = RouteTable::build(routes).unwrap_or_else(|_| panic!("conflicting bench routes"));
+    // Every host the routes name belongs to their namespace, as on a node.
+    let domains: std::sync::Arc<std::collections::HashMap<_, _>> = std::sync::Arc::new(
+        routes
+            .iter()
+            .filter_map(|r| {
+                let h = r.record.spec.host.clone()?;
+                Some((h, r.record.namespace.clone()))
+            })
+            .collect(),
+    );
+    let t =
+        RouteTable::build(routes, domains).unwrap_or_else(|_| panic!("conflicting bench routes"));
     (t, hits)
 }
 

@@ -4,10 +4,11 @@
 //! batches, prunes old entries, and saves the API keys' quota counts.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 use wisp_core::{AccessEntry, AccessLogStore, AuditEntry, TenantStore};
+use wisp_engine::Dropped;
 
 /// Retention of the access log.
 #[derive(Debug, Clone)]
@@ -43,7 +44,8 @@ pub type Periodic = Box<dyn Fn() + Send>;
 
 pub struct AccessLog {
     tx: SyncSender<Msg>,
-    pub dropped: AtomicU64,
+    /// Entries lost (`wisp_access_log_dropped_total`), by why.
+    pub dropped: Arc<Dropped>,
 }
 
 impl AccessLog {
@@ -54,18 +56,17 @@ impl AccessLog {
         periodic: Periodic,
     ) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = sync_channel(QUEUE);
+        let dropped = Arc::new(Dropped::default());
+        let d = dropped.clone();
         std::thread::Builder::new()
             .name("wisp-access".into())
-            .spawn(move || writer(rx, access, audit, settings, periodic))?;
-        Ok(Arc::new(Self {
-            tx,
-            dropped: AtomicU64::new(0),
-        }))
+            .spawn(move || writer(rx, access, audit, settings, periodic, d))?;
+        Ok(Arc::new(Self { tx, dropped }))
     }
 
     fn send(&self, m: Msg) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(m) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -96,6 +97,7 @@ fn writer(
     audit: Arc<dyn TenantStore>,
     settings: AccessLogSettings,
     periodic: Periodic,
+    dropped: Arc<Dropped>,
 ) {
     let mut last_prune = Instant::now();
     let mut last_periodic = Instant::now();
@@ -134,13 +136,15 @@ fn writer(
         }
         if !entries.is_empty() {
             if let Err(e) = access.insert_access(&entries) {
-                tracing::error!(error = %e, entries = entries.len(), "writing the access log failed");
+                tracing::error!(error = %e, entries = entries.len(), "writing the access log failed; the entries are dropped");
+                dropped.failed(&e, entries.len());
             }
             entries.clear();
         }
         if !audits.is_empty() {
             if let Err(e) = audit.insert_audit(&audits) {
-                tracing::error!(error = %e, entries = audits.len(), "writing the audit log failed");
+                tracing::error!(error = %e, entries = audits.len(), "writing the audit log failed; the entries are dropped");
+                dropped.failed(&e, audits.len());
             }
             audits.clear();
         }

@@ -44,6 +44,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             state,
             crate::tenancy::authorize,
         ))
+        .layer(middleware::map_response(crate::error::json_rejections))
 }
 
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -179,16 +180,13 @@ async fn invoke(
     let name: FunctionName = function_name(&name)?;
     if wants_async(&req) {
         let (parts, body) = req.into_parts();
-        let limit = st.config.max_payload_bytes;
-        let body = axum::body::to_bytes(body, limit.saturating_add(1))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("reading the request body failed (limit {limit} bytes): {e}"),
-                )
-            })?;
+        let body = crate::invoke::read_body(
+            body,
+            &parts.headers,
+            st.config.max_payload_bytes,
+            st.config.body_timeout,
+        )
+        .await?;
         return crate::events_api::invoke_async(&st, &scope.ns, &name, &parts.headers, body).await;
     }
     invoke_with_path(&st, &scope.ns, &name, "", strip_credentials(req), "api").await

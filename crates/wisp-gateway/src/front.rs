@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
+use wisp_core::headers as wisp_headers;
 use wisp_core::time::now_ms;
 use wisp_core::{AccessEntry, Cors, RouteAuth};
 
@@ -438,24 +439,26 @@ pub async fn serve_route(State(st): State<AppState>, req: Request) -> Response {
         Ok(v) => v,
         Err(resp) => return with_cors(pending.refuse(*resp)),
     };
-    // The function gets the path parameters and the key's name, never the key.
+    // The function gets the path parameters and the key's name, never the
+    // key; and only the `x-wisp-*` headers Wisp sets, never a client's.
     parts.headers.remove(API_KEY_HEADER);
+    wisp_headers::strip_wisp_headers(&mut parts.headers);
     let params = match params {
         None => HeaderValue::from_static("{}"),
         Some(p) => HeaderValue::from_str(&p).unwrap_or(HeaderValue::from_static("{}")),
     };
-    parts.headers.insert("x-wisp-path-params", params);
+    parts.headers.insert(wisp_headers::PATH_PARAMS, params);
     if let Some(v) = &route.label_header {
-        parts.headers.insert("x-wisp-route", v.clone());
+        parts.headers.insert(wisp_headers::ROUTE, v.clone());
     }
     if let Some(v) = key.as_ref().and_then(|k| k.name_header.clone()) {
-        parts.headers.insert("x-wisp-api-key-name", v);
+        parts.headers.insert(wisp_headers::API_KEY_NAME, v);
     }
     // The verified claims, so the function need not parse the token again.
     if let Some(c) = &claims
         && let Ok(v) = HeaderValue::from_str(&c.to_string())
     {
-        parts.headers.insert("x-wisp-jwt-claims", v);
+        parts.headers.insert(wisp_headers::JWT_CLAIMS, v);
     }
     let counted = http_body_util::BodyExt::map_frame(body, move |f: Frame<Bytes>| {
         if let Some(d) = f.data_ref() {

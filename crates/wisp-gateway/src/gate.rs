@@ -6,10 +6,10 @@ use crate::access::{AccessLog, AccessLogSettings};
 use crate::error::ApiError;
 use crate::jwt::Verifier;
 use crate::limits::{QuotaCounter, RateLimiter};
-use crate::routes::{Conflict, LiveRoute, RouteTable};
+use crate::routes::{Conflict, Domains, LiveRoute, RouteTable};
 use crate::tenancy::{Tenancy, random_hex, sha256_hex};
 use axum::http::StatusCode;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use wisp_core::time::now_ms;
 use wisp_core::{
@@ -40,6 +40,8 @@ pub struct Gate {
     changing: tokio::sync::Mutex<()>,
     /// Access keys for the Lambda Invoke API: id → (record, secret).
     access_keys: RwLock<HashMap<String, (AccessKeyRecord, String)>>,
+    /// Namespaces the node admin allows routes without a host.
+    pub(crate) shared: RwLock<HashSet<Namespace>>,
 }
 
 fn store_err(e: StoreError) -> ApiError {
@@ -118,7 +120,16 @@ impl Gate {
             .into_iter()
             .map(|r| live_route(r, store.as_ref()))
             .collect();
-        let table = match RouteTable::build(routes.clone()) {
+        let domains: Domains = Arc::new(
+            store
+                .list_domains()?
+                .into_iter()
+                .map(|(h, n, _)| (h, n))
+                .collect(),
+        );
+        let shared: HashSet<Namespace> = store.shared_routes_namespaces()?.into_iter().collect();
+        crate::ownership::warn_stored(&routes, &domains, &shared);
+        let table = match RouteTable::build(routes.clone(), domains.clone()) {
             Ok(t) => t,
             Err((_, bad)) => {
                 // Stored routes were checked when added; if they clash now,
@@ -128,7 +139,7 @@ impl Gate {
                     .into_iter()
                     .filter(|r| !Arc::ptr_eq(r, &bad))
                     .collect();
-                RouteTable::build(rest).unwrap_or_default()
+                RouteTable::build(rest, domains).unwrap_or_default()
             }
         };
         let counts: HashMap<String, _> = store.quota_counts()?.into_iter().collect();
@@ -170,6 +181,7 @@ impl Gate {
             keys,
             changing: tokio::sync::Mutex::new(()),
             access_keys: RwLock::new(access_keys),
+            shared: RwLock::new(shared),
         }))
     }
 
@@ -178,6 +190,16 @@ impl Gate {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Serves `table` from now on (callers hold `changing`).
+    pub(crate) fn swap(&self, table: RouteTable) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// The lock route and host changes hold while they build and swap.
+    pub(crate) async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
     }
 
     pub fn key(&self, given: &str) -> Option<Arc<LiveKey>> {
@@ -198,9 +220,31 @@ impl Gate {
     }
 
     pub async fn delete_namespace(&self, ns: &Namespace) -> Result<bool, ApiError> {
+        let _guard = self.changing.lock().await;
         let (store, n) = (self.store.clone(), ns.clone());
         let deleted = blocking(move || store.delete_namespace(&n)).await?;
         self.tenancy.set_namespace(ns, false);
+        self.shared
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ns);
+        // Its routes and hosts go with it.
+        let current = self.routes();
+        let rest: Vec<_> = current
+            .routes
+            .iter()
+            .filter(|r| r.record.namespace != *ns)
+            .cloned()
+            .collect();
+        let domains: Domains = Arc::new(
+            current
+                .domains
+                .iter()
+                .filter(|(_, n)| *n != ns)
+                .map(|(h, n)| (h.clone(), n.clone()))
+                .collect(),
+        );
+        self.swap(RouteTable::build(rest, domains).unwrap_or_default());
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -269,14 +313,15 @@ impl Gate {
             return Err(ApiError::bad_request("invalid_route", format!("jwt: {e}")));
         }
         let current = self.routes();
+        crate::ownership::may_add(self, &current, &new)?;
         let mut routes = current.routes.clone();
         routes.push(new.clone());
-        let table = RouteTable::build(routes).map_err(|(c, _)| match c {
-            Conflict::Same(other) => ApiError::new(
+        let table = RouteTable::build(routes, current.domains.clone()).map_err(|(c, _)| match c {
+            Conflict::Same(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "route_exists",
                 format!(
-                    "route {} already exists as {other}: remove it first with `wisp route rm`",
+                    "route {} already exists: remove it first with `wisp route rm`",
                     new.label
                 ),
             ),
@@ -291,7 +336,7 @@ impl Gate {
         })?;
         let (store, r) = (self.store.clone(), record.clone());
         blocking(move || store.put_route(&r)).await?;
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.swap(table);
         Ok(record)
     }
 
@@ -314,8 +359,7 @@ impl Gate {
             .cloned()
             .collect();
         // Removing a route cannot create a conflict.
-        let table = RouteTable::build(rest).unwrap_or_default();
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.swap(RouteTable::build(rest, current.domains.clone()).unwrap_or_default());
         Ok(true)
     }
 
@@ -350,8 +394,7 @@ impl Gate {
         })
         .await?;
         // The same routes as before: no new conflicts.
-        let table = RouteTable::build(rebuilt).unwrap_or_default();
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.swap(RouteTable::build(rebuilt, current.domains.clone()).unwrap_or_default());
         Ok(())
     }
 
@@ -523,10 +566,10 @@ impl Gate {
             "# HELP wisp_gateway_routes Routes configured.\n# TYPE wisp_gateway_routes gauge\nwisp_gateway_routes {}",
             self.routes().routes.len()
         );
-        let _ = writeln!(
+        self.access.dropped.render(
             out,
-            "# HELP wisp_access_log_dropped_total Access and audit log entries dropped because the writer fell behind.\n# TYPE wisp_access_log_dropped_total counter\nwisp_access_log_dropped_total {}",
-            self.access.dropped.load(Ordering::Relaxed)
+            "wisp_access_log_dropped_total",
+            "Access and audit log entries lost, by reason: the writer fell behind (queue_full), the disk was full (no_space), another storage failure (write_failed).",
         );
     }
 

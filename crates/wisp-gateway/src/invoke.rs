@@ -9,7 +9,27 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use wisp_core::{FunctionName, Namespace};
 
-pub async fn metrics(State(st): State<AppState>) -> Response {
+/// `GET /metrics`: any valid bearer token. The node's admin token sees
+/// every series; a namespace's token only the series labelled with its
+/// namespace (`namespace="…"`), so no tenant learns another's functions.
+pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some((_, bound, _)) = given.and_then(|t| st.gate.tenancy.identify(t)) else {
+        let msg = match given {
+            None => {
+                "/metrics needs `Authorization: Bearer <token>`: the admin token (all namespaces) or any token of a namespace (its series only; `wisp token create --role reader`)"
+            }
+            Some(_) => "the bearer token is not valid for this node (it may have been revoked)",
+        };
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg).into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    };
     let mut text = st.engine.metrics_text();
     st.gate.render_metrics(&mut text);
     crate::s3::render_metrics(&mut text);
@@ -22,12 +42,34 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         bytes.push_str(&format!("wisp_kv_bytes{{namespace=\"{ns}\"}} {b}\n"));
     }
     text.push_str(&bytes);
+    if let Some(ns) = bound {
+        text = only_namespace(&text, &ns);
+    }
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// The metrics text with only the samples labelled `namespace="{ns}"`
+/// (comments kept).
+fn only_namespace(text: &str, ns: &Namespace) -> String {
+    let label = format!("namespace=\"{ns}\"");
+    let mut out = String::with_capacity(text.len() / 2);
+    for line in text.lines() {
+        let keep = line.starts_with('#')
+            || line
+                .split_once('{')
+                .and_then(|(_, rest)| rest.rsplit_once('}'))
+                .is_some_and(|(labels, _)| labels.split(',').any(|l| l.trim() == label));
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 pub async fn fn_root(
@@ -54,36 +96,51 @@ pub(crate) fn function_name(name: &str) -> Result<FunctionName, ApiError> {
     FunctionName::new(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
-/// Checks the declared size and caps the streamed size of a request body.
-pub(crate) fn limit_body(
+fn too_large(max: usize, declared: Option<u64>) -> ApiError {
+    let size = match declared {
+        Some(n) => format!("request body of {n} bytes"),
+        None => "request body".to_string(),
+    };
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("{size} exceeds the limit of {max} bytes (wisp serve --max-payload)"),
+    )
+}
+
+/// Reads an invocation's request body whole, before the function gets an
+/// instance: a body over `max` bytes (declared or streamed, chunked or
+/// not) is 413, one that does not arrive within `timeout` is 408, and
+/// neither takes a slot nor is billed.
+pub(crate) async fn read_body(
     body: Body,
     headers: &axum::http::HeaderMap,
     max: usize,
-) -> Result<
-    impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
-    ApiError,
-> {
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "request body of {} bytes exceeds the limit of {max} bytes (wisp serve --max-payload)",
-                declared.unwrap_or(0)
-            ),
-        ));
+        return Err(too_large(max, declared));
     }
-    Ok(Limited::new(body, max).map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            wasmtime_wasi_http::Error::HttpRequestBodySize(None)
-        } else {
-            wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
-        }
-    }))
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max, None)),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "body_read_failed",
+            format!("reading the request body failed: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} (wisp serve --body-timeout); send it at once",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
 }
 
 /// The tail of the raw (still percent-encoded) `path` that decodes to
@@ -122,6 +179,8 @@ pub(crate) async fn invoke_with_path(
     trigger: &'static str,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
+    // Direct URLs set no `x-wisp-*` headers: none a client sends get through.
+    wisp_core::headers::strip_wisp_headers(&mut parts.headers);
     let raw = raw_rest(parts.uri.path(), rest);
     let pq = match parts.uri.query() {
         Some(q) => format!("/{raw}?{q}"),
@@ -142,7 +201,15 @@ pub(crate) async fn call(
     trigger: &'static str,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let body = limit_body(body, &parts.headers, st.config.max_payload_bytes)?;
+    let body = read_body(
+        body,
+        &parts.headers,
+        st.config.max_payload_bytes,
+        st.config.body_timeout,
+    )
+    .await?;
+    let body = http_body_util::Full::new(body)
+        .map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
     if !parts.headers.contains_key(header::HOST) {
         parts
             .headers
@@ -150,8 +217,47 @@ pub(crate) async fn call(
     }
     let req = http::Request::from_parts(parts, body);
     let resp = st.engine.invoke(ns, name, req, trigger).await?;
-    Ok(resp.map(Body::new))
+    // Callers of user routes and direct URLs may be anyone: they learn that
+    // the function failed, not how (management callers of `/v1/…/invoke`
+    // see the executor's answer, as the namespace's own).
+    if trigger != "api"
+        && let Some(wisp_core::HostAnswered(outcome)) = resp.extensions().get().copied()
+    {
+        return Ok(failure_page(resp.status(), resp.headers(), outcome));
+    }
+    let mut resp = resp.map(Body::new);
+    resp.extensions_mut().insert(crate::error::FunctionAnswer);
+    Ok(resp)
 }
+
+/// What an anonymous caller sees when the function gave no answer: the
+/// status the executor chose, the activation and its outcome; never the
+/// function's error text or backtrace (they are in the activation).
+fn failure_page(
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    outcome: wisp_core::Outcome,
+) -> Response {
+    let id = headers
+        .get(ACTIVATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown");
+    let mut r = ApiError::new(
+        status,
+        "function_failed",
+        format!(
+            "function failed (activation {id}, outcome {}); see `wisp activation {id}` for its error and logs",
+            outcome.as_str()
+        ),
+    )
+    .into_response();
+    if let Some(v) = headers.get(ACTIVATION_HEADER) {
+        r.headers_mut().insert(ACTIVATION_HEADER, v.clone());
+    }
+    r
+}
+
+const ACTIVATION_HEADER: &str = "x-wisp-activation-id";
 
 async fn forward(st: AppState, name: &str, rest: &str, req: Request) -> Result<Response, ApiError> {
     let name = function_name(name)?;
@@ -205,4 +311,23 @@ pub async fn ns_fn_path(
         direct(&st, &ns, &name, &rest, req).await
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_sees_only_its_series() {
+        let text = "# HELP x X.\n# TYPE x counter\nx{namespace=\"a\",function=\"f\"} 1\nx{function=\"g\",namespace=\"b\"} 2\nx{namespace=\"ab\"} 3\nwisp_in_flight 4\n";
+        let a = only_namespace(text, &Namespace::new("a").unwrap());
+        assert_eq!(
+            a,
+            "# HELP x X.\n# TYPE x counter\nx{namespace=\"a\",function=\"f\"} 1\n"
+        );
+        let b = only_namespace(text, &Namespace::new("b").unwrap());
+        assert!(
+            b.contains("function=\"g\"") && !b.contains("\"f\"") && !b.contains("wisp_in_flight")
+        );
+    }
 }

@@ -24,6 +24,14 @@ fn aws_error(status: StatusCode, kind: &'static str, message: impl Into<String>)
     let mut resp = (status, axum::Json(body)).into_response();
     resp.headers_mut()
         .insert("x-amzn-errortype", HeaderValue::from_static(kind));
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        // The body was left unread: no other request on this connection.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -33,7 +41,17 @@ fn engine_error(e: EngineError) -> Response {
         EngineError::FunctionNotFound { .. } => {
             aws_error(StatusCode::NOT_FOUND, "ResourceNotFoundException", msg)
         }
-        EngineError::Throttled { .. } | EngineError::QueueFull(_) => aws_error(
+        EngineError::NodeBusy { .. } => {
+            aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", msg)
+        }
+        EngineError::OverLimit(_) => aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            msg,
+        ),
+        EngineError::Throttled { .. }
+        | EngineError::NamespaceThrottled { .. }
+        | EngineError::QueueFull(_) => aws_error(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequestsException",
             msg,
@@ -182,15 +200,19 @@ pub async fn invoke(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let limit = st.config.max_payload_bytes;
-    let Ok(body) = axum::body::to_bytes(body, limit).await else {
-        return aws_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLargeException",
-            format!(
-                "the request payload exceeds the limit of {limit} bytes (wisp serve --max-payload)"
-            ),
-        );
+    let body = match crate::invoke::read_body(
+        body,
+        &parts.headers,
+        st.config.max_payload_bytes,
+        st.config.body_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return aws_error(e.status, "RequestTooLargeException", e.message);
+        }
+        Err(e) => return aws_error(e.status, "InvalidRequestContentException", e.message),
     };
     let ns = match authenticate(
         &st,
@@ -275,7 +297,7 @@ async fn request_response(
             http_body_util::Full::new(body),
             |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
         ));
-    let req = match req {
+    let mut req = match req {
         Ok(r) => r,
         Err(e) => {
             return aws_error(
@@ -285,6 +307,9 @@ async fn request_response(
             );
         }
     };
+    // Built from the payload alone, so no client header is in it; stripped
+    // anyway, as on every path into a function.
+    wisp_core::headers::strip_wisp_headers(req.headers_mut());
     let limit = st.config.max_payload_bytes;
     let c = match st
         .engine

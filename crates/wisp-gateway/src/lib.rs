@@ -16,6 +16,7 @@ pub mod jwt;
 mod kv_api;
 mod lambda_api;
 pub mod limits;
+mod ownership;
 pub mod routes;
 pub mod s3;
 pub mod sigv4;
@@ -41,6 +42,12 @@ pub struct GatewayConfig {
     pub max_artifact_bytes: usize,
     /// The address clients use to reach this node (for printed URLs).
     pub public_url: String,
+    /// How long an invocation's request body may take to arrive (408
+    /// beyond); it is read before the function gets an instance.
+    pub body_timeout: std::time::Duration,
+    /// Header and idle timeouts and connection cap of the gateway and S3
+    /// listeners (each).
+    pub listener: wisp_listen::ListenerSettings,
 }
 
 #[derive(Clone)]
@@ -86,7 +93,6 @@ pub async fn serve(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -116,23 +122,21 @@ pub async fn serve(
             config: Arc::new(config.clone()),
         };
         let app = s3::router(state).layer(axum::extract::DefaultBodyLimit::disable());
-        let l = l.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        tokio::spawn(
-            axum::serve(l, app)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        )
+        tokio::spawn(wisp_listen::serve(
+            l,
+            app,
+            config.listener,
+            stopped(stop_rx.clone()),
+        ))
     });
-    // No Nagle delay: a response's head and body may leave in separate
-    // writes, and a client waiting on delayed ACKs would see 40 ms stalls.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(engine, gate, config))
-        .with_graceful_shutdown(stopped(stop_rx))
-        .await?;
+    let settings = config.listener;
+    wisp_listen::serve(
+        listener,
+        router(engine, gate, config),
+        settings,
+        stopped(stop_rx),
+    )
+    .await?;
     if let Some(s3) = s3 {
         let _ = s3.await;
     }

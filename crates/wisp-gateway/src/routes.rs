@@ -4,12 +4,18 @@
 //! parameters, parameters over catch-alls; a route for one method wins over
 //! one for any method. The table is rebuilt on every change (routes are
 //! few changes, many lookups) and swapped in whole.
+//!
+//! Hosts belong to namespaces (`wisp ns domain add`): a request whose Host
+//! is assigned to a namespace is matched only against that namespace's
+//! routes (those for the host, then its host-less ones). Every other Host
+//! (an unassigned name, an IP address, `localhost`) is matched against the
+//! shared host-less space. See docs/gateway.md, "Who owns which routes".
 
 use crate::jwt::Verifier;
 use crate::limits::RateLimiter;
 use std::collections::HashMap;
 use std::sync::Arc;
-use wisp_core::RouteRecord;
+use wisp_core::{Namespace, RouteRecord};
 
 /// A route with its live state (its rate limiter, its JWT verifier).
 pub struct LiveRoute {
@@ -68,10 +74,21 @@ pub enum Lookup<'a> {
     NotFound,
 }
 
+/// Hosts assigned to namespaces: host → its namespace.
+pub type Domains = Arc<HashMap<String, Namespace>>;
+
 #[derive(Default)]
 pub struct RouteTable {
+    /// Every host-less route: for requests on hosts no namespace owns.
     any_host: HostTable,
+    /// Routes for a host, of the namespace that owns it.
     by_host: HashMap<String, HostTable>,
+    /// Host-less routes per namespace: for requests on its own hosts.
+    by_ns: HashMap<Namespace, HostTable>,
+    /// Routes for a host no namespace owns or another namespace owns
+    /// (stored before hosts had owners): served on unowned hosts only.
+    legacy_by_host: HashMap<String, HostTable>,
+    pub domains: Domains,
     pub routes: Vec<Arc<LiveRoute>>,
 }
 
@@ -155,28 +172,54 @@ impl HostTable {
 
 impl RouteTable {
     /// Builds a table; fails on the first conflict.
-    pub fn build(routes: Vec<Arc<LiveRoute>>) -> Result<Self, (Conflict, Arc<LiveRoute>)> {
+    pub fn build(
+        routes: Vec<Arc<LiveRoute>>,
+        domains: Domains,
+    ) -> Result<Self, (Conflict, Arc<LiveRoute>)> {
         let mut t = RouteTable::default();
         for r in &routes {
-            let table = match &r.record.spec.host {
-                Some(h) => t.by_host.entry(h.clone()).or_default(),
-                None => &mut t.any_host,
-            };
-            table.insert(r.clone()).map_err(|c| (c, r.clone()))?;
+            let ns = &r.record.namespace;
+            match &r.record.spec.host {
+                Some(h) if domains.get(h) == Some(ns) => {
+                    t.by_host.entry(h.clone()).or_default().insert(r.clone())
+                }
+                Some(h) => t
+                    .legacy_by_host
+                    .entry(h.clone())
+                    .or_default()
+                    .insert(r.clone()),
+                None => t
+                    .any_host
+                    .insert(r.clone())
+                    .and_then(|()| t.by_ns.entry(ns.clone()).or_default().insert(r.clone())),
+            }
+            .map_err(|c| (c, r.clone()))?;
         }
         t.routes = routes;
+        t.domains = domains;
         Ok(t)
+    }
+
+    /// The tables a request on `host` is matched against, in order.
+    fn tables(&self, host: Option<&str>) -> [Option<&HostTable>; 2] {
+        match host {
+            Some(h) => match self.domains.get(h) {
+                Some(owner) => [self.by_host.get(h), self.by_ns.get(owner)],
+                None => [self.legacy_by_host.get(h), Some(&self.any_host)],
+            },
+            None => [None, Some(&self.any_host)],
+        }
     }
 
     /// `host` without its port, lower-case.
     pub fn lookup<'a>(&'a self, host: Option<&str>, method: &str, path: &'a str) -> Lookup<'a> {
-        if let Some(h) = host.and_then(|h| self.by_host.get(h)) {
-            match h.lookup(method, path) {
+        for t in self.tables(host).into_iter().flatten() {
+            match t.lookup(method, path) {
                 Lookup::NotFound => {}
                 found => return found,
             }
         }
-        self.any_host.lookup(method, path)
+        Lookup::NotFound
     }
 
     /// Routes matching the path on this host, any method.
@@ -185,13 +228,11 @@ impl RouteTable {
         host: Option<&str>,
         path: &'a str,
     ) -> &'a [(Option<String>, Arc<LiveRoute>)] {
-        if let Some(found) = host
-            .and_then(|h| self.by_host.get(h))
-            .and_then(|h| h.at(path))
-        {
-            return found;
-        }
-        self.any_host.at(path).unwrap_or(&[])
+        self.tables(host)
+            .into_iter()
+            .flatten()
+            .find_map(|t| t.at(path))
+            .unwrap_or(&[])
     }
 }
 
@@ -220,6 +261,40 @@ mod tests {
         LiveRoute::new(record, None)
     }
 
+    fn live_in(ns: &str, path: &str, host: Option<&str>, f: &str) -> Arc<LiveRoute> {
+        let mut r = live(None, path, host, f).record.clone();
+        r.namespace = Namespace::new(ns).unwrap();
+        LiveRoute::new(r, None)
+    }
+
+    #[test]
+    fn an_owned_host_sees_only_its_namespace() {
+        let domains: Domains = Arc::new(
+            [("b.example".to_string(), Namespace::new("b").unwrap())]
+                .into_iter()
+                .collect(),
+        );
+        let t = RouteTable::build(
+            vec![
+                live_in("a", "/x/{id}", None, "ax"),
+                live_in("b", "/y", None, "by"),
+                live_in("b", "/z", Some("b.example"), "bz"),
+                // Stored before b owned the host: not served there.
+                live_in("a", "/w", Some("b.example"), "aw"),
+            ],
+            domains,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(found(&t, Some("b.example"), "GET", "/x/1"), "404");
+        assert_eq!(found(&t, Some("b.example"), "GET", "/w"), "404");
+        assert_eq!(found(&t, Some("b.example"), "GET", "/y"), "by ");
+        assert_eq!(found(&t, Some("b.example"), "GET", "/z"), "bz ");
+        assert_eq!(found(&t, Some("127.0.0.1"), "GET", "/x/1"), "ax id=1");
+        assert_eq!(found(&t, Some("127.0.0.1"), "GET", "/z"), "404");
+        assert!(t.at(Some("b.example"), "/x/1").is_empty());
+    }
+
     fn found(t: &RouteTable, host: Option<&str>, m: &str, p: &str) -> String {
         match t.lookup(host, m, p) {
             Lookup::Found { route, params } => {
@@ -233,19 +308,27 @@ mod tests {
 
     #[test]
     fn most_specific_wins() {
-        let t = RouteTable::build(vec![
-            live(Some("GET"), "/items/{id}", None, "item"),
-            live(Some("GET"), "/items/new", None, "newform"),
-            live(None, "/items/{id}", None, "anyitem"),
-            live(Some("GET"), "/files/{*rest}", None, "files"),
-            live(
-                Some("GET"),
-                "/items/{id}",
-                Some("api.shop.example"),
-                "shopitem",
-            ),
-            live(Some("POST"), "/orders", None, "orders"),
-        ])
+        let domains: Domains = Arc::new(
+            [("api.shop.example".to_string(), Namespace::default())]
+                .into_iter()
+                .collect(),
+        );
+        let t = RouteTable::build(
+            vec![
+                live(Some("GET"), "/items/{id}", None, "item"),
+                live(Some("GET"), "/items/new", None, "newform"),
+                live(None, "/items/{id}", None, "anyitem"),
+                live(Some("GET"), "/files/{*rest}", None, "files"),
+                live(
+                    Some("GET"),
+                    "/items/{id}",
+                    Some("api.shop.example"),
+                    "shopitem",
+                ),
+                live(Some("POST"), "/orders", None, "orders"),
+            ],
+            domains,
+        )
         .ok()
         .unwrap();
         assert_eq!(found(&t, None, "GET", "/items/42"), "item id=42");
@@ -270,15 +353,21 @@ mod tests {
 
     #[test]
     fn conflicts_are_rejected() {
-        let same = RouteTable::build(vec![
-            live(Some("GET"), "/a/{id}", None, "x"),
-            live(Some("GET"), "/a/{id}", None, "y"),
-        ]);
+        let same = RouteTable::build(
+            vec![
+                live(Some("GET"), "/a/{id}", None, "x"),
+                live(Some("GET"), "/a/{id}", None, "y"),
+            ],
+            Domains::default(),
+        );
         assert!(matches!(same, Err((Conflict::Same(_), _))));
-        let clash = RouteTable::build(vec![
-            live(Some("GET"), "/a/{id}", None, "x"),
-            live(Some("POST"), "/a/{name}", None, "y"),
-        ]);
+        let clash = RouteTable::build(
+            vec![
+                live(Some("GET"), "/a/{id}", None, "x"),
+                live(Some("POST"), "/a/{name}", None, "y"),
+            ],
+            Domains::default(),
+        );
         assert!(matches!(clash, Err((Conflict::Path { .. }, _))));
     }
 }

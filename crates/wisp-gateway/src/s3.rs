@@ -30,6 +30,11 @@ use wisp_core::time::{civil_from_days, now_ms, percent_decode};
 use wisp_core::{Namespace, Permission, Role};
 use wisp_objects::{Blob, MAX_KEYS, ObjectError, ObjectMeta, ObjectStore};
 
+mod cond;
+mod ops;
+use cond::{Conditions, Verdict};
+use ops::{Op, Target};
+
 const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -65,6 +70,14 @@ impl From<ObjectError> for S3Error {
             ObjectError::NoSuchUpload(_) => err(StatusCode::NOT_FOUND, "NoSuchUpload", m),
             ObjectError::InvalidPart(_) => err(StatusCode::BAD_REQUEST, "InvalidPart", m),
             ObjectError::BadDigest(_) => err(StatusCode::BAD_REQUEST, "BadDigest", m),
+            // MinIO's answer for a full disk. Not InternalError or
+            // ServiceUnavailable: SDKs retry those, and a full disk stays
+            // full (docs/objects.md, "A full disk").
+            ObjectError::StorageFull(_) => {
+                tracing::warn!(error = %m, "refused an object write: the disk is full");
+                err(StatusCode::INSUFFICIENT_STORAGE, "XMinioStorageFull", m)
+            }
+            ObjectError::EntityTooSmall(_) => err(StatusCode::BAD_REQUEST, "EntityTooSmall", m),
             _ => {
                 tracing::error!(error = %m, "object storage failed");
                 err(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", m)
@@ -110,13 +123,21 @@ fn xml_unescape(s: &str) -> String {
 
 /// The text of every `<tag>…</tag>` in `xml`, in order.
 fn xml_all(xml: &str, tag: &str) -> Vec<String> {
+    xml_all_raw(xml, tag)
+        .into_iter()
+        .map(|s| xml_unescape(&s))
+        .collect()
+}
+
+/// The same, not unescaped (elements holding elements).
+fn xml_all_raw(xml: &str, tag: &str) -> Vec<String> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = xml;
     while let Some(i) = rest.find(&open) {
         let after = &rest[i + open.len()..];
         let Some(j) = after.find(&close) else { break };
-        out.push(xml_unescape(&after[..j]));
+        out.push(after[..j].to_string());
         rest = &after[j + close.len()..];
     }
     out
@@ -131,7 +152,7 @@ fn xml_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn error_response(e: S3Error, resource: &str, head: bool) -> Response {
+fn error_response(e: S3Error, resource: &str, head: bool, request_id: &str) -> Response {
     if head {
         // HEAD responses carry no body; the status says it.
         return (e.status, [("x-amz-error-code", e.code)]).into_response();
@@ -143,9 +164,19 @@ fn error_response(e: S3Error, resource: &str, head: bool) -> Response {
             e.code,
             xml_escape(&e.message),
             xml_escape(resource),
-            wisp_core::ActivationId::generate()
+            request_id
         ),
     )
+}
+
+/// Every answer names its request (`x-amz-request-id`, as S3 does), the
+/// id its error body carries too.
+fn with_request_id(mut r: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        r.headers_mut().insert("x-amz-id-2", v.clone());
+        r.headers_mut().insert("x-amz-request-id", v);
+    }
+    r
 }
 
 /// ISO 8601 with milliseconds, as S3 lists times.
@@ -344,15 +375,36 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let resource = percent_decode(req.uri().path(), false);
     let method = req.method().clone();
     let head = method == Method::HEAD;
+    let id = wisp_core::ActivationId::generate().to_string();
     let r = match dispatch(&st, req).await {
         Ok(r) => r,
-        Err(e) => error_response(e, &resource, head),
+        Err(e) => error_response(e, &resource, head, &id),
     };
     count(&method, &r);
-    r
+    with_request_id(r, &id)
 }
 
 async fn dispatch(st: &AppState, req: Request) -> Result<Response, S3Error> {
+    // POST object (a browser form upload, signed inside the form) is not
+    // implemented: say so, rather than that the request is unsigned.
+    let path = req.uri().path().trim_start_matches('/');
+    if req.method() == Method::POST
+        && !path.is_empty()
+        && !path.trim_end_matches('/').contains('/')
+        && req.uri().query().unwrap_or("").is_empty()
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data"))
+    {
+        drain_small(req).await;
+        return Err(err(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "POST object (browser form uploads with a signed policy) is not supported by Wisp; nothing was stored (upload with a presigned PUT URL instead)",
+        ));
+    }
     let caller = authenticate(st, &req)?;
     dispatch_as(st, caller, req).await
 }
@@ -375,7 +427,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
             ),
         ));
     }
-    let query: HashMap<String, String> = req
+    let pairs: Vec<(String, String)> = req
         .uri()
         .query()
         .unwrap_or("")
@@ -386,130 +438,175 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
             (percent_decode(k, true), percent_decode(v, true))
         })
         .collect();
-    let method = req.method().clone();
+    let target = if bucket.is_empty() {
+        Target::Service
+    } else if key.is_empty() {
+        Target::Bucket
+    } else {
+        Target::Object
+    };
+    let op = match ops::classify(
+        req.method().as_str(),
+        target,
+        &pairs,
+        req.headers().contains_key("x-amz-copy-source"),
+    )
+    .and_then(|op| ops::refuse_headers(op, req.headers()).map(|()| op))
+    {
+        Ok(op) => op,
+        Err(e) => {
+            drain_small(req).await;
+            return Err(e);
+        }
+    };
+    if let Some(owner) = req
+        .headers()
+        .get("x-amz-expected-bucket-owner")
+        .and_then(|v| v.to_str().ok())
+        && owner != caller.ns.as_str()
+    {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            format!(
+                "x-amz-expected-bucket-owner is {owner:?}, but the bucket belongs to this key's namespace {:?}",
+                caller.ns.as_str()
+            ),
+        ));
+    }
+    let query: HashMap<String, String> = pairs.into_iter().collect();
+    if let Some(v) = query.get("versionId")
+        && v != "null"
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            format!(
+                "Invalid version id specified: {v:?} (Wisp keeps one version of each object, versionId \"null\")"
+            ),
+        ));
+    }
     let ns = caller.ns.clone();
-    if bucket.is_empty() {
-        return match method {
-            Method::GET => list_buckets(store, ns).await,
-            _ => Err(err(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "only GET (ListBuckets) is allowed on /",
-            )),
-        };
-    }
-    if key.is_empty() {
-        return match method {
-            Method::PUT => {
-                require(
-                    &caller,
-                    "create buckets",
-                    caller.role.allows(Permission::Deploy),
-                )?;
-                let b = bucket.clone();
-                if !blocking(move || store.create_bucket(&ns, &b)).await? {
-                    return Err(err(
-                        StatusCode::CONFLICT,
-                        "BucketAlreadyOwnedByYou",
-                        format!("bucket {bucket:?} already exists in this namespace"),
-                    ));
-                }
-                Ok((StatusCode::OK, [(header::LOCATION, format!("/{bucket}"))]).into_response())
+    match op {
+        Op::ListBuckets => list_buckets(store, ns).await,
+        Op::CreateBucket => {
+            require(
+                &caller,
+                "create buckets",
+                caller.role.allows(Permission::Deploy),
+            )?;
+            let b = bucket.clone();
+            if !blocking(move || store.create_bucket(&ns, &b)).await? {
+                return Err(err(
+                    StatusCode::CONFLICT,
+                    "BucketAlreadyOwnedByYou",
+                    format!("bucket {bucket:?} already exists in this namespace"),
+                ));
             }
-            Method::DELETE => {
-                require(
-                    &caller,
-                    "delete buckets",
-                    caller.role.allows(Permission::Deploy),
-                )?;
-                blocking(move || store.delete_bucket(&ns, &bucket)).await?;
-                Ok(StatusCode::NO_CONTENT.into_response())
+            Ok((StatusCode::OK, [(header::LOCATION, format!("/{bucket}"))]).into_response())
+        }
+        Op::DeleteBucket => {
+            require(
+                &caller,
+                "delete buckets",
+                caller.role.allows(Permission::Deploy),
+            )?;
+            blocking(move || store.delete_bucket(&ns, &bucket)).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Op::HeadBucket => {
+            let b = bucket.clone();
+            if blocking(move || store.bucket_exists(&ns, &b)).await? {
+                Ok(StatusCode::OK.into_response())
+            } else {
+                Err(ObjectError::NoSuchBucket(bucket).into())
             }
-            Method::HEAD => {
-                let b = bucket.clone();
-                if blocking(move || store.bucket_exists(&ns, &b)).await? {
-                    Ok(StatusCode::OK.into_response())
+        }
+        Op::GetBucketLocation | Op::GetBucketVersioning => {
+            let b = bucket.clone();
+            if !blocking(move || store.bucket_exists(&ns, &b)).await? {
+                return Err(ObjectError::NoSuchBucket(bucket).into());
+            }
+            Ok(xml_response(
+                StatusCode::OK,
+                if op == Op::GetBucketLocation {
+                    format!("<LocationConstraint xmlns=\"{XMLNS}\"></LocationConstraint>")
                 } else {
-                    Err(ObjectError::NoSuchBucket(bucket).into())
-                }
-            }
-            Method::GET if query.contains_key("location") => {
-                let b = bucket.clone();
-                if !blocking(move || store.bucket_exists(&ns, &b)).await? {
-                    return Err(ObjectError::NoSuchBucket(bucket).into());
-                }
-                Ok(xml_response(
-                    StatusCode::OK,
-                    format!("<LocationConstraint xmlns=\"{XMLNS}\"></LocationConstraint>"),
-                ))
-            }
-            Method::GET => list_objects(store, ns, bucket, &query).await,
-            Method::POST if query.contains_key("delete") => {
-                require(&caller, "delete objects", can_write_objects(&caller))?;
-                let body = small_text(req, &caller).await?;
-                delete_objects(st, store, &caller, bucket, &body).await
-            }
-            _ => Err(err(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                format!("{method} on a bucket with this query is not supported by Wisp"),
-            )),
-        };
-    }
-    match method {
-        Method::GET | Method::HEAD => {
-            if query.contains_key("uploadId") {
+                    // Never enabled: S3 answers an empty configuration.
+                    format!("<VersioningConfiguration xmlns=\"{XMLNS}\"></VersioningConfiguration>")
+                },
+            ))
+        }
+        Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions => {
+            list_objects(store, ns, bucket, op, &query).await
+        }
+        Op::DeleteObjects => {
+            require(&caller, "delete objects", can_write_objects(&caller))?;
+            let body = small_text(req, &caller).await?;
+            delete_objects(st, store, &caller, bucket, &body).await
+        }
+        Op::GetObject | Op::HeadObject => {
+            if query.contains_key("partNumber") {
                 return Err(err(
                     StatusCode::NOT_IMPLEMENTED,
                     "NotImplemented",
-                    "ListParts is not supported by Wisp",
+                    "GetObject with ?partNumber is not supported by Wisp; use a Range header",
                 ));
             }
             get_object(
                 store,
                 ns,
-                bucket,
-                key,
+                (bucket, key),
                 req.headers(),
-                method == Method::HEAD,
+                &query,
+                op == Op::HeadObject,
             )
             .await
         }
-        Method::PUT => {
+        Op::CopyObject => {
             require(&caller, "write objects", can_write_objects(&caller))?;
-            if let Some(src) = req.headers().get("x-amz-copy-source") {
-                let src = percent_decode(src.to_str().unwrap_or(""), false);
-                return copy_object(st, store, &caller, (bucket, key), &src, req.headers()).await;
-            }
-            if let (Some(n), Some(id)) = (query.get("partNumber"), query.get("uploadId")) {
-                let n: u32 = n.parse().map_err(|_| {
-                    err(
-                        StatusCode::BAD_REQUEST,
-                        "InvalidArgument",
-                        "partNumber must be a number",
-                    )
-                })?;
-                let id = id.clone();
-                let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
-                let upload = blocking(move || s2.upload(&n2, &b2, &k2, &id)).await?;
-                let blob = receive(&store, req, &caller).await?;
-                let s2 = store.clone();
-                let etag = blocking(move || s2.put_part(&upload, n, blob)).await?;
-                return Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response());
-            }
+            let src = req
+                .headers()
+                .get("x-amz-copy-source")
+                .and_then(|v| v.to_str().ok())
+                .map(|s| percent_decode(s.split('?').next().unwrap_or(""), false))
+                .unwrap_or_default();
+            copy_object(st, store, &caller, (bucket, key), &src, req.headers()).await
+        }
+        Op::UploadPart => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
+            let n: u32 = query["partNumber"].parse().map_err(|_| {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgument",
+                    "partNumber must be a number",
+                )
+            })?;
+            let id = query["uploadId"].clone();
+            let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+            let upload = blocking(move || s2.upload(&n2, &b2, &k2, &id)).await?;
+            let blob = receive(&store, req, &caller).await?;
+            let s2 = store.clone();
+            let etag = blocking(move || s2.put_part(&upload, n, blob)).await?;
+            Ok((StatusCode::OK, [(header::ETAG, etag)]).into_response())
+        }
+        Op::PutObject => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
             put_object(st, store, ns, bucket, key, req, &caller).await
         }
-        Method::DELETE => {
+        Op::AbortMultipartUpload => {
             require(&caller, "delete objects", can_write_objects(&caller))?;
-            if let Some(id) = query.get("uploadId") {
-                let id = id.clone();
-                blocking(move || {
-                    let up = store.upload(&ns, &bucket, &key, &id)?;
-                    store.abort_upload(&up)
-                })
-                .await?;
-                return Ok(StatusCode::NO_CONTENT.into_response());
-            }
+            let id = query["uploadId"].clone();
+            blocking(move || {
+                let up = store.upload(&ns, &bucket, &key, &id)?;
+                store.abort_upload(&up)
+            })
+            .await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Op::DeleteObject => {
+            require(&caller, "delete objects", can_write_objects(&caller))?;
+            check_write_conditions(&store, &ns, (&bucket, &key), req.headers()).await?;
             let (b2, k2, n2) = (bucket.clone(), key.clone(), ns.clone());
             let gone = blocking(move || store.delete(&n2, &b2, &k2)).await?;
             if let Some(m) = gone {
@@ -517,7 +614,7 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
             }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Method::POST if query.contains_key("uploads") => {
+        Op::CreateMultipartUpload => {
             require(&caller, "write objects", can_write_objects(&caller))?;
             let (ct, md) = content_meta(req.headers());
             let (b2, k2) = (bucket.clone(), key.clone());
@@ -531,55 +628,330 @@ async fn dispatch_as(st: &AppState, caller: Caller, req: Request) -> Result<Resp
                 ),
             ))
         }
-        Method::POST if query.contains_key("uploadId") => {
+        Op::CompleteMultipartUpload => {
             require(&caller, "write objects", can_write_objects(&caller))?;
             let id = query["uploadId"].clone();
+            check_write_conditions(&store, &ns, (&bucket, &key), req.headers()).await?;
             let body = small_text(req, &caller).await?;
-            let numbers = xml_all(&body, "PartNumber");
-            let etags = xml_all(&body, "ETag");
-            if numbers.len() != etags.len() {
-                return Err(err(
+            complete_upload(st, store, &caller, (bucket, key), id, &body).await
+        }
+        Op::UploadPartCopy => {
+            require(&caller, "write objects", can_write_objects(&caller))?;
+            upload_part_copy(store, &caller, (bucket, key), &query, req.headers()).await
+        }
+        Op::ListParts => list_parts(store, ns, (bucket, key), &query).await,
+        Op::ListMultipartUploads => list_uploads(store, ns, bucket, &query).await,
+    }
+}
+
+/// Reads and drops a small body of a refused request, so the client (that
+/// sends it whole before reading the answer) gets the error, not a reset
+/// connection. Large bodies are not read: the connection closes.
+async fn drain_small(req: Request) {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if len.is_some_and(|n| n <= 1 << 20) {
+        let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+    }
+}
+
+async fn complete_upload(
+    st: &AppState,
+    store: Arc<ObjectStore>,
+    caller: &Caller,
+    (bucket, key): (String, String),
+    id: String,
+    body: &str,
+) -> Result<Response, S3Error> {
+    let ns = caller.ns.clone();
+    let numbers = xml_all(body, "PartNumber");
+    let etags = xml_all(body, "ETag");
+    if numbers.is_empty() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "CompleteMultipartUpload needs at least one Part (PartNumber and ETag)",
+        ));
+    }
+    if numbers.len() != etags.len() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "MalformedXML",
+            "every Part needs a PartNumber and an ETag",
+        ));
+    }
+    let mut parts = Vec::with_capacity(numbers.len());
+    for (n, e) in numbers.iter().zip(etags) {
+        let n: u32 = n.trim().parse().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "MalformedXML",
+                format!("PartNumber {n:?}"),
+            )
+        })?;
+        parts.push((n, e));
+    }
+    // The ETag these parts make: a repeated Complete (a client retrying
+    // after a lost answer) finds the object it made and gets the same
+    // answer, as S3 gives, without a second storage event.
+    let expected = {
+        use md5::Digest as _;
+        let mut h = md5::Md5::new();
+        for (_, e) in &parts {
+            h.update(hex::decode(e.trim().trim_matches('"')).unwrap_or_default());
+        }
+        format!("\"{}-{}\"", hex::encode(h.finalize()), parts.len())
+    };
+    let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+    let (meta, fresh) = blocking(move || match s2.upload(&n2, &b2, &k2, &id) {
+        Ok(up) => Ok((s2.complete_upload(&up, &parts)?, true)),
+        Err(ObjectError::NoSuchUpload(id)) => match s2.head(&n2, &b2, &k2) {
+            Ok(m) if m.etag == expected => Ok((m, false)),
+            _ => Err(ObjectError::NoSuchUpload(id)),
+        },
+        Err(e) => Err(e),
+    })
+    .await?;
+    if fresh {
+        notify(st, caller, &ns, &bucket, &meta, true).await?;
+    }
+    Ok(xml_response(
+        StatusCode::OK,
+        format!(
+            "<CompleteMultipartUploadResult xmlns=\"{XMLNS}\"><Location>/{}/{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
+            xml_escape(&bucket),
+            xml_escape(&key),
+            xml_escape(&bucket),
+            xml_escape(&key),
+            xml_escape(&meta.etag)
+        ),
+    ))
+}
+
+/// UploadPartCopy: part N of an upload from (a range of) an object.
+async fn upload_part_copy(
+    store: Arc<ObjectStore>,
+    caller: &Caller,
+    (bucket, key): (String, String),
+    q: &HashMap<String, String>,
+    h: &HeaderMap,
+) -> Result<Response, S3Error> {
+    let ns = caller.ns.clone();
+    let n: u32 = q["partNumber"].parse().map_err(|_| {
+        err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "partNumber must be a number",
+        )
+    })?;
+    let src = h
+        .get("x-amz-copy-source")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| percent_decode(s.split('?').next().unwrap_or(""), false))
+        .unwrap_or_default();
+    let src = src.trim_start_matches('/');
+    let Some((sb, sk)) = src.split_once('/') else {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "x-amz-copy-source must be BUCKET/KEY",
+        ));
+    };
+    let (sb, sk) = (sb.to_string(), sk.to_string());
+    let id = q["uploadId"].clone();
+    let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
+    let upload = blocking(move || s2.upload(&n2, &b2, &k2, &id)).await?;
+    let meta = check_copy_source(&store, &ns, (&sb, &sk), h).await?;
+    let range = match h
+        .get("x-amz-copy-source-range")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => None,
+        Some(v) => {
+            let bad = || {
+                err(
                     StatusCode::BAD_REQUEST,
-                    "MalformedXML",
-                    "every Part needs a PartNumber and an ETag",
+                    "InvalidArgument",
+                    format!(
+                        "x-amz-copy-source-range {v:?} must be bytes=FIRST-LAST within the source object ({} bytes)",
+                        meta.size
+                    ),
+                )
+            };
+            let (a, b) = v
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .ok_or_else(bad)?;
+            let (a, b): (u64, u64) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a > b {
+                return Err(bad());
+            }
+            if b >= meta.size {
+                return Err(err(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "InvalidRange",
+                    format!(
+                        "x-amz-copy-source-range {v:?} is outside the source object ({} bytes)",
+                        meta.size
+                    ),
                 ));
             }
-            let mut parts = Vec::with_capacity(numbers.len());
-            for (n, e) in numbers.iter().zip(etags) {
-                let n: u32 = n.trim().parse().map_err(|_| {
-                    err(
-                        StatusCode::BAD_REQUEST,
-                        "MalformedXML",
-                        format!("PartNumber {n:?}"),
-                    )
-                })?;
-                parts.push((n, e));
-            }
-            let (s2, n2, b2, k2) = (store.clone(), ns.clone(), bucket.clone(), key.clone());
-            let meta = blocking(move || {
-                let up = s2.upload(&n2, &b2, &k2, &id)?;
-                s2.complete_upload(&up, &parts)
-            })
-            .await?;
-            notify(st, &caller, &ns, &bucket, &meta, true).await?;
-            Ok(xml_response(
-                StatusCode::OK,
-                format!(
-                    "<CompleteMultipartUploadResult xmlns=\"{XMLNS}\"><Location>/{}/{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
-                    xml_escape(&bucket),
-                    xml_escape(&key),
-                    xml_escape(&bucket),
-                    xml_escape(&key),
-                    xml_escape(&meta.etag)
-                ),
-            ))
+            Some((a, b))
         }
-        _ => Err(err(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            format!("{method} on an object with this query is not supported by Wisp"),
-        )),
+    };
+    let s2 = store.clone();
+    let etag = blocking(move || s2.put_part_copy(&upload, n, (&sb, &sk), range)).await?;
+    Ok(xml_response(
+        StatusCode::OK,
+        format!(
+            "<CopyPartResult xmlns=\"{XMLNS}\"><LastModified>{}</LastModified><ETag>{}</ETag></CopyPartResult>",
+            iso8601(now_ms()),
+            xml_escape(&etag)
+        ),
+    ))
+}
+
+fn number_param(q: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, S3Error> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("{name} must be a non-negative number, got {v:?}"),
+            )
+        }),
     }
+}
+
+async fn list_parts(
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    (bucket, key): (String, String),
+    q: &HashMap<String, String>,
+) -> Result<Response, S3Error> {
+    let max = number_param(q, "max-parts", 1000)?.min(1000) as usize;
+    let marker = number_param(q, "part-number-marker", 0)?;
+    let id = q["uploadId"].clone();
+    let (b2, k2, i2) = (bucket.clone(), key.clone(), id.clone());
+    let parts = blocking(move || {
+        let up = store.upload(&ns, &b2, &k2, &i2)?;
+        store.list_parts(&up)
+    })
+    .await?;
+    let after: Vec<_> = parts
+        .into_iter()
+        .filter(|(n, _, _)| u64::from(*n) > marker)
+        .collect();
+    let truncated = after.len() > max;
+    let page = &after[..after.len().min(max)];
+    let mut xml = format!(
+        "<ListPartsResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{}</UploadId><StorageClass>STANDARD</StorageClass><PartNumberMarker>{marker}</PartNumberMarker><MaxParts>{max}</MaxParts><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&bucket),
+        xml_escape(&key),
+        xml_escape(&id)
+    );
+    if let Some((n, _, _)) = page.last() {
+        xml.push_str(&format!("<NextPartNumberMarker>{n}</NextPartNumberMarker>"));
+    }
+    for (n, size, etag) in page {
+        xml.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag><Size>{size}</Size></Part>",
+            xml_escape(etag)
+        ));
+    }
+    xml.push_str("</ListPartsResult>");
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
+async fn list_uploads(
+    store: Arc<ObjectStore>,
+    ns: Namespace,
+    bucket: String,
+    q: &HashMap<String, String>,
+) -> Result<Response, S3Error> {
+    let max = number_param(q, "max-uploads", 1000)?.min(1000) as usize;
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let delimiter = q.get("delimiter").cloned().filter(|d| !d.is_empty());
+    let key_marker = q.get("key-marker").cloned().unwrap_or_default();
+    let id_marker = q.get("upload-id-marker").cloned().unwrap_or_default();
+    let b2 = bucket.clone();
+    let all = blocking(move || store.list_uploads(&ns, &b2)).await?;
+    let mut uploads = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut truncated = false;
+    let mut next = None;
+    for (key, id, created) in all {
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        if !key_marker.is_empty()
+            && (key.as_str() < key_marker.as_str()
+                || (key == key_marker
+                    && (id_marker.is_empty() || id.as_str() <= id_marker.as_str())))
+        {
+            continue;
+        }
+        let cp = delimiter.as_ref().and_then(|d| {
+            key[prefix.len()..]
+                .find(d.as_str())
+                .map(|i| key[..prefix.len() + i + d.len()].to_string())
+        });
+        if let Some(cp) = &cp
+            && prefixes.last() == Some(cp)
+        {
+            continue;
+        }
+        if uploads.len() + prefixes.len() == max {
+            truncated = true;
+            break;
+        }
+        next = Some((key.clone(), id.clone()));
+        match cp {
+            Some(cp) => prefixes.push(cp),
+            None => uploads.push((key, id, created)),
+        }
+    }
+    let mut xml = format!(
+        "<ListMultipartUploadsResult xmlns=\"{XMLNS}\"><Bucket>{}</Bucket><KeyMarker>{}</KeyMarker><UploadIdMarker>{}</UploadIdMarker><Prefix>{}</Prefix><MaxUploads>{max}</MaxUploads><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&bucket),
+        xml_escape(&key_marker),
+        xml_escape(&id_marker),
+        xml_escape(&prefix)
+    );
+    if let Some(d) = &delimiter {
+        xml.push_str(&format!("<Delimiter>{}</Delimiter>", xml_escape(d)));
+    }
+    if truncated && let Some((k, i)) = &next {
+        xml.push_str(&format!(
+            "<NextKeyMarker>{}</NextKeyMarker><NextUploadIdMarker>{}</NextUploadIdMarker>",
+            xml_escape(k),
+            xml_escape(i)
+        ));
+    }
+    for (key, id, created) in &uploads {
+        xml.push_str(&format!(
+            "<Upload><Key>{}</Key><UploadId>{}</UploadId><Initiated>{}</Initiated><StorageClass>STANDARD</StorageClass></Upload>",
+            xml_escape(key),
+            xml_escape(id),
+            iso8601(*created)
+        ));
+    }
+    for p in &prefixes {
+        xml.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            xml_escape(p)
+        ));
+    }
+    xml.push_str("</ListMultipartUploadsResult>");
+    Ok(xml_response(StatusCode::OK, xml))
 }
 
 async fn list_buckets(store: Arc<ObjectStore>, ns: Namespace) -> Result<Response, S3Error> {
@@ -621,24 +993,50 @@ async fn list_objects(
     store: Arc<ObjectStore>,
     ns: Namespace,
     bucket: String,
+    op: Op,
     q: &HashMap<String, String>,
 ) -> Result<Response, S3Error> {
-    let v2 = q.get("list-type").map(String::as_str) == Some("2");
+    let v2 = op == Op::ListObjectsV2;
+    let versions = op == Op::ListObjectVersions;
+    if v2 && q.get("list-type").map(String::as_str) != Some("2") {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "list-type must be 2 (ListObjectsV2), or left out (ListObjects)",
+        ));
+    }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let delimiter = q.get("delimiter").cloned().filter(|d| !d.is_empty());
-    let max = q
-        .get("max-keys")
-        .and_then(|m| m.parse::<usize>().ok())
-        .unwrap_or(MAX_KEYS)
-        .min(MAX_KEYS);
+    let max = match q.get("max-keys") {
+        None => MAX_KEYS,
+        Some(m) => m.parse::<usize>().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("max-keys must be a number from 0 to {MAX_KEYS}, got {m:?}"),
+            )
+        })?,
+    }
+    .min(MAX_KEYS);
     let url = q.get("encoding-type").map(String::as_str) == Some("url");
     let after = if v2 {
         match q.get("continuation-token") {
             Some(t) => Some(token_decode(t)?),
             None => q.get("start-after").cloned(),
         }
+    } else if versions {
+        q.get("key-marker").cloned().filter(|m| !m.is_empty())
     } else {
-        q.get("marker").cloned()
+        // A marker that is a common prefix (the NextMarker of a page cut
+        // there) skips every key under it.
+        q.get("marker").cloned().map(|m| match &delimiter {
+            Some(d)
+                if m.starts_with(&prefix) && m.len() > prefix.len() && m.ends_with(d.as_str()) =>
+            {
+                format!("{m}\u{10FFFF}")
+            }
+            _ => m,
+        })
     };
     let (b2, p2, d2) = (bucket.clone(), prefix.clone(), delimiter.clone());
     let listing =
@@ -659,10 +1057,30 @@ async fn list_objects(
         }
     };
     let truncated = listing.next_after.is_some();
+    if versions {
+        return Ok(xml_response(
+            StatusCode::OK,
+            versions_xml(
+                &bucket,
+                &prefix,
+                delimiter.as_deref(),
+                max,
+                q,
+                &listing,
+                enc,
+            ),
+        ));
+    }
     let mut xml = format!(
         "<ListBucketResult xmlns=\"{XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix><MaxKeys>{max}</MaxKeys><IsTruncated>{truncated}</IsTruncated>",
         xml_escape(&bucket),
-        enc(&prefix)
+        // V2 encodes Prefix with encoding-type=url, V1 does not (clients
+        // decode it only in V2).
+        if v2 {
+            enc(&prefix)
+        } else {
+            xml_escape(&prefix)
+        }
     );
     if let Some(d) = &delimiter {
         xml.push_str(&format!("<Delimiter>{}</Delimiter>", enc(d)));
@@ -675,6 +1093,9 @@ async fn list_objects(
             "<KeyCount>{}</KeyCount>",
             listing.objects.len() + listing.common_prefixes.len()
         ));
+        if let Some(a) = q.get("start-after") {
+            xml.push_str(&format!("<StartAfter>{}</StartAfter>", enc(a)));
+        }
         if let Some(t) = q.get("continuation-token") {
             xml.push_str(&format!(
                 "<ContinuationToken>{}</ContinuationToken>",
@@ -692,8 +1113,14 @@ async fn list_objects(
             "<Marker>{}</Marker>",
             enc(q.get("marker").map(String::as_str).unwrap_or(""))
         ));
-        if let Some(a) = &listing.next_after {
-            xml.push_str(&format!("<NextMarker>{}</NextMarker>", enc(a)));
+        // As S3: NextMarker only with a delimiter (else the last key is
+        // the marker), the last key or common prefix of the page.
+        if let (Some(_), Some(_)) = (&listing.next_after, &delimiter) {
+            let last_key = listing.objects.last().map(|m| m.key.as_str());
+            let last_prefix = listing.common_prefixes.last().map(String::as_str);
+            if let Some(last) = last_key.max(last_prefix) {
+                xml.push_str(&format!("<NextMarker>{}</NextMarker>", enc(last)));
+            }
         }
     }
     for m in &listing.objects {
@@ -715,6 +1142,57 @@ async fn list_objects(
     Ok(xml_response(StatusCode::OK, xml))
 }
 
+/// ListObjectVersions of a bucket that was never versioned: one version
+/// of each object, `null`.
+fn versions_xml(
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    max: usize,
+    q: &HashMap<String, String>,
+    listing: &wisp_objects::Listing,
+    enc: impl Fn(&str) -> String,
+) -> String {
+    let mut xml = format!(
+        "<ListVersionsResult xmlns=\"{XMLNS}\"><Name>{}</Name><Prefix>{}</Prefix><KeyMarker>{}</KeyMarker><VersionIdMarker>{}</VersionIdMarker><MaxKeys>{max}</MaxKeys><IsTruncated>{}</IsTruncated>",
+        xml_escape(bucket),
+        enc(prefix),
+        enc(q.get("key-marker").map(String::as_str).unwrap_or("")),
+        xml_escape(q.get("version-id-marker").map(String::as_str).unwrap_or("")),
+        listing.next_after.is_some()
+    );
+    if let Some(d) = delimiter {
+        xml.push_str(&format!("<Delimiter>{}</Delimiter>", enc(d)));
+    }
+    if q.get("encoding-type").map(String::as_str) == Some("url") {
+        // Clients decode keys only when told they are encoded.
+        xml.push_str("<EncodingType>url</EncodingType>");
+    }
+    if let Some(a) = &listing.next_after {
+        xml.push_str(&format!(
+            "<NextKeyMarker>{}</NextKeyMarker><NextVersionIdMarker>null</NextVersionIdMarker>",
+            enc(a)
+        ));
+    }
+    for m in &listing.objects {
+        xml.push_str(&format!(
+            "<Version><Key>{}</Key><VersionId>null</VersionId><IsLatest>true</IsLatest><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Version>",
+            enc(&m.key),
+            iso8601(m.modified_ms),
+            xml_escape(&m.etag),
+            m.size
+        ));
+    }
+    for p in &listing.common_prefixes {
+        xml.push_str(&format!(
+            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+            enc(p)
+        ));
+    }
+    xml.push_str("</ListVersionsResult>");
+    xml
+}
+
 /// Content type and `x-amz-meta-*` of a write.
 fn content_meta(h: &HeaderMap) -> (String, BTreeMap<String, String>) {
     let ct = h
@@ -726,7 +1204,13 @@ fn content_meta(h: &HeaderMap) -> (String, BTreeMap<String, String>) {
         .iter()
         .filter_map(|(k, v)| {
             let name = k.as_str().strip_prefix("x-amz-meta-")?;
-            Some((name.to_string(), v.to_str().ok()?.to_string()))
+            // UTF-8 values are kept as they are (not only ASCII); other
+            // bytes are read as Latin-1.
+            let value = match std::str::from_utf8(v.as_bytes()) {
+                Ok(t) => t.to_string(),
+                Err(_) => v.as_bytes().iter().map(|&b| b as char).collect(),
+            };
+            Some((name.to_string(), value))
         })
         .collect();
     (ct, md)
@@ -880,6 +1364,7 @@ async fn put_object(
     if !blocking(move || s2.bucket_exists(&n2, &b2)).await? {
         return Err(ObjectError::NoSuchBucket(bucket).into());
     }
+    check_write_conditions(&store, &ns, (&bucket, &key), req.headers()).await?;
     let small = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -908,7 +1393,8 @@ async fn copy_object(
     h: &HeaderMap,
 ) -> Result<Response, S3Error> {
     let ns = caller.ns.clone();
-    let src = src.split('?').next().unwrap_or("").trim_start_matches('/');
+    // (The query, `?versionId=`, was cut before decoding: a key may hold '?'.)
+    let src = src.trim_start_matches('/');
     let Some((sb, sk)) = src.split_once('/') else {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -920,6 +1406,15 @@ async fn copy_object(
     let replace = h
         .get("x-amz-metadata-directive")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
+    if (sb.as_str(), sk.as_str()) == (bucket.as_str(), key.as_str()) && !replace {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata (send x-amz-metadata-directive: REPLACE)",
+        ));
+    }
+    check_copy_source(&store, &ns, (&sb, &sk), h).await?;
+    check_write_conditions(&store, &ns, (&bucket, &key), h).await?;
     let (ct, md) = content_meta(h);
     let (n2, b2, k2) = (ns.clone(), bucket.clone(), key.clone());
     let meta = blocking(move || {
@@ -942,6 +1437,69 @@ async fn copy_object(
     ))
 }
 
+/// The `x-amz-copy-source-if-*` conditions of a copy, on its source:
+/// any that does not hold → 412 PreconditionFailed.
+async fn check_copy_source(
+    store: &Arc<ObjectStore>,
+    ns: &Namespace,
+    (sb, sk): (&str, &str),
+    h: &HeaderMap,
+) -> Result<ObjectMeta, S3Error> {
+    let c = Conditions::from_headers(h, "x-amz-copy-source-");
+    let (s2, n2, b2, k2) = (store.clone(), ns.clone(), sb.to_string(), sk.to_string());
+    let meta = blocking(move || s2.head(&n2, &b2, &k2)).await?;
+    if c.check(&meta.etag, meta.modified_ms) != Verdict::Proceed {
+        return Err(err(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "At least one of the x-amz-copy-source-if-* preconditions you specified did not hold",
+        ));
+    }
+    Ok(meta)
+}
+
+/// Conditional writes: `If-None-Match: *` (only if the key is free) and
+/// `If-Match: ETAG` (only over that object) → 412 PreconditionFailed, or
+/// 404 NoSuchKey for If-Match on a missing key. Checked before the write,
+/// not atomically with it.
+async fn check_write_conditions(
+    store: &Arc<ObjectStore>,
+    ns: &Namespace,
+    (bucket, key): (&str, &str),
+    h: &HeaderMap,
+) -> Result<(), S3Error> {
+    let c = Conditions::from_headers(h, "");
+    if c.if_match.is_none() && c.if_none_match.is_none() {
+        return Ok(());
+    }
+    let (s2, n2, b2, k2) = (
+        store.clone(),
+        ns.clone(),
+        bucket.to_string(),
+        key.to_string(),
+    );
+    let existing = match blocking(move || s2.head(&n2, &b2, &k2)).await {
+        Ok(m) => Some(m),
+        Err(S3Error {
+            code: "NoSuchKey", ..
+        }) => None,
+        Err(e) => return Err(e),
+    };
+    let failed = || {
+        err(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "At least one of the preconditions you specified did not hold (If-Match / If-None-Match); nothing was written",
+        )
+    };
+    match (&existing, &c.if_match, &c.if_none_match) {
+        (None, Some(_), _) => Err(ObjectError::NoSuchKey(key.to_string()).into()),
+        (Some(m), Some(want), _) if !cond::etag_matches(want, &m.etag) => Err(failed()),
+        (Some(m), _, Some(none)) if cond::etag_matches(none, &m.etag) => Err(failed()),
+        _ => Ok(()),
+    }
+}
+
 async fn delete_objects(
     st: &AppState,
     store: Arc<ObjectStore>,
@@ -950,8 +1508,30 @@ async fn delete_objects(
     body: &str,
 ) -> Result<Response, S3Error> {
     let ns = caller.ns.clone();
-    let keys = xml_all(body, "Key");
+    let objects = xml_all_raw(body, "Object");
     let quiet = xml_all(body, "Quiet").first().is_some_and(|q| q == "true");
+    let mut keys = Vec::with_capacity(objects.len());
+    for o in &objects {
+        let Some(k) = xml_all(o, "Key").into_iter().next() else {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "MalformedXML",
+                "every Object needs a Key",
+            ));
+        };
+        if let Some(v) = xml_all(o, "VersionId").first()
+            && v != "null"
+        {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!(
+                    "Invalid version id specified for {k:?}: {v:?} (Wisp keeps one version of each object, \"null\"); nothing was deleted"
+                ),
+            ));
+        }
+        keys.push(k);
+    }
     if keys.len() > 1000 {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -1051,7 +1631,7 @@ fn object_headers(m: &ObjectMeta) -> Vec<(header::HeaderName, HeaderValue)> {
     ];
     for (k, v) in &m.metadata {
         if let Ok(name) = header::HeaderName::from_bytes(format!("x-amz-meta-{k}").as_bytes()) {
-            h.push((name, HeaderValue::from_str(v).ok()));
+            h.push((name, HeaderValue::from_bytes(v.as_bytes()).ok()));
         }
     }
     h.into_iter()
@@ -1062,9 +1642,9 @@ fn object_headers(m: &ObjectMeta) -> Vec<(header::HeaderName, HeaderValue)> {
 async fn get_object(
     store: Arc<ObjectStore>,
     ns: Namespace,
-    bucket: String,
-    key: String,
+    (bucket, key): (String, String),
     h: &HeaderMap,
+    q: &HashMap<String, String>,
     head: bool,
 ) -> Result<Response, S3Error> {
     let (meta, file) = if head {
@@ -1074,16 +1654,25 @@ async fn get_object(
         let (m, f) = blocking(move || store.open_read(&ns, &bucket, &key)).await?;
         (m, Some(f))
     };
-    // Conditional GETs on the ETag.
-    if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
-        && (inm == "*" || inm.split(',').any(|t| t.trim() == meta.etag))
-    {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(
-            header::ETAG,
-            HeaderValue::from_str(&meta.etag).unwrap_or(HeaderValue::from_static("")),
-        );
-        return Ok(r);
+    // Conditional GETs: ETag and modification time.
+    match Conditions::from_headers(h, "").check(&meta.etag, meta.modified_ms) {
+        Verdict::Proceed => {}
+        Verdict::Failed => {
+            return Err(err(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                "At least one of the preconditions you specified did not hold (If-Match, If-Unmodified-Since)",
+            ));
+        }
+        Verdict::NotModified => {
+            let mut r = StatusCode::NOT_MODIFIED.into_response();
+            for (k, v) in object_headers(&meta) {
+                if k == header::ETAG || k == header::LAST_MODIFIED {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            return Ok(r);
+        }
     }
     let range = parse_range(h, meta.size)?;
     let (status, start, len) = match range {
@@ -1102,6 +1691,21 @@ async fn get_object(
         r = r.header(k, v);
     }
     r = r.header(header::CONTENT_LENGTH, len);
+    // response-content-* overrides (signed requests only, as all are here).
+    for (param, name) in [
+        ("response-content-type", header::CONTENT_TYPE),
+        ("response-content-language", header::CONTENT_LANGUAGE),
+        ("response-expires", header::EXPIRES),
+        ("response-cache-control", header::CACHE_CONTROL),
+        ("response-content-disposition", header::CONTENT_DISPOSITION),
+        ("response-content-encoding", header::CONTENT_ENCODING),
+    ] {
+        if let Some(v) = q.get(param).and_then(|v| HeaderValue::from_str(v).ok())
+            && let Some(hs) = r.headers_mut()
+        {
+            hs.insert(name, v);
+        }
+    }
     if range.is_some() {
         r = r.header(
             header::CONTENT_RANGE,
@@ -1173,11 +1777,13 @@ impl wisp_exec_wasm::ObjectsHook for FunctionObjects {
                 function: Some((caller.function, caller.grants)),
             };
             let method = req.method().clone();
+            let id = wisp_core::ActivationId::generate().to_string();
             let resp = match dispatch_as(&st, who, req).await {
                 Ok(r) => r,
-                Err(e) => error_response(e, &resource, head),
+                Err(e) => error_response(e, &resource, head, &id),
             };
             count(&method, &resp);
+            let resp = with_request_id(resp, &id);
             resp.map(|b| {
                 b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))
                     .boxed_unsync()

@@ -23,7 +23,15 @@ use wisp_core::{
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/namespaces", get(list_namespaces).post(create_namespace))
-        .route("/namespaces/{name}", delete(delete_namespace))
+        .route(
+            "/namespaces/{name}",
+            delete(delete_namespace).patch(update_namespace),
+        )
+        .route("/namespaces/{name}/domains", get(list_domains))
+        .route(
+            "/namespaces/{name}/domains/{host}",
+            put(add_domain).delete(remove_domain),
+        )
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", delete(delete_token))
         .route("/routes", get(list_routes).post(add_route))
@@ -57,7 +65,10 @@ async fn list_namespaces(State(st): State<AppState>, scope: Scope) -> Result<Res
     let list: Vec<_> = all
         .into_iter()
         .filter(|(n, _)| scope.node_admin || *n == scope.ns)
-        .map(|(n, t)| json!({"name": n, "created_ms": t}))
+        .map(|(n, t)| {
+            let limits = st.engine.namespace_limits(&n);
+            json!({"name": n, "created_ms": t, "shared_routes": st.gate.shares_routes(&n), "domains": st.gate.domains_of(&n), "limits": limits})
+        })
         .collect();
     Ok(Json(list).into_response())
 }
@@ -78,6 +89,111 @@ fn node_admin_only(scope: &Scope, what: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct NamespaceRequest {
     name: String,
+    /// May it add routes without a host (the shared host-less space)?
+    #[serde(default)]
+    shared_routes: bool,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    max_instances: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceUpdate {
+    #[serde(default)]
+    shared_routes: Option<bool>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    max_instances: Option<u32>,
+}
+
+/// The namespace in the path, which must exist.
+fn existing_ns(st: &AppState, name: String) -> Result<Namespace, ApiError> {
+    let ns = Namespace::new(name)
+        .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))?;
+    if !st.gate.tenancy.exists(&ns) {
+        return Err(not_found(
+            "namespace_not_found",
+            format!("namespace {ns:?} does not exist (wisp ns ls lists namespaces)"),
+        ));
+    }
+    Ok(ns)
+}
+
+async fn update_namespace(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "change namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    let req: NamespaceUpdate = json_body(&body)?;
+    let limits = wisp_core::NamespaceLimits {
+        max_concurrency: req.max_concurrency,
+        max_instances: req.max_instances,
+    };
+    limits.validate().map_err(invalid("invalid_limits"))?;
+    let limits = if limits != wisp_core::NamespaceLimits::default() {
+        st.engine.set_namespace_limits(&ns, limits).await?
+    } else {
+        st.engine.namespace_limits(&ns)
+    };
+    if let Some(allowed) = req.shared_routes {
+        st.gate.set_shared_routes(&ns, allowed).await?;
+    }
+    Ok(Json(json!({"name": ns, "shared_routes": st.gate.shares_routes(&ns), "domains": st.gate.domains_of(&ns), "limits": limits})).into_response())
+}
+
+async fn list_domains(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "list the hosts of namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    Ok(Json(st.gate.domains_of(&ns)).into_response())
+}
+
+async fn add_domain(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path((name, host)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "assign hosts to namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    let host = wisp_core::normalize_host(&host).map_err(invalid("invalid_host"))?;
+    let added = st.gate.add_domain(&ns, &host).await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"namespace": ns, "host": host, "added": added})),
+    )
+        .into_response())
+}
+
+async fn remove_domain(
+    State(st): State<AppState>,
+    scope: Scope,
+    Path((name, host)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    node_admin_only(&scope, "take hosts from namespaces")?;
+    let ns = existing_ns(&st, name)?;
+    let host = wisp_core::normalize_host(&host).map_err(invalid("invalid_host"))?;
+    if st.gate.remove_domain(&ns, &host).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found(
+            "host_not_found",
+            format!("host {host:?} is not assigned to namespace {ns:?} (wisp ns domain ls {ns})"),
+        ))
+    }
 }
 
 async fn create_namespace(
@@ -89,19 +205,45 @@ async fn create_namespace(
     let req: NamespaceRequest = json_body(&body)?;
     let ns = Namespace::new(req.name)
         .map_err(|e| ApiError::bad_request("invalid_namespace", e.to_string()))?;
+    let limits = wisp_core::NamespaceLimits {
+        max_concurrency: req.max_concurrency,
+        max_instances: req.max_instances,
+    };
+    limits.validate().map_err(invalid("invalid_limits"))?;
     let created = st.gate.create_namespace(&ns).await?;
+    if req.shared_routes {
+        st.gate.set_shared_routes(&ns, true).await?;
+    }
+    let limits = if created || limits != wisp_core::NamespaceLimits::default() {
+        st.engine.set_namespace_limits(&ns, limits).await?
+    } else {
+        st.engine.namespace_limits(&ns)
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({"name": ns, "created": created}))).into_response())
+    Ok((
+        status,
+        Json(json!({"name": ns, "created": created, "limits": limits})),
+    )
+        .into_response())
+}
+
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteNamespaceQuery {
+    #[serde(default)]
+    force: bool,
 }
 
 async fn delete_namespace(
     State(st): State<AppState>,
     scope: Scope,
     Path(name): Path<String>,
+    Query(q): Query<DeleteNamespaceQuery>,
 ) -> Result<Response, ApiError> {
     node_admin_only(&scope, "delete namespaces")?;
     let ns = Namespace::new(name)
@@ -118,20 +260,32 @@ async fn delete_namespace(
             format!("namespace {ns:?} does not exist (wisp ns ls lists namespaces)"),
         ));
     }
-    let functions = st.engine.list_functions(Some(&ns)).await.len();
-    let routes = st.gate.list_routes(&ns).len();
-    let triggers = st.engine.list_triggers(&ns).len();
-    let topics = st.engine.list_topics(&ns).len();
-    if functions + routes + triggers + topics > 0 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "namespace_not_empty",
-            format!(
-                "namespace {ns:?} still holds {functions} function(s), {routes} route(s), {triggers} trigger(s) and {topics} topic(s): remove them first"
-            ),
-        ));
+    if !q.force {
+        let mut held = st.engine.holdings(&ns).await?.describe();
+        let count = |n: usize, what: &str| {
+            (n > 0).then(|| format!("{n} {what}{}", if n == 1 { "" } else { "s" }))
+        };
+        held.extend(count(st.gate.list_routes(&ns).len(), "route"));
+        held.extend(count(st.gate.list_keys(&ns).len(), "API key"));
+        held.extend(count(st.gate.list_tokens(&ns).await?.len(), "token"));
+        held.extend(count(st.gate.list_access_keys(&ns).len(), "access key"));
+        held.extend(count(st.gate.domains_of(&ns).len(), "host"));
+        if !held.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "namespace_not_empty",
+                format!(
+                    "namespace {ns:?} still holds {}: remove them first, or delete it with everything in it (`wisp ns rm {ns} --force`, which cannot be undone)",
+                    held.join(", ")
+                ),
+            ));
+        }
     }
+    // Everything of it, then the namespace with its tokens, keys, secrets,
+    // routes, hosts and logs.
+    st.engine.purge_namespace(&ns).await?;
     st.gate.delete_namespace(&ns).await?;
+    st.engine.forget_namespace_limits(&ns);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

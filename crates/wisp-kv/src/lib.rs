@@ -17,6 +17,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -42,13 +43,33 @@ struct Entry {
     version: u64,
 }
 
+/// What one op of a write changed in memory: enough to take it back
+/// (`prior`) and to make it again (`version`, the op's own value).
+enum Undo {
+    /// A key was set (the op is a `Set`) with this version.
+    Put { prior: Option<Entry>, version: u64 },
+    /// A key was removed (the op is a `Delete`).
+    Removed { prior: Entry },
+    /// The bucket was made (the op is a `CreateBucket`).
+    CreatedBucket,
+    /// The bucket was removed with everything in it.
+    DeletedBucket(Bucket),
+}
+
 struct Write {
     ops: Vec<KvOp>,
+    /// One per op, in the same order.
+    undo: Vec<Undo>,
+    /// Computed from the value it replaces (an increment, a swap): not
+    /// replayed on its own once a write before it failed.
+    conditional: bool,
     done: oneshot::Sender<Result<(), KvError>>,
 }
 
+type Map = Arc<RwLock<HashMap<Key, Bucket>>>;
+
 struct Inner {
-    buckets: RwLock<HashMap<Key, Bucket>>,
+    buckets: Map,
     writer: std::sync::mpsc::Sender<Write>,
     version: AtomicU64,
     listener: std::sync::OnceLock<Listener>,
@@ -140,13 +161,15 @@ impl Kv {
             );
         }
         let (tx, rx) = std::sync::mpsc::channel::<Write>();
+        let map: Map = Arc::new(RwLock::new(buckets));
+        let writer_map = map.clone();
         std::thread::Builder::new()
             .name("wisp-kv-writer".into())
-            .spawn(move || write_loop(store, rx))
+            .spawn(move || write_loop(store, rx, writer_map))
             .map_err(|e| KvError::Store(format!("starting the writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                buckets: RwLock::new(buckets),
+                buckets: map,
                 writer: tx,
                 version: AtomicU64::new(version),
                 listener: std::sync::OnceLock::new(),
@@ -188,10 +211,7 @@ impl Kv {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Bucket>> {
-        self.inner
-            .buckets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_write(&self.inner.buckets)
     }
 
     fn next_version(&self) -> u64 {
@@ -200,13 +220,28 @@ impl Kv {
 
     /// Queues `ops` for the writer (call with the write lock held, so the
     /// writer sees changes in the order memory did) and returns what
-    /// resolves once they are committed.
-    fn persist(&self, ops: Vec<KvOp>) -> oneshot::Receiver<Result<(), KvError>> {
+    /// resolves once they are committed. `undo` says how to take each op
+    /// back out of memory if it cannot be stored.
+    fn persist(
+        &self,
+        map: &mut HashMap<Key, Bucket>,
+        ops: Vec<KvOp>,
+        undo: Vec<Undo>,
+        conditional: bool,
+    ) -> oneshot::Receiver<Result<(), KvError>> {
         let (done, rx) = oneshot::channel();
-        if let Err(e) = self.inner.writer.send(Write { ops, done }) {
-            let _ =
-                e.0.done
-                    .send(Err(KvError::Store("the writer thread is gone".into())));
+        if let Err(e) = self.inner.writer.send(Write {
+            ops,
+            undo,
+            conditional,
+            done,
+        }) {
+            // No writer to store it: take it back now.
+            let w = e.0;
+            undo_write(map, &w.ops, w.undo);
+            let _ = w
+                .done
+                .send(Err(KvError::Store("the writer thread is gone".into())));
         }
         rx
     }
@@ -242,10 +277,15 @@ impl Kv {
                 return Ok(false);
             }
             map.insert(key, Bucket::default());
-            self.persist(vec![KvOp::CreateBucket {
-                namespace: ns.clone(),
-                bucket: bucket.to_string(),
-            }])
+            self.persist(
+                &mut map,
+                vec![KvOp::CreateBucket {
+                    namespace: ns.clone(),
+                    bucket: bucket.to_string(),
+                }],
+                vec![Undo::CreatedBucket],
+                false,
+            )
         };
         Self::committed(rx).await.map(|()| true)
     }
@@ -254,13 +294,18 @@ impl Kv {
     pub async fn delete_bucket(&self, ns: &Namespace, bucket: &str) -> Result<bool, KvError> {
         let rx = {
             let mut map = self.write();
-            if map.remove(&(ns.clone(), bucket.to_string())).is_none() {
+            let Some(old) = map.remove(&(ns.clone(), bucket.to_string())) else {
                 return Ok(false);
-            }
-            self.persist(vec![KvOp::DeleteBucket {
-                namespace: ns.clone(),
-                bucket: bucket.to_string(),
-            }])
+            };
+            self.persist(
+                &mut map,
+                vec![KvOp::DeleteBucket {
+                    namespace: ns.clone(),
+                    bucket: bucket.to_string(),
+                }],
+                vec![Undo::DeletedBucket(old)],
+                false,
+            )
         };
         Self::committed(rx).await.map(|()| true)
     }
@@ -325,16 +370,19 @@ impl Kv {
         let rx = {
             let mut map = self.write();
             let mut ops = Vec::with_capacity(2);
-            let b = self.bucket_mut(&mut map, ns, bucket, &mut ops);
+            let mut undo = Vec::with_capacity(2);
+            let b = self.bucket_mut(&mut map, ns, bucket, &mut ops, &mut undo);
             let version = self.next_version();
-            put(b, key, value.clone(), version);
+            let value_vec = value.to_vec();
+            let prior = put(b, key, value, version);
             ops.push(KvOp::Set {
                 namespace: ns.clone(),
                 bucket: bucket.to_string(),
                 key: key.to_string(),
-                value: value.to_vec(),
+                value: value_vec,
             });
-            self.persist(ops)
+            undo.push(Undo::Put { prior, version });
+            self.persist(&mut map, ops, undo, false)
         };
         Self::committed(rx).await?;
         self.changed((ns, bucket, key), Some(size), by).await
@@ -347,6 +395,7 @@ impl Kv {
         ns: &Namespace,
         bucket: &str,
         ops: &mut Vec<KvOp>,
+        undo: &mut Vec<Undo>,
     ) -> &'m mut Bucket {
         let key = (ns.clone(), bucket.to_string());
         if !map.contains_key(&key) {
@@ -354,6 +403,7 @@ impl Kv {
                 namespace: ns.clone(),
                 bucket: bucket.to_string(),
             });
+            undo.push(Undo::CreatedBucket);
         }
         map.entry(key).or_default()
     }
@@ -375,11 +425,16 @@ impl Kv {
                 return Ok(false);
             };
             b.bytes -= (key.len() + old.value.len()) as u64;
-            self.persist(vec![KvOp::Delete {
-                namespace: ns.clone(),
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            }])
+            self.persist(
+                &mut map,
+                vec![KvOp::Delete {
+                    namespace: ns.clone(),
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                }],
+                vec![Undo::Removed { prior: old }],
+                false,
+            )
         };
         Self::committed(rx).await?;
         self.changed((ns, bucket, key), None, by).await?;
@@ -450,17 +505,19 @@ impl Kv {
                 .checked_add(delta)
                 .ok_or_else(|| KvError::Overflow(key.to_string()))?;
             let mut ops = Vec::with_capacity(2);
+            let mut undo = Vec::with_capacity(2);
             let version = self.next_version();
-            let b = self.bucket_mut(&mut map, ns, bucket, &mut ops);
-            let value = Bytes::from(n.to_string());
-            put(b, key, value.clone(), version);
+            let b = self.bucket_mut(&mut map, ns, bucket, &mut ops, &mut undo);
+            let value = n.to_string().into_bytes();
+            let prior = put(b, key, Bytes::from(value.clone()), version);
             ops.push(KvOp::Set {
                 namespace: ns.clone(),
                 bucket: bucket.to_string(),
                 key: key.to_string(),
-                value: value.to_vec(),
+                value,
             });
-            (n, self.persist(ops))
+            undo.push(Undo::Put { prior, version });
+            (n, self.persist(&mut map, ops, undo, true))
         };
         Self::committed(rx).await?;
         let size = n.to_string().len() as u64;
@@ -506,13 +563,19 @@ impl Kv {
                 return Err(SwapError::Changed(fresh));
             }
             let version = self.next_version();
-            put(b, &cas.key, value.clone(), version);
-            self.persist(vec![KvOp::Set {
-                namespace: cas.namespace,
-                bucket: cas.bucket,
-                key: cas.key,
-                value: value.to_vec(),
-            }])
+            let value_vec = value.to_vec();
+            let prior = put(b, &cas.key, value, version);
+            self.persist(
+                &mut map,
+                vec![KvOp::Set {
+                    namespace: cas.namespace,
+                    bucket: cas.bucket,
+                    key: cas.key,
+                    value: value_vec,
+                }],
+                vec![Undo::Put { prior, version }],
+                true,
+            )
         };
         Self::committed(rx).await.map_err(SwapError::Store)?;
         self.changed((&ns, &bucket, &key), Some(size), by)
@@ -521,17 +584,180 @@ impl Kv {
     }
 }
 
-fn put(b: &mut Bucket, key: &str, value: Bytes, version: u64) {
+/// Sets `key` in memory; returns the entry it replaced.
+fn put(b: &mut Bucket, key: &str, value: Bytes, version: u64) -> Option<Entry> {
     let added = (key.len() + value.len()) as u64;
-    match b.entries.insert(key.to_string(), Entry { value, version }) {
+    let old = b.entries.insert(key.to_string(), Entry { value, version });
+    match &old {
         Some(old) => b.bytes = b.bytes - (key.len() + old.value.len()) as u64 + added,
         None => b.bytes += added,
+    }
+    old
+}
+
+/// Puts back (or removes) `key` as it was.
+fn restore(b: &mut Bucket, key: &str, prior: Option<Entry>) {
+    match prior {
+        Some(e) => {
+            put(b, key, e.value, e.version);
+        }
+        None => {
+            if let Some(old) = b.entries.remove(key) {
+                b.bytes -= (key.len() + old.value.len()) as u64;
+            }
+        }
+    }
+}
+
+fn lock_write(map: &Map) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Bucket>> {
+    map.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes a write's ops back out of memory, last op first. Exact when
+/// every write applied after it has been taken back first.
+fn undo_write(map: &mut HashMap<Key, Bucket>, ops: &[KvOp], undo: Vec<Undo>) {
+    for (op, u) in ops.iter().zip(undo).rev() {
+        match (op, u) {
+            (
+                KvOp::Set {
+                    namespace,
+                    bucket,
+                    key,
+                    ..
+                },
+                Undo::Put { prior, .. },
+            ) => {
+                if let Some(b) = map.get_mut(&(namespace.clone(), bucket.clone())) {
+                    restore(b, key, prior);
+                }
+            }
+            (
+                KvOp::Delete {
+                    namespace,
+                    bucket,
+                    key,
+                },
+                Undo::Removed { prior },
+            ) => {
+                if let Some(b) = map.get_mut(&(namespace.clone(), bucket.clone())) {
+                    restore(b, key, Some(prior));
+                }
+            }
+            (KvOp::CreateBucket { namespace, bucket }, Undo::CreatedBucket) => {
+                map.remove(&(namespace.clone(), bucket.clone()));
+            }
+            (KvOp::DeleteBucket { namespace, bucket }, Undo::DeletedBucket(old)) => {
+                map.insert((namespace.clone(), bucket.clone()), old);
+            }
+            // `persist` pairs every op with its own kind of undo.
+            _ => {}
+        }
+    }
+}
+
+/// Makes a write's ops in memory again, after they were stored on their
+/// own (see [`recover`]).
+fn redo_write(map: &mut HashMap<Key, Bucket>, ops: &[KvOp], versions: &[u64]) {
+    for (op, version) in ops.iter().zip(versions) {
+        match (op, version) {
+            (
+                KvOp::Set {
+                    namespace,
+                    bucket,
+                    key,
+                    value,
+                },
+                version,
+            ) => {
+                let b = map.entry((namespace.clone(), bucket.clone())).or_default();
+                put(b, key, Bytes::from(value.clone()), *version);
+            }
+            (
+                KvOp::Delete {
+                    namespace,
+                    bucket,
+                    key,
+                },
+                _,
+            ) => {
+                if let Some(b) = map.get_mut(&(namespace.clone(), bucket.clone())) {
+                    restore(b, key, None);
+                }
+            }
+            (KvOp::CreateBucket { namespace, bucket }, _) => {
+                map.entry((namespace.clone(), bucket.clone())).or_default();
+            }
+            (KvOp::DeleteBucket { namespace, bucket }, _) => {
+                map.remove(&(namespace.clone(), bucket.clone()));
+            }
+        }
+    }
+}
+
+/// A batch could not be committed. Memory holds it, and every write
+/// queued behind it, on top of what is stored: with the memory lock held
+/// (so nothing new is applied or queued meanwhile), take all of them
+/// back, newest first, then store each write on its own, in order, and
+/// put back in memory those that were stored. A write computed from the
+/// value before it (an increment, a swap) is not stored once a write
+/// before it failed: its input may be the failed write's value. Each
+/// caller hears how its own write fared, and memory is again exactly
+/// what is stored.
+fn recover(
+    store: &dyn KvStore,
+    map: &Map,
+    rx: &Receiver<Write>,
+    mut batch: Vec<Write>,
+    e: KvError,
+) {
+    let mut mem = lock_write(map);
+    while let Ok(w) = rx.try_recv() {
+        batch.push(w);
+    }
+    let mut ops_kept = Vec::with_capacity(batch.len());
+    for w in batch.into_iter().rev() {
+        let Write {
+            ops,
+            undo,
+            conditional,
+            done,
+        } = w;
+        // Undoing consumes the saved entries; redoing needs the versions.
+        let redo: Vec<u64> = undo
+            .iter()
+            .map(|u| match u {
+                Undo::Put { version, .. } => *version,
+                _ => 0,
+            })
+            .collect();
+        undo_write(&mut mem, &ops, undo);
+        ops_kept.push((ops, redo, conditional, done));
+    }
+    let single = ops_kept.len() == 1;
+    let mut failed: Option<KvError> = None;
+    for (ops, redo, conditional, done) in ops_kept.into_iter().rev() {
+        let result = if single {
+            // Nothing else was in the batch: trying again alone would
+            // only repeat the same transaction.
+            Err(e.clone())
+        } else if let (true, Some(f)) = (conditional, &failed) {
+            Err(f.clone())
+        } else {
+            store.kv_apply(&ops).map_err(KvError::from)
+        };
+        match &result {
+            Ok(()) => redo_write(&mut mem, &ops, &redo),
+            Err(err) => {
+                failed.get_or_insert_with(|| err.clone());
+            }
+        }
+        let _ = done.send(result);
     }
 }
 
 /// Commits queued writes: one transaction for everything waiting, so many
 /// concurrent writers share one commit.
-fn write_loop(store: Arc<dyn KvStore>, rx: std::sync::mpsc::Receiver<Write>) {
+fn write_loop(store: Arc<dyn KvStore>, rx: Receiver<Write>, map: Map) {
     loop {
         // After a commit, the next write often follows at once: look for it
         // on the CPU for a moment before sleeping (see `SPIN`).
@@ -562,12 +788,16 @@ fn write_loop(store: Arc<dyn KvStore>, rx: std::sync::mpsc::Receiver<Write>) {
             }
         }
         let ops: Vec<KvOp> = batch.iter().flat_map(|w| w.ops.iter().cloned()).collect();
-        let result = store.kv_apply(&ops).map_err(KvError::from);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, writes = batch.len(), "key-value writes could not be stored");
-        }
-        for w in batch {
-            let _ = w.done.send(result.clone());
+        match store.kv_apply(&ops).map_err(KvError::from) {
+            Ok(()) => {
+                for w in batch {
+                    let _ = w.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = batch.len(), "key-value writes could not be stored; taking them back");
+                recover(&*store, &map, &rx, batch, e);
+            }
         }
     }
 }
@@ -671,6 +901,128 @@ mod tests {
         let h = kv.cas(&n, "c", "new").unwrap();
         assert!(h.value.is_none());
         kv.swap(h, Bytes::from("1"), None).await.unwrap();
+    }
+
+    /// A backend whose disk is "full" for writes of values starting with
+    /// `big`: a transaction with one of them stores nothing.
+    #[derive(Default)]
+    struct Full(Mutex<Vec<KvOp>>);
+
+    impl KvStore for Full {
+        fn kv_load(&self) -> Result<KvSnapshot, StoreError> {
+            Ok(KvSnapshot::default())
+        }
+        fn kv_apply(&self, ops: &[KvOp]) -> Result<(), StoreError> {
+            if ops
+                .iter()
+                .any(|o| matches!(o, KvOp::Set { value, .. } if value.starts_with(b"big")))
+            {
+                return Err(StoreError::Full("database or disk is full".into()));
+            }
+            self.0.lock().unwrap().extend_from_slice(ops);
+            Ok(())
+        }
+    }
+
+    /// What the backend holds: its ops replayed.
+    fn stored(ops: &[KvOp]) -> BTreeMap<(String, String), Vec<u8>> {
+        let mut m = BTreeMap::new();
+        for op in ops {
+            match op {
+                KvOp::Set {
+                    bucket, key, value, ..
+                } => {
+                    m.insert((bucket.clone(), key.clone()), value.clone());
+                }
+                KvOp::Delete { bucket, key, .. } => {
+                    m.remove(&(bucket.clone(), key.clone()));
+                }
+                KvOp::DeleteBucket { bucket, .. } => m.retain(|(b, _), _| b != bucket),
+                KvOp::CreateBucket { .. } => {}
+            }
+        }
+        m
+    }
+
+    #[tokio::test]
+    async fn a_write_that_cannot_be_stored_is_never_visible() {
+        let be = Arc::new(Full::default());
+        let kv = Kv::open(be.clone()).unwrap();
+        let n = ns();
+        kv.set(&n, "b", "k", Bytes::from("old"), None)
+            .await
+            .unwrap();
+        let e = kv.set(&n, "b", "k", Bytes::from("big new"), None).await;
+        assert!(matches!(e, Err(KvError::StorageFull(_))), "{e:?}");
+        assert_eq!(kv.get(&n, "b", "k").unwrap().unwrap(), "old");
+        assert_eq!(kv.buckets(&n)[0].bytes, 4);
+        // A new bucket made by a failed write is not there either.
+        assert!(
+            kv.set(&n, "nb", "k", Bytes::from("big"), None)
+                .await
+                .is_err()
+        );
+        assert!(!kv.bucket_exists(&n, "nb"));
+        // Deletes still go through.
+        assert!(kv.delete(&n, "b", "k", None).await.unwrap());
+
+        // Many concurrent writers, batched together with failing ones:
+        // afterwards memory holds exactly what the backend stored, and
+        // every write that was acknowledged is there.
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let (kv, n) = (kv.clone(), n.clone());
+                tokio::spawn(async move {
+                    let key = format!("k{}", i % 7);
+                    let r = match i % 5 {
+                        0 => {
+                            kv.set(&n, "c", &key, Bytes::from(format!("big{i}")), None)
+                                .await
+                        }
+                        1 => kv.delete(&n, "c", &key, None).await.map(|_| ()),
+                        2 => kv.increment(&n, "c", "n", 1, None).await.map(|_| ()),
+                        _ => {
+                            kv.set(&n, "c", &key, Bytes::from(format!("v{i}")), None)
+                                .await
+                        }
+                    };
+                    (i, r.is_ok())
+                })
+            })
+            .collect();
+        let mut incremented = 0;
+        for t in tasks {
+            let (i, ok) = t.await.unwrap();
+            if i % 5 == 0 {
+                assert!(!ok, "a write that could not be stored was acknowledged");
+            }
+            if i % 5 == 2 && ok {
+                incremented += 1;
+            }
+        }
+        let want = stored(&be.0.lock().unwrap());
+        let mut have = BTreeMap::new();
+        for k in kv.list(&n, "c", "", None, 1000).unwrap().keys {
+            have.insert(
+                ("c".to_string(), k.clone()),
+                kv.get(&n, "c", &k).unwrap().unwrap().to_vec(),
+            );
+        }
+        let want: BTreeMap<_, _> = want.into_iter().filter(|((b, _), _)| b == "c").collect();
+        assert_eq!(have, want);
+        // No increment was lost or counted twice.
+        assert_eq!(
+            kv.get(&n, "c", "n").unwrap().map(|v| v.to_vec()),
+            Some(incremented.to_string().into_bytes()).filter(|_| incremented > 0)
+        );
+        let bytes: u64 = have
+            .iter()
+            .map(|((_, k), v)| (k.len() + v.len()) as u64)
+            .sum();
+        assert_eq!(
+            kv.buckets(&n).iter().find(|b| b.name == "c").unwrap().bytes,
+            bytes
+        );
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_KEYS: usize = 1000;
 /// Parts of one multipart upload (as S3).
 pub const MAX_PARTS: u32 = 10_000;
+/// Smallest part of a multipart upload but the last (as S3): 5 MiB.
+pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// Objects up to this size are kept inside the metadata database (one
 /// group-committed, fsynced transaction for many concurrent PUTs) instead
 /// of a file of their own (a file fsync and a directory fsync each).
@@ -71,20 +73,44 @@ pub enum ObjectError {
     InvalidPart(String),
     #[error("{0}")]
     BadDigest(String),
+    #[error("{0}")]
+    EntityTooSmall(String),
     #[error("object storage I/O on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("object metadata database: {0}")]
     Db(String),
+    /// The disk is full: nothing of the write was stored, the old object
+    /// (if any) is intact.
+    #[error(
+        "no space left on the node's disk ({0}); the object was not stored: delete objects or free disk space on the node, then retry"
+    )]
+    StorageFull(String),
+}
+
+impl ObjectError {
+    /// Whether the disk being full caused this.
+    pub fn is_full(&self) -> bool {
+        matches!(self, ObjectError::StorageFull(_))
+    }
 }
 
 fn db(e: rusqlite::Error) -> ObjectError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return ObjectError::StorageFull(format!("object metadata database: {e}"));
+    }
     ObjectError::Db(e.to_string())
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ObjectError + '_ {
-    move |source| ObjectError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if wisp_core::store::is_no_space(&source) {
+            ObjectError::StorageFull(format!("writing {}: {source}", path.display()))
+        } else {
+            ObjectError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
 }
 
@@ -97,14 +123,26 @@ pub fn check_bucket(name: &str) -> Result<(), ObjectError> {
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
-        && !name.contains("..");
+        && !name.contains("..")
+        && !name.contains(".-")
+        && !name.contains("-.")
+        && !looks_like_ip(name);
     if ok {
         Ok(())
     } else {
         Err(ObjectError::InvalidBucketName(format!(
-            "The specified bucket is not valid: {name:?} (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+            "The specified bucket is not valid: {name:?} (3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit, no \"..\", \".-\" or \"-.\", not an IP address)"
         )))
     }
+}
+
+/// `192.168.5.4`: four dot-separated numbers.
+fn looks_like_ip(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
 pub fn check_key(key: &str) -> Result<(), ObjectError> {
@@ -377,9 +415,12 @@ impl ObjectStore {
     /// Opens the store: blobs under `root`, metadata in `db_path`. Removes
     /// leftover temp files and blobs no object refers to.
     pub fn open(root: &Path, db_path: &Path) -> Result<Self, ObjectError> {
+        // Every tenant's objects: readable by the node's user only.
+        wisp_core::durable::private_dir(root).map_err(io_at(root))?;
         for d in ["tmp", "blobs"] {
-            fs::create_dir_all(root.join(d)).map_err(io_at(root))?;
+            wisp_core::durable::private_dir(&root.join(d)).map_err(io_at(root))?;
         }
+        wisp_core::durable::private_sqlite(db_path).map_err(io_at(db_path))?;
         let conn = Connection::open(db_path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -398,6 +439,7 @@ impl ObjectStore {
             conn.execute_batch("ALTER TABLE objects ADD COLUMN data BLOB")
                 .map_err(db)?;
         }
+        wisp_core::durable::private_sqlite(db_path).map_err(io_at(db_path))?;
         // The inline writer's own connection: FULL, so a commit is fsynced.
         let wconn = Connection::open(db_path).map_err(db)?;
         wconn
@@ -554,6 +596,58 @@ impl ObjectStore {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
+    /// Objects stored in a namespace (all its buckets).
+    pub fn count_objects(&self, ns: &Namespace) -> Result<u64, ObjectError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM objects WHERE namespace = ?1",
+                params![ns.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db)
+    }
+
+    /// Deletes everything of a namespace: its buckets, objects, unfinished
+    /// multipart uploads and their blob files. Returns the objects deleted.
+    pub fn delete_namespace(&self, ns: &Namespace) -> Result<u64, ObjectError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut blobs: Vec<String> = Vec::new();
+        for sql in [
+            "SELECT blob FROM objects WHERE namespace = ?1",
+            "SELECT p.blob FROM upload_parts p JOIN uploads u ON u.id = p.upload_id WHERE u.namespace = ?1",
+        ] {
+            let mut q = tx.prepare(sql).map_err(db)?;
+            let rows = q
+                .query_map(params![ns.as_str()], |r| r.get::<_, String>(0))
+                .map_err(db)?;
+            for b in rows {
+                blobs.push(b.map_err(db)?);
+            }
+        }
+        let n = tx
+            .execute(
+                "DELETE FROM objects WHERE namespace = ?1",
+                params![ns.as_str()],
+            )
+            .map_err(db)?;
+        for sql in [
+            "DELETE FROM upload_parts WHERE upload_id IN (SELECT id FROM uploads WHERE namespace = ?1)",
+            "DELETE FROM uploads WHERE namespace = ?1",
+            "DELETE FROM obj_buckets WHERE namespace = ?1",
+        ] {
+            tx.execute(sql, params![ns.as_str()]).map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        drop(conn);
+        let dir = self.root.join("blobs");
+        for b in &blobs {
+            remove_blob(&dir, b);
+        }
+        Ok(n as u64)
+    }
+
     /// Removes an empty bucket.
     pub fn delete_bucket(&self, ns: &Namespace, bucket: &str) -> Result<(), ObjectError> {
         let conn = self.conn();
@@ -568,12 +662,14 @@ impl ObjectStore {
         if any.is_some() {
             return Err(ObjectError::BucketNotEmpty(bucket.to_string()));
         }
-        let n = conn
-            .execute(
+        // Deletes still work on a full disk: they may use the reserve.
+        let n = wisp_core::reserve::deleting(ObjectError::is_full, || {
+            conn.execute(
                 "DELETE FROM obj_buckets WHERE namespace = ?1 AND bucket = ?2",
                 params![ns.as_str(), bucket],
             )
-            .map_err(db)?;
+            .map_err(db)
+        })?;
         if n == 0 {
             return Err(ObjectError::NoSuchBucket(bucket.to_string()));
         }
@@ -782,12 +878,14 @@ impl ObjectStore {
         let Some((m, blob)) = self.row(ns, bucket, key)? else {
             return Ok(None);
         };
-        self.conn()
-            .execute(
-                "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3 AND blob = ?4",
-                params![ns.as_str(), bucket, key, blob],
-            )
-            .map_err(db)?;
+        wisp_core::reserve::deleting(ObjectError::is_full, || {
+            self.conn()
+                .execute(
+                    "DELETE FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3 AND blob = ?4",
+                    params![ns.as_str(), bucket, key, blob],
+                )
+                .map_err(db)
+        })?;
         remove_blob(&self.root.join("blobs"), &blob);
         Ok(Some(m))
     }
@@ -1041,7 +1139,7 @@ impl ObjectStore {
                 ));
             }
             last = *n;
-            let Some((_, md5, blob)) = stored.get(n) else {
+            let Some((size, md5, blob)) = stored.get(n) else {
                 return Err(ObjectError::InvalidPart(format!(
                     "part {n} was not uploaded"
                 )));
@@ -1049,6 +1147,11 @@ impl ObjectStore {
             if etag.trim_matches('"') != md5 {
                 return Err(ObjectError::InvalidPart(format!(
                     "part {n}'s ETag {etag} does not match the uploaded part's \"{md5}\""
+                )));
+            }
+            if *size < MIN_PART_SIZE && Some(n) != parts.last().map(|(l, _)| l) {
+                return Err(ObjectError::EntityTooSmall(format!(
+                    "Your proposed upload is smaller than the minimum allowed object size: part {n} is {size} bytes; every part but the last must be at least 5 MiB"
                 )));
             }
             md5s.extend(hex::decode(md5).unwrap_or_default());
@@ -1079,6 +1182,90 @@ impl ObjectStore {
         )?;
         self.drop_upload(&upload.id, stored.values().map(|(_, _, b)| b.clone()))?;
         Ok(meta)
+    }
+
+    /// Stores part `number` of `upload` from the bytes `range` (inclusive;
+    /// none: all) of an existing object of the same namespace
+    /// (UploadPartCopy); returns the part's quoted ETag.
+    pub fn put_part_copy(
+        &self,
+        upload: &Upload,
+        number: u32,
+        (src_bucket, src_key): (&str, &str),
+        range: Option<(u64, u64)>,
+    ) -> Result<String, ObjectError> {
+        let (meta, src) = self.open_read(&upload.namespace, src_bucket, src_key)?;
+        let (start, end) = range.unwrap_or((0, meta.size.saturating_sub(1)));
+        let len = if meta.size == 0 && range.is_none() {
+            0
+        } else {
+            end + 1 - start
+        };
+        let mut w = self.writer_md5_only()?;
+        match src {
+            Content::Inline(b) => {
+                let (a, z) = (start as usize, (start + len) as usize);
+                w.write(b.get(a..z).unwrap_or_default())?;
+            }
+            Content::File(mut f) => {
+                io::Seek::seek(&mut f, io::SeekFrom::Start(start)).map_err(io_at(&self.root))?;
+                let mut left = len;
+                let mut buf = vec![0u8; 1 << 20];
+                while left > 0 {
+                    let want = left.min(buf.len() as u64) as usize;
+                    let n = io::Read::read(&mut f, &mut buf[..want]).map_err(io_at(&self.root))?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write(&buf[..n])?;
+                    left -= n as u64;
+                }
+            }
+        }
+        self.put_part(upload, number, w.finish()?)
+    }
+
+    /// The parts uploaded so far: number, size, quoted ETag, by number.
+    pub fn list_parts(&self, upload: &Upload) -> Result<Vec<(u32, u64, String)>, ObjectError> {
+        let conn = self.conn();
+        let mut q = conn
+            .prepare(
+                "SELECT number, size, md5 FROM upload_parts WHERE upload_id = ?1 ORDER BY number",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map(params![upload.id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    format!("\"{}\"", r.get::<_, String>(2)?),
+                ))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// The bucket's uploads in progress: key, upload id, start time; by
+    /// key, then start.
+    pub fn list_uploads(
+        &self,
+        ns: &Namespace,
+        bucket: &str,
+    ) -> Result<Vec<(String, String, i64)>, ObjectError> {
+        self.require_bucket(ns, bucket)?;
+        let conn = self.conn();
+        let mut q = conn
+            .prepare(
+                "SELECT key, id, created_ms FROM uploads WHERE namespace = ?1 AND bucket = ?2
+                 ORDER BY key, created_ms, id",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map(params![ns.as_str(), bucket], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
     }
 
     pub fn abort_upload(&self, upload: &Upload) -> Result<(), ObjectError> {
@@ -1149,6 +1336,10 @@ mod tests {
         assert!(s.create_bucket(&ns, "photos").unwrap());
         assert!(!s.create_bucket(&ns, "photos").unwrap());
         assert!(check_bucket("Bad_Name").is_err());
+        for bad in ["192.168.5.4", "a.-b", "a-.b", "a..b"] {
+            assert!(check_bucket(bad).is_err(), "{bad}");
+        }
+        assert!(check_bucket("my.bucket-1").is_ok());
         let m = put(&s, &ns, "photos", "a.txt", b"hello");
         assert_eq!(m.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
         for k in ["in/1.jpg", "in/2.jpg", "in/sub/3.jpg", "out/1.png", "z"] {
@@ -1266,13 +1457,17 @@ mod tests {
             .unwrap();
         let up = s.upload(&ns, "big", "f.bin", &id).unwrap();
         let mut etags = Vec::new();
-        for (n, data) in [(1u32, vec![1u8; 1000]), (2, vec![2u8; 10])] {
+        // Every part but the last is at least MIN_PART_SIZE.
+        for (n, data) in [
+            (1u32, vec![1u8; MIN_PART_SIZE as usize]),
+            (2, vec![2u8; 10]),
+        ] {
             let mut w = s.writer().unwrap();
             w.write(&data).unwrap();
             etags.push((n, s.put_part(&up, n, w.finish().unwrap()).unwrap()));
         }
         let m = s.complete_upload(&up, &etags).unwrap();
-        assert_eq!(m.size, 1010);
+        assert_eq!(m.size, MIN_PART_SIZE + 10);
         assert!(m.etag.ends_with("-2\""), "{}", m.etag);
         assert!(matches!(
             s.upload(&ns, "big", "f.bin", &id),
@@ -1286,7 +1481,10 @@ mod tests {
         let s = ObjectStore::open(&dir.join("objects"), &dir.join("objects.db")).unwrap();
         assert!(!dir.join("objects/tmp/partial").exists());
         assert!(!dir.join("objects/blobs/ff/ff00").exists());
-        assert_eq!(s.head(&ns, "big", "f.bin").unwrap().size, 1010);
+        assert_eq!(
+            s.head(&ns, "big", "f.bin").unwrap().size,
+            MIN_PART_SIZE + 10
+        );
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -13,8 +13,13 @@ pub struct FileArtifacts {
 
 impl FileArtifacts {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        let dir = dir.into().join("sha256");
+        let root = dir.into();
+        let dir = root.join("sha256");
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        // Code of every tenant: readable by the node's user only.
+        for d in [&root, &dir] {
+            wisp_core::durable::private_dir(d).map_err(|e| io_err(d, e))?;
+        }
         Ok(Self { dir })
     }
 
@@ -55,6 +60,15 @@ impl ArtifactStore for FileArtifacts {
 
     fn has_artifact(&self, digest: &Digest) -> bool {
         self.path_of(digest).exists()
+    }
+
+    fn delete_artifact(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let path = self.path_of(digest);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path, e)),
+        }
     }
 }
 

@@ -407,6 +407,25 @@ impl EventStore for SqliteEvents {
         Ok(out)
     }
 
+    fn delete_namespace_events(&self, ns: &Namespace) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut n = 0;
+        for table in ["deliveries", "dead_letters", "idempotency", "cron_state"] {
+            let k = tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE namespace = ?1"),
+                    params![ns.as_str()],
+                )
+                .map_err(db)?;
+            if matches!(table, "deliveries" | "dead_letters") {
+                n += k as u64;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(n)
+    }
+
     fn delete_dead_letters(
         &self,
         ns: &Namespace,

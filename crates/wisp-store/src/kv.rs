@@ -80,6 +80,19 @@ impl KvStore for SqliteKv {
     }
 
     fn kv_apply(&self, ops: &[KvOp]) -> Result<(), StoreError> {
+        // Deletes still work on a full disk: they may use the reserve.
+        if ops
+            .iter()
+            .all(|o| matches!(o, KvOp::Delete { .. } | KvOp::DeleteBucket { .. }))
+        {
+            return wisp_core::reserve::deleting(StoreError::is_full, || self.apply(ops));
+        }
+        self.apply(ops)
+    }
+}
+
+impl SqliteKv {
+    fn apply(&self, ops: &[KvOp]) -> Result<(), StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction().map_err(db)?;
         for op in ops {

@@ -19,9 +19,7 @@ pub use sqlite::SqliteStore;
 use std::path::Path;
 use wisp_core::StoreError;
 
+/// An I/O error on `path`: `StoreError::Full` when the disk is full.
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    StoreError::io(path, source)
 }

@@ -17,6 +17,9 @@ pub struct SqliteStore {
 }
 
 pub(crate) fn db(e: rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return StoreError::Full(format!("database: {e}"));
+    }
     StoreError::Db(e.to_string())
 }
 
@@ -27,6 +30,10 @@ pub(crate) fn open_wal(
     synchronous: &str,
     schema: &str,
 ) -> Result<Connection, StoreError> {
+    // 0600 before SQLite opens it (its -wal and -shm files get the same
+    // mode), and again after, for files left by an older node.
+    let private = |p: &Path| wisp_core::durable::private_sqlite(p).map_err(|e| crate::io_err(p, e));
+    private(path)?;
     let conn = Connection::open(path).map_err(db)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(db)?;
@@ -34,6 +41,7 @@ pub(crate) fn open_wal(
         .map_err(db)?;
     conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
     conn.execute_batch(schema).map_err(db)?;
+    private(path)?;
     Ok(conn)
 }
 
@@ -260,7 +268,26 @@ impl Registry for SqliteStore {
         rows.into_iter().map(to_record).collect()
     }
 
+    fn version_artifacts(&self, ns: Option<&Namespace>) -> Result<Vec<Digest>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT artifact FROM versions WHERE ?1 IS NULL OR namespace = ?1")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![ns.map(|n| n.as_str())], |r| r.get::<_, String>(0))
+            .map_err(db)?;
+        rows.map(|r| Digest::parse(&r.map_err(db)?).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
     fn delete_function(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError> {
+        // Deletes still work on a full disk: they may use the reserve.
+        wisp_core::reserve::deleting(StoreError::is_full, || self.delete_function_once(ns, name))
+    }
+}
+
+impl SqliteStore {
+    fn delete_function_once(&self, ns: &Namespace, name: &FunctionName) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
         let n = tx
@@ -499,6 +526,17 @@ impl ActivationStore for SqliteStore {
                 u
             })
             .collect())
+    }
+
+    fn delete_namespace_activations(&self, ns: &Namespace) -> Result<u64, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM activations WHERE namespace = ?1",
+                params![ns.as_str()],
+            )
+            .map_err(db)?;
+        Ok(n as u64)
     }
 
     fn prune_activations(&self, max_count: u64, min_start_ms: i64) -> Result<u64, StoreError> {

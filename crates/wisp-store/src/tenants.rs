@@ -7,8 +7,8 @@ use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 use wisp_core::{
     AccessEntry, AccessFilter, AccessKeyRecord, AccessLogStore, ApiKeyRecord, AuditEntry,
-    GatewayUsage, Namespace, QuotaCount, Role, RouteRecord, SecretInfo, StoreError, TenantStore,
-    TokenRecord, UsageBy,
+    GatewayUsage, Namespace, NamespaceLimits, QuotaCount, Role, RouteRecord, SecretInfo,
+    StoreError, TenantStore, TokenRecord, UsageBy,
 };
 
 pub(crate) const SCHEMA: &str = "
@@ -17,6 +17,20 @@ CREATE TABLE IF NOT EXISTS namespaces (
     created_ms INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO namespaces (name, created_ms) VALUES ('default', 0);
+CREATE TABLE IF NOT EXISTS shared_routes (
+    namespace TEXT PRIMARY KEY
+);
+INSERT OR IGNORE INTO shared_routes (namespace) VALUES ('default');
+CREATE TABLE IF NOT EXISTS domains (
+    host TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS namespace_limits (
+    namespace TEXT PRIMARY KEY,
+    max_concurrency INTEGER,
+    max_instances INTEGER
+);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     namespace TEXT NOT NULL,
@@ -121,7 +135,22 @@ impl TenantStore for SqliteStore {
                 params![n.as_str()],
             )
             .map_err(db)?;
-        for table in ["tokens", "routes", "api_keys", "secrets", "access_keys"] {
+        tx.execute(
+            "DELETE FROM shared_routes WHERE namespace = ?1",
+            params![n.as_str()],
+        )
+        .map_err(db)?;
+        for table in [
+            "tokens",
+            "routes",
+            "api_keys",
+            "secrets",
+            "access_keys",
+            "domains",
+            "access_log",
+            "audit_log",
+            "namespace_limits",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1"),
                 params![n.as_str()],
@@ -145,6 +174,132 @@ impl TenantStore for SqliteStore {
             Ok((ns(n)?, t))
         })
         .collect()
+    }
+
+    fn set_shared_routes(&self, n: &Namespace, allowed: bool) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let exists: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM namespaces WHERE name = ?1",
+                params![n.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(db)?
+            > 0;
+        if !exists {
+            return Ok(false);
+        }
+        let sql = if allowed {
+            "INSERT OR IGNORE INTO shared_routes (namespace) VALUES (?1)"
+        } else {
+            "DELETE FROM shared_routes WHERE namespace = ?1"
+        };
+        conn.execute(sql, params![n.as_str()]).map_err(db)?;
+        Ok(true)
+    }
+
+    fn shared_routes_namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT namespace FROM shared_routes ORDER BY namespace")
+            .map_err(db)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+        rows.map(|r| ns(r.map_err(db)?)).collect()
+    }
+
+    fn put_domain(&self, host: &str, n: &Namespace, now_ms: i64) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let owner: Option<String> = conn
+            .query_row(
+                "SELECT namespace FROM domains WHERE host = ?1",
+                params![host],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        match owner {
+            Some(o) if o == n.as_str() => Ok(false),
+            Some(o) => Err(StoreError::Exists(format!(
+                "host {host:?} (assigned to namespace {o:?})"
+            ))),
+            None => {
+                conn.execute(
+                    "INSERT INTO domains (host, namespace, created_ms) VALUES (?1, ?2, ?3)",
+                    params![host, n.as_str(), now_ms],
+                )
+                .map_err(db)?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn delete_domain(&self, n: &Namespace, host: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "DELETE FROM domains WHERE namespace = ?1 AND host = ?2",
+                params![n.as_str(), host],
+            )
+            .map_err(db)?;
+        Ok(changed == 1)
+    }
+
+    fn list_domains(&self) -> Result<Vec<(String, Namespace, i64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT host, namespace, created_ms FROM domains ORDER BY namespace, host")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|r| {
+            let (h, n, t) = r.map_err(db)?;
+            Ok((h, ns(n)?, t))
+        })
+        .collect()
+    }
+
+    fn namespace_limits(&self) -> Result<Vec<(Namespace, NamespaceLimits)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT namespace, max_concurrency, max_instances FROM namespace_limits ORDER BY namespace")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    NamespaceLimits {
+                        max_concurrency: r.get(1)?,
+                        max_instances: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(db)?;
+        rows.map(|r| {
+            let (n, l) = r.map_err(db)?;
+            Ok((ns(n)?, l))
+        })
+        .collect()
+    }
+
+    fn set_namespace_limits(
+        &self,
+        n: &Namespace,
+        limits: &NamespaceLimits,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO namespace_limits (namespace, max_concurrency, max_instances) VALUES (?1, ?2, ?3)",
+                params![n.as_str(), limits.max_concurrency, limits.max_instances],
+            )
+            .map_err(db)?;
+        Ok(())
     }
 
     fn put_token(&self, t: &TokenRecord) -> Result<(), StoreError> {

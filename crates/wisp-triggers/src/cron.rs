@@ -32,7 +32,7 @@ impl CronSchedule {
         let tz: chrono_tz::Tz = timezone
             .parse()
             .map_err(|_| CronError::TimeZone(timezone.to_string()))?;
-        if expr.split_whitespace().count() < 6 {
+        if expr.split_whitespace().count() != 6 {
             return Err(CronError::Schedule {
                 expr: expr.to_string(),
                 why: format!(
@@ -49,11 +49,22 @@ impl CronSchedule {
                 expr: expr.to_string(),
                 why: e.to_string(),
             })?;
-        Ok(Self {
+        let s = Self {
             cron,
             tz,
             expr: expr.to_string(),
-        })
+        };
+        // A schedule that never fires (30 February, 31 April, …) is a
+        // mistake: refuse it rather than store a trigger that never runs.
+        // croner searches up to the year 5000, so the answer is final.
+        if s.next_after(wisp_core::time::now_ms()).is_none() {
+            return Err(CronError::Schedule {
+                expr: expr.to_string(),
+                why: "it never fires (no such date: check the day of the month against the month)"
+                    .to_string(),
+            });
+        }
+        Ok(s)
     }
 
     fn at(&self, ms: i64) -> Option<DateTime<chrono_tz::Tz>> {
@@ -128,6 +139,10 @@ mod tests {
     fn bad_input_is_named() {
         let e = CronSchedule::parse("0 3 * * *", "UTC").unwrap_err();
         assert!(e.to_string().contains("six fields"), "{e}");
+        let e = CronSchedule::parse("0 0 0 1 1 * 2030", "UTC").unwrap_err();
+        assert!(e.to_string().contains("has 7 fields"), "{e}");
+        let e = CronSchedule::parse("0 0 0 31 2 *", "UTC").unwrap_err();
+        assert!(e.to_string().contains("never fires"), "{e}");
         let e = CronSchedule::parse("0 0 25 * * *", "UTC").unwrap_err();
         assert!(matches!(e, CronError::Schedule { .. }), "{e}");
         let e = CronSchedule::parse("* * * * * *", "Mars/Olympus").unwrap_err();

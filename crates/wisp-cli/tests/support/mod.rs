@@ -182,9 +182,11 @@ impl Node {
         self.http.put(format!("{}{path}", self.url))
     }
 
-    /// The node's Prometheus metrics text.
+    /// The node's Prometheus metrics text (with the admin token: every
+    /// namespace's series).
     pub async fn metrics(&self) -> String {
         self.get("/metrics")
+            .bearer_auth(&self.token)
             .send()
             .await
             .unwrap()

@@ -1,0 +1,343 @@
+//! Admission: what an invocation must hold before it runs, and what it gets
+//! when it cannot. In order: a slot under its function's `--concurrency`,
+//! one of its namespace's instances (`max_instances`), one of the node's
+//! instances (`wisp serve --max-instances`) and its memory limit out of the
+//! node's memory budget (`wisp serve --max-memory`). All four are released
+//! together when the run ends.
+//!
+//! A slot that cannot be had within `--queue-wait` makes the invocation
+//! `throttled`: 429 when its function or namespace is over its own limit,
+//! 503 with `Retry-After` when the node is out of capacity. Queued events
+//! wait for their slots instead (they stay in the queue).
+
+use crate::engine::{Engine, EngineError, Entry, blocking};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use wisp_core::{Namespace, NamespaceLimits};
+
+/// The node's capacity and the defaults of namespaces.
+#[derive(Debug, Clone)]
+pub struct NodeLimits {
+    /// Instances running at once across the node (every running
+    /// invocation holds one, Wasm or process).
+    pub max_instances: u32,
+    /// The sum of the memory limits (`--memory`) of running instances may
+    /// not pass this, in MiB.
+    pub max_memory_mb: u64,
+    /// `max_concurrency` of a namespace that has none set.
+    pub ns_max_concurrency: u32,
+    /// `max_instances` of a namespace that has none set.
+    pub ns_max_instances: u32,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            max_instances: 1000,
+            max_memory_mb: 8 * 1024,
+            ns_max_concurrency: 1000,
+            ns_max_instances: 250,
+        }
+    }
+}
+
+/// A namespace's limits as they apply (defaults filled in), with the
+/// semaphore of its instances.
+pub(crate) struct NsSlots {
+    /// What the admin set (`None`: the node's default).
+    set: NamespaceLimits,
+    pub(crate) max_concurrency: u32,
+    pub(crate) max_instances: u32,
+    instances: Arc<Semaphore>,
+}
+
+/// The namespace limits of one namespace, as `GET /v1/namespaces` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EffectiveLimits {
+    pub max_concurrency: u32,
+    pub max_instances: u32,
+    /// Whether each value is the node's default (nothing set on the namespace).
+    pub max_concurrency_default: bool,
+    pub max_instances_default: bool,
+}
+
+/// The node-wide side of admission.
+pub(crate) struct Capacity {
+    pub(crate) node: NodeLimits,
+    instances: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
+    namespaces: RwLock<HashMap<Namespace, Arc<NsSlots>>>,
+}
+
+impl Capacity {
+    pub(crate) fn new(node: NodeLimits, set: Vec<(Namespace, NamespaceLimits)>) -> Self {
+        let c = Self {
+            instances: Arc::new(Semaphore::new(node.max_instances as usize)),
+            memory: Arc::new(Semaphore::new(
+                (node.max_memory_mb as usize).min(Semaphore::MAX_PERMITS),
+            )),
+            namespaces: RwLock::new(HashMap::new()),
+            node,
+        };
+        for (ns, limits) in set {
+            c.replace(&ns, limits);
+        }
+        c
+    }
+
+    fn slots_for(&self, set: NamespaceLimits) -> NsSlots {
+        let max_instances = set.max_instances.unwrap_or(self.node.ns_max_instances);
+        NsSlots {
+            set,
+            max_concurrency: set.max_concurrency.unwrap_or(self.node.ns_max_concurrency),
+            max_instances,
+            instances: Arc::new(Semaphore::new(max_instances as usize)),
+        }
+    }
+
+    /// Installs new limits. Runs admitted under the old ones finish under
+    /// them; new runs count against the new limit.
+    fn replace(&self, ns: &Namespace, set: NamespaceLimits) {
+        let slots = Arc::new(self.slots_for(set));
+        self.namespaces
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ns.clone(), slots);
+    }
+
+    pub(crate) fn namespace(&self, ns: &Namespace) -> Arc<NsSlots> {
+        if let Some(s) = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ns)
+        {
+            return s.clone();
+        }
+        let mut map = self.namespaces.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(ns.clone())
+            .or_insert_with(|| Arc::new(self.slots_for(NamespaceLimits::default())))
+            .clone()
+    }
+}
+
+/// What a running invocation holds; dropping it frees every slot.
+pub(crate) struct Admission {
+    _function: OwnedSemaphorePermit,
+    _namespace: OwnedSemaphorePermit,
+    _node: OwnedSemaphorePermit,
+    _memory: OwnedSemaphorePermit,
+}
+
+/// Why a slot could not be had.
+enum Refusal {
+    Function,
+    Namespace { limit: u32 },
+    NodeInstances { limit: u32 },
+    NodeMemory { budget_mb: u64, need_mb: u32 },
+}
+
+/// Takes a permit at once, or waits for it until `deadline` (for ever
+/// without one); `None` when none came in time.
+async fn take(
+    sem: &Arc<Semaphore>,
+    n: u32,
+    deadline: Option<Instant>,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = sem.clone().try_acquire_many_owned(n) {
+        return Some(p);
+    }
+    let wait = sem.clone().acquire_many_owned(n);
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, wait).await.ok()?.ok(),
+        None => wait.await.ok(),
+    }
+}
+
+impl Engine {
+    /// Every slot a run of `entry` needs: at once, or after waiting up to
+    /// `queue_wait`; else the invocation is recorded as throttled.
+    pub(crate) async fn admit(
+        &self,
+        entry: &Arc<Entry>,
+        trigger: &'static str,
+        start_ms: i64,
+    ) -> Result<Admission, EngineError> {
+        let deadline = Instant::now() + self.inner.settings.queue_wait;
+        let result = match take(&entry.slots, 1, Some(deadline)).await {
+            Some(f) => self.admit_rest(entry, f, Some(deadline)).await,
+            None => Err(Refusal::Function),
+        };
+        result.map_err(|why| self.refuse(entry, why, trigger, start_ms))
+    }
+
+    /// The namespace's and the node's slots for a queued delivery that
+    /// holds its function's slot: it waits for them as long as it takes.
+    pub(crate) async fn admit_queued(
+        &self,
+        entry: &Arc<Entry>,
+        function: OwnedSemaphorePermit,
+    ) -> Option<Admission> {
+        self.admit_rest(entry, function, None).await.ok()
+    }
+
+    async fn admit_rest(
+        &self,
+        entry: &Arc<Entry>,
+        function: OwnedSemaphorePermit,
+        deadline: Option<Instant>,
+    ) -> Result<Admission, Refusal> {
+        let cap = &self.inner.capacity;
+        let ns = cap.namespace(&entry.record.namespace);
+        let namespace = take(&ns.instances, 1, deadline)
+            .await
+            .ok_or(Refusal::Namespace {
+                limit: ns.max_instances,
+            })?;
+        let node = take(&cap.instances, 1, deadline)
+            .await
+            .ok_or(Refusal::NodeInstances {
+                limit: cap.node.max_instances,
+            })?;
+        let need_mb = entry.record.spec.memory_mb;
+        let memory = take(&cap.memory, need_mb, deadline)
+            .await
+            .ok_or(Refusal::NodeMemory {
+                budget_mb: cap.node.max_memory_mb,
+                need_mb,
+            })?;
+        Ok(Admission {
+            _function: function,
+            _namespace: namespace,
+            _node: node,
+            _memory: memory,
+        })
+    }
+
+    fn refuse(
+        &self,
+        entry: &Entry,
+        why: Refusal,
+        trigger: &'static str,
+        start_ms: i64,
+    ) -> EngineError {
+        let r = &entry.record;
+        let err = match why {
+            Refusal::Function => EngineError::Throttled {
+                name: r.name.clone(),
+                limit: r.spec.concurrency,
+                retry_after_s: 1,
+            },
+            Refusal::Namespace { limit } => EngineError::NamespaceThrottled {
+                namespace: r.namespace.clone(),
+                limit,
+                retry_after_s: 1,
+            },
+            Refusal::NodeInstances { limit } => EngineError::NodeBusy {
+                reason: format!(
+                    "it runs its maximum of {limit} instances (wisp serve --max-instances)"
+                ),
+                retry_after_s: 1,
+            },
+            Refusal::NodeMemory { budget_mb, need_mb } => EngineError::NodeBusy {
+                reason: format!(
+                    "running instances hold its memory budget of {budget_mb} MiB and this one needs {need_mb} MiB (wisp serve --max-memory)"
+                ),
+                retry_after_s: 1,
+            },
+        };
+        let status = match err {
+            EngineError::NodeBusy { .. } => 503,
+            _ => 429,
+        };
+        self.record_throttle(entry, trigger, start_ms, status, err.to_string());
+        err
+    }
+
+    /// Checks a function's settings against its namespace's and the node's
+    /// limits before it is deployed.
+    pub(crate) fn check_limits(
+        &self,
+        ns: &Namespace,
+        spec: &wisp_core::FunctionSpec,
+    ) -> Result<(), EngineError> {
+        let cap = &self.inner.capacity;
+        let slots = cap.namespace(ns);
+        if spec.concurrency > slots.max_concurrency {
+            return Err(EngineError::OverLimit(format!(
+                "concurrency {} is above the limit of namespace {ns:?} ({}): deploy with --concurrency {} or less, or ask the node's admin to raise it (wisp ns set {ns} --max-concurrency N)",
+                spec.concurrency, slots.max_concurrency, slots.max_concurrency
+            )));
+        }
+        if u64::from(spec.memory_mb) > cap.node.max_memory_mb {
+            return Err(EngineError::OverLimit(format!(
+                "memory {} MiB is above the node's memory budget of {} MiB, so no instance of it could ever run: deploy with --memory {} or less, or raise wisp serve --max-memory",
+                spec.memory_mb, cap.node.max_memory_mb, cap.node.max_memory_mb
+            )));
+        }
+        Ok(())
+    }
+
+    /// The limits that apply to a namespace.
+    pub fn namespace_limits(&self, ns: &Namespace) -> EffectiveLimits {
+        let s = self.inner.capacity.namespace(ns);
+        EffectiveLimits {
+            max_concurrency: s.max_concurrency,
+            max_instances: s.max_instances,
+            max_concurrency_default: s.set.max_concurrency.is_none(),
+            max_instances_default: s.set.max_instances.is_none(),
+        }
+    }
+
+    /// Sets a namespace's limits (fields left `None` keep their value).
+    /// Refused
+    /// when a deployed function's concurrency is above the new
+    /// `max_concurrency`.
+    pub async fn set_namespace_limits(
+        &self,
+        ns: &Namespace,
+        change: NamespaceLimits,
+    ) -> Result<EffectiveLimits, EngineError> {
+        change
+            .validate()
+            .map_err(|e| EngineError::OverLimit(e.to_string()))?;
+        let cap = &self.inner.capacity;
+        let old = cap.namespace(ns).set;
+        let set = NamespaceLimits {
+            max_concurrency: change.max_concurrency.or(old.max_concurrency),
+            max_instances: change.max_instances.or(old.max_instances),
+        };
+        let max_concurrency = set.max_concurrency.unwrap_or(cap.node.ns_max_concurrency);
+        let above: Vec<String> = self
+            .list_functions(Some(ns))
+            .await
+            .into_iter()
+            .filter(|f| f.spec.concurrency > max_concurrency)
+            .map(|f| format!("{} ({})", f.name, f.spec.concurrency))
+            .collect();
+        if !above.is_empty() {
+            return Err(EngineError::OverLimit(format!(
+                "functions of namespace {ns:?} have a concurrency above {max_concurrency}: {}; lower theirs first (wisp deploy --concurrency)",
+                above.join(", ")
+            )));
+        }
+        let store = self.inner.tenants().clone();
+        let n = ns.clone();
+        blocking(move || store.set_namespace_limits(&n, &set)).await??;
+        cap.replace(ns, set);
+        Ok(self.namespace_limits(ns))
+    }
+
+    /// Forgets a deleted namespace's limits (a namespace created again
+    /// under the name starts from the node's defaults).
+    pub fn forget_namespace_limits(&self, ns: &Namespace) {
+        self.inner
+            .capacity
+            .namespaces
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ns);
+    }
+}
