@@ -1,14 +1,17 @@
 //! Route templates and matching: any template is accepted or refused with
-//! a reason, a table of accepted routes builds or names its conflict, and a
-//! lookup only ever answers with a route whose template matches the path.
+//! a reason, a table of accepted routes builds or names its conflict, a
+//! lookup only ever answers with a route whose template matches the path,
+//! and two templates that both match one path are always reported as
+//! overlapping (what keeps one namespace from shadowing another's route).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
-use wisp_core::{FunctionName, Namespace, RouteAuth, RouteRecord, RouteSpec};
+use wisp_core::{FunctionName, Namespace, RouteAuth, RouteRecord, RouteSpec, templates_overlap};
 use wisp_gateway::routes::{Lookup, LiveRoute, RouteTable};
 
 /// Does `template` match `path`, by the documented rules: `{x}` is one
-/// non-empty segment, `{*x}` the non-empty rest, anything else itself.
+/// segment (matchit lets it be empty), `{*x}` the non-empty rest,
+/// anything else itself.
 fn matches(template: &str, path: &str) -> bool {
     let (Some(t), Some(p)) = (template.strip_prefix('/'), path.strip_prefix('/')) else {
         return false;
@@ -23,7 +26,7 @@ fn matches(template: &str, path: &str) -> bool {
             Some((h, tl)) => (h, Some(tl)),
             None => (rest, None),
         };
-        let ok = if seg.starts_with('{') { !here.is_empty() } else { *seg == here };
+        let ok = seg.starts_with('{') || *seg == here;
         if !ok {
             return false;
         }
@@ -65,7 +68,22 @@ fuzz_target!(|input: (Vec<(bool, String)>, Vec<String>)| {
         };
         live.push(LiveRoute::new(record, None));
     }
-    let Ok(table) = RouteTable::build(live) else {
+    for path in paths.iter().take(16) {
+        let hits: Vec<&str> = live
+            .iter()
+            .map(|r| r.record.spec.path.as_str())
+            .filter(|t| matches(t, path))
+            .collect();
+        for a in &hits {
+            for b in &hits {
+                assert!(
+                    templates_overlap(a, b),
+                    "{a:?} and {b:?} both match {path:?} but are not seen to overlap"
+                );
+            }
+        }
+    }
+    let Ok(table) = RouteTable::build(live, Default::default()) else {
         return;
     };
     for path in paths.iter().take(16) {
