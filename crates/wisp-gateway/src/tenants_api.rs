@@ -231,7 +231,6 @@ async fn create_namespace(
         .into_response())
 }
 
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeleteNamespaceQuery {
