@@ -19,7 +19,14 @@ async fn burst(http: &reqwest::Client, url: &str, n: usize) -> BTreeMap<u16, usi
         let (http, url) = (http.clone(), url.to_string());
         tasks.push(tokio::spawn(async move {
             match http.get(url).send().await {
-                Ok(r) => r.status().as_u16(),
+                // Read the body too: a client that hangs up while the
+                // function still writes its answer makes that run an
+                // error, which is not what this test is about.
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await;
+                    status
+                }
                 Err(_) => 0, // no answer at all
             }
         }));
@@ -142,8 +149,9 @@ async fn one_namespace_cannot_take_the_node_from_another() {
     let acts = activations_in(&node, "a", "slow", 1100).await;
     let by = outcomes(&acts);
     assert_eq!(by.get("throttled").copied(), Some(throttled), "{by:?}");
+    let errors: Vec<&Value> = acts.iter().filter(|a| a["outcome"] == "error").collect();
+    assert!(errors.is_empty(), "{by:?}: {errors:?}");
     assert_eq!(by.get("success").copied(), Some(ok), "{by:?}");
-    assert!(!by.contains_key("error"), "{by:?}");
     let throttled_act = acts.iter().find(|a| a["outcome"] == "throttled").unwrap();
     assert_eq!(throttled_act["status"], 429);
     let why = throttled_act["error"].as_str().unwrap();
