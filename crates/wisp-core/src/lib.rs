@@ -25,7 +25,8 @@ pub use ids::{
     ActivationId, DeliveryId, Digest, FunctionName, IdError, Namespace, TopicName, TriggerName,
 };
 pub use route::{
-    Cors, JwtAuth, JwtKey, RouteAuth, RouteRecord, RouteSpec, normalize_host, templates_overlap,
+    Cors, JwtAuth, JwtKey, MAX_PARAMS, MAX_PATH_LEN, RouteAuth, RouteRecord, RouteSpec,
+    normalize_host, templates_overlap,
 };
 pub use spec::{Destination, FunctionRecord, FunctionSpec, Runtime, SpecError};
 pub use store::{

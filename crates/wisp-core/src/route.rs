@@ -120,6 +120,12 @@ pub struct RouteSpec {
     pub rate: Option<Rate>,
 }
 
+/// Most parameters in one path template (the route table's matcher takes
+/// at most 26; more made it panic, found by the route_match fuzz target).
+pub const MAX_PARAMS: usize = 16;
+/// Longest path template, in bytes.
+pub const MAX_PATH_LEN: usize = 1024;
+
 /// Path prefixes the node itself serves; routes cannot take them.
 pub const RESERVED_PREFIXES: &[&str] = &[
     "/v1",
@@ -159,7 +165,19 @@ impl RouteSpec {
                 ));
             }
         }
+        if p.len() > MAX_PATH_LEN {
+            return bad(format!(
+                "path template is {} bytes long; at most {MAX_PATH_LEN} are allowed",
+                p.len()
+            ));
+        }
         let segments: Vec<&str> = p[1..].split('/').collect();
+        let params = segments.iter().filter(|s| s.starts_with('{')).count();
+        if params > MAX_PARAMS {
+            return bad(format!(
+                "path {p:?} has {params} parameters; at most {MAX_PARAMS} are allowed"
+            ));
+        }
         for (i, seg) in segments.iter().enumerate() {
             if let Some(inner) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
                 let (catch_all, name) = match inner.strip_prefix('*') {
@@ -356,6 +374,12 @@ mod tests {
         assert!(spec("GET", "/a/{*rest}/b").normalize().is_err());
         assert!(spec("GET", "/a/x{id}").normalize().is_err());
         assert!(spec("GE T", "/a").normalize().is_err());
+        let many = |n: usize| (0..n).map(|i| format!("/{{p{i}}}")).collect::<String>();
+        assert!(spec("GET", &many(MAX_PARAMS)).normalize().is_ok());
+        let e = spec("GET", &many(MAX_PARAMS + 1)).normalize().unwrap_err();
+        assert!(e.to_string().contains("at most 16"), "{e}");
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        assert!(spec("GET", &long).normalize().is_err());
         let mut s = spec("any", "/a");
         s.normalize().unwrap();
         assert_eq!(s.method, None);

@@ -370,4 +370,25 @@ mod tests {
         );
         assert!(matches!(clash, Err((Conflict::Path { .. }, _))));
     }
+
+    #[test]
+    fn the_most_parameters_a_template_may_have_build_and_match() {
+        // 27 parameters made matchit panic (route_match fuzz target);
+        // templates are capped at MAX_PARAMS, which the table must take.
+        let path: String = (0..wisp_core::MAX_PARAMS)
+            .map(|i| format!("/{{p{i}}}"))
+            .collect();
+        let mut spec = live(Some("GET"), &path, None, "many").record.spec.clone();
+        spec.normalize().unwrap();
+        let t = RouteTable::build(
+            vec![live(Some("GET"), &path, None, "many")],
+            Domains::default(),
+        )
+        .ok()
+        .unwrap();
+        let req: String = (0..wisp_core::MAX_PARAMS)
+            .map(|i| format!("/{i}"))
+            .collect();
+        assert!(found(&t, None, "GET", &req).starts_with("many p0=0,"));
+    }
 }

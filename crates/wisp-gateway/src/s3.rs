@@ -376,9 +376,24 @@ async fn handle(State(st): State<AppState>, req: Request) -> Response {
     let method = req.method().clone();
     let head = method == Method::HEAD;
     let id = wisp_core::ActivationId::generate().to_string();
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
     let r = match dispatch(&st, req).await {
         Ok(r) => r,
-        Err(e) => error_response(e, &resource, head, &id),
+        Err(e) => {
+            let mut r = error_response(e, &resource, head, &id);
+            // A refused request's body may be left unread, and then the
+            // connection cannot carry another request: say so, or a client
+            // that reuses it sees it closed without an answer.
+            if has_body {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
     };
     count(&method, &r);
     with_request_id(r, &id)
