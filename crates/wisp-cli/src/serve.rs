@@ -346,6 +346,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         max_payload_bytes: a.max_payload,
         max_artifact_bytes: a.max_artifact,
         public_url: url.clone(),
+        s3_url: s3_url.clone(),
         body_timeout: a.body_timeout,
         listener: wisp_listen::ListenerSettings {
             header_timeout: a.header_timeout,

@@ -929,10 +929,17 @@ pub async fn accesskey(a: AccessKeyArgs) -> anyhow::Result<()> {
             let v = post(&c, "/v1/accesskeys", json!({"role": role, "name": name})).await?;
             println!("aws_access_key_id = {}", s(&v["id"]));
             println!("aws_secret_access_key = {}", s(&v["secret_access_key"]));
+            let lambda = v["endpoints"]["lambda"]
+                .as_str()
+                .unwrap_or(&c.url)
+                .to_string();
+            let s3 = match v["endpoints"]["s3"].as_str() {
+                Some(u) => format!("--endpoint-url {u} for S3 (aws s3, boto3 \"s3\")"),
+                None => "S3 (this node serves no S3 API: --s3-listen off)".to_string(),
+            };
             eprintln!(
-                "created {role} access key for namespace {}; the secret is shown only now. Use it with an AWS SDK or the AWS CLI and --endpoint-url {}",
+                "created {role} access key for namespace {}; the secret is shown only now. Use it with an AWS SDK or the AWS CLI: {s3}, --endpoint-url {lambda} for Lambda (aws lambda invoke)",
                 s(&v["namespace"]),
-                c.url
             );
         }
         AccessKeyCommand::Ls { client } => {

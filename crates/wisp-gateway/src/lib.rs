@@ -42,6 +42,8 @@ pub struct GatewayConfig {
     pub max_artifact_bytes: usize,
     /// The address clients use to reach this node (for printed URLs).
     pub public_url: String,
+    /// The address of the S3-compatible API, when it listens.
+    pub s3_url: Option<String>,
     /// How long an invocation's request body may take to arrive (408
     /// beyond); it is read before the function gets an instance.
     pub body_timeout: std::time::Duration,

@@ -366,6 +366,9 @@ async fn create_access_key(
     let k = st.gate.create_access_key(&scope.ns, role, req.name).await?;
     let mut v = serde_json::to_value(&k.record).unwrap_or_default();
     v["secret_access_key"] = json!(k.secret);
+    // Where the key is used: the S3 API and the Lambda Invoke API listen
+    // on different addresses.
+    v["endpoints"] = json!({"s3": st.config.s3_url, "lambda": st.config.public_url});
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 

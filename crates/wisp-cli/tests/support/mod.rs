@@ -367,6 +367,15 @@ pub fn access_key(node: &Node, args: &[&str]) -> (String, String) {
     all.extend_from_slice(args);
     let o = node.cli(&all);
     assert!(o.status.success(), "{}", out(&o));
+    // It says where to use the key: the S3 listener is not the main one.
+    if let Some(s3) = &node.s3_url {
+        let told = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            told.contains(&format!("--endpoint-url {s3} for S3"))
+                && told.contains(&format!("--endpoint-url {} for Lambda", node.url)),
+            "{told}"
+        );
+    }
     let text = String::from_utf8(o.stdout).unwrap();
     let field = |k: &str| {
         text.lines()
