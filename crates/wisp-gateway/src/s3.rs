@@ -1138,9 +1138,23 @@ async fn list_objects(
             }
         }
     }
+    push_entries(&mut xml, "Contents", "", &listing, &enc);
+    xml.push_str("</ListBucketResult>");
+    Ok(xml_response(StatusCode::OK, xml))
+}
+
+/// The objects of a listing as `<{element}>` entries (`extra` after the
+/// key), then its common prefixes.
+fn push_entries(
+    xml: &mut String,
+    element: &str,
+    extra: &str,
+    listing: &wisp_objects::Listing,
+    enc: &impl Fn(&str) -> String,
+) {
     for m in &listing.objects {
         xml.push_str(&format!(
-            "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
+            "<{element}><Key>{}</Key>{extra}<LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></{element}>",
             enc(&m.key),
             iso8601(m.modified_ms),
             xml_escape(&m.etag),
@@ -1153,8 +1167,6 @@ async fn list_objects(
             enc(p)
         ));
     }
-    xml.push_str("</ListBucketResult>");
-    Ok(xml_response(StatusCode::OK, xml))
 }
 
 /// ListObjectVersions of a bucket that was never versioned: one version
@@ -1189,21 +1201,13 @@ fn versions_xml(
             enc(a)
         ));
     }
-    for m in &listing.objects {
-        xml.push_str(&format!(
-            "<Version><Key>{}</Key><VersionId>null</VersionId><IsLatest>true</IsLatest><LastModified>{}</LastModified><ETag>{}</ETag><Size>{}</Size><StorageClass>STANDARD</StorageClass></Version>",
-            enc(&m.key),
-            iso8601(m.modified_ms),
-            xml_escape(&m.etag),
-            m.size
-        ));
-    }
-    for p in &listing.common_prefixes {
-        xml.push_str(&format!(
-            "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
-            enc(p)
-        ));
-    }
+    push_entries(
+        &mut xml,
+        "Version",
+        "<VersionId>null</VersionId><IsLatest>true</IsLatest>",
+        listing,
+        &enc,
+    );
     xml.push_str("</ListVersionsResult>");
     xml
 }
