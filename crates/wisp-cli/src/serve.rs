@@ -216,8 +216,11 @@ async fn shutdown_signal() {
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
+            // s3s logs every refused S3 request (a 404, a 501) as an
+            // error; Wisp counts those in wisp_s3_requests_total and logs
+            // its own failures under wisp_s3.
             tracing_subscriber::EnvFilter::try_from_env("WISP_LOG")
-                .unwrap_or_else(|_| "warn,wisp=info".into()),
+                .unwrap_or_else(|_| "warn,wisp=info,s3s=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

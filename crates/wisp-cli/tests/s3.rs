@@ -798,15 +798,15 @@ calls = {
     "create_bucket_public": lambda: s3.create_bucket(Bucket="public", ACL="public-read"),
 }
 out = {name: call(f) for name, f in calls.items()}
-# POST object: a browser form upload (its signature is inside the form).
+# POST object without a signed policy (an anonymous form upload).
 import urllib.request
 form = b'--x\r\nContent-Disposition: form-data; name="key"\r\n\r\nk.txt\r\n--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nreplaced\r\n--x--\r\n'
 try:
     urllib.request.urlopen(urllib.request.Request(url + "/" + B, data=form, method="POST", headers={"Content-Type": "multipart/form-data; boundary=x"}))
-    out["post_object"] = "ok"
+    out["post_object_unsigned"] = "ok"
 except urllib.error.HTTPError as e:
     body = e.read().decode()
-    out["post_object"] = [e.code, "NotImplemented" if "<Code>NotImplemented</Code>" in body else body]
+    out["post_object_unsigned"] = [e.code, "AccessDenied" if "<Code>AccessDenied</Code>" in body else body]
 out["__before"] = before
 out["__after"] = state()
 out["__uploads"] = call(lambda: s3.list_multipart_uploads(Bucket=B))
@@ -841,6 +841,9 @@ async fn unsupported_operations_and_headers_answer_501_and_change_nothing() {
         let want = if name.ends_with("_version") {
             // A version id on an unversioned bucket: no such version.
             serde_json::json!([400, "InvalidArgument"])
+        } else if name == "post_object_unsigned" {
+            // POST object is supported, with a signed policy only.
+            serde_json::json!([403, "AccessDenied"])
         } else {
             not_implemented.clone()
         };
@@ -1066,5 +1069,210 @@ async fn conformance_fixes_conditionals_part_copy_listings_and_names() {
     assert_eq!(j("versions_keys"), serde_json::json!(["d/sp ace&x"]));
     for b in ["ip_bucket", "dot_dash_bucket", "dash_dot_bucket"] {
         assert_eq!(j(b), e(400, "InvalidBucketName"), "{b}");
+    }
+}
+
+/// What the S3 layer keeps and checks beyond bytes and user metadata,
+/// through boto3: the standard headers of a PUT, `x-amz-checksum-*`
+/// (verified, stored, answered on request), reads of one part of a
+/// multipart object (`?partNumber`), POST object (a browser form upload
+/// under a policy signed with an access key), and an `aws-chunked` upload
+/// with signed chunks (a forged chunk stores nothing).
+const KEPT: &str = r#"
+import base64, datetime, hashlib, json, sys, urllib.request, zlib, boto3, botocore
+url, key, secret = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                  aws_access_key_id=key, aws_secret_access_key=secret,
+                  config=botocore.config.Config(retries={"max_attempts": 0}, s3={"addressing_style": "path"}))
+out = {}
+def call(f):
+    try:
+        f()
+        return "ok"
+    except botocore.exceptions.ClientError as e:
+        return [e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]]
+B = "kept"
+s3.create_bucket(Bucket=B)
+# Standard headers of a PUT come back on HEAD and GET, and with a copy.
+when = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+s3.put_object(Bucket=B, Key="h", Body=b"hello", CacheControl="max-age=60", ContentDisposition='attachment; filename="h.txt"',
+              ContentEncoding="identity", ContentLanguage="de", Expires=when)
+def std(r):
+    return [r.get("CacheControl"), r.get("ContentDisposition"), r.get("ContentEncoding"), r.get("ContentLanguage"),
+            r["ResponseMetadata"]["HTTPHeaders"].get("expires")]
+out["head_headers"] = std(s3.head_object(Bucket=B, Key="h"))
+out["get_headers"] = std(s3.get_object(Bucket=B, Key="h"))
+s3.copy_object(Bucket=B, Key="h2", CopySource={"Bucket": B, "Key": "h"})
+out["copied_headers"] = std(s3.head_object(Bucket=B, Key="h2"))
+s3.copy_object(Bucket=B, Key="h3", CopySource={"Bucket": B, "Key": "h"}, MetadataDirective="REPLACE", CacheControl="no-store")
+out["replaced_headers"] = std(s3.head_object(Bucket=B, Key="h3"))
+# Checksums: verified when sent, stored, answered with ChecksumMode.
+body = b"checked body" * 100
+s3.put_object(Bucket=B, Key="c", Body=body, ChecksumAlgorithm="SHA256")
+h = s3.head_object(Bucket=B, Key="c", ChecksumMode="ENABLED")
+out["sha256_answered"] = h.get("ChecksumSHA256") == base64.b64encode(hashlib.sha256(body).digest()).decode()
+out["sha256_not_unasked"] = "ChecksumSHA256" not in s3.head_object(Bucket=B, Key="c")
+crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+s3.put_object(Bucket=B, Key="c32", Body=body, ChecksumCRC32=crc)
+out["crc32_answered"] = s3.get_object(Bucket=B, Key="c32", ChecksumMode="ENABLED").get("ChecksumCRC32") == crc
+wrong = base64.b64encode((zlib.crc32(body) ^ 1).to_bytes(4, "big")).decode()
+out["crc32_wrong"] = call(lambda: s3.put_object(Bucket=B, Key="bad", Body=body, ChecksumCRC32=wrong))
+out["crc32_wrong_not_stored"] = call(lambda: s3.head_object(Bucket=B, Key="bad"))
+out["crc32_wrong_over_existing"] = call(lambda: s3.put_object(Bucket=B, Key="c32", Body=b"other", ChecksumCRC32=wrong))
+out["existing_kept"] = s3.get_object(Bucket=B, Key="c32")["Body"].read() == body
+# One part of a multipart object.
+p1, p2 = bytes(range(256)) * (5 * 4096), b"tail" * 256
+m = s3.create_multipart_upload(Bucket=B, Key="mp")
+e1 = s3.upload_part(Bucket=B, Key="mp", UploadId=m["UploadId"], PartNumber=1, Body=p1)["ETag"]
+e2 = s3.upload_part(Bucket=B, Key="mp", UploadId=m["UploadId"], PartNumber=2, Body=p2)["ETag"]
+s3.complete_multipart_upload(Bucket=B, Key="mp", UploadId=m["UploadId"],
+    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+g2 = s3.get_object(Bucket=B, Key="mp", PartNumber=2)
+out["part2"] = [g2["ResponseMetadata"]["HTTPStatusCode"], g2["Body"].read() == p2, g2["PartsCount"], g2["ContentRange"]]
+out["part1_head"] = [s3.head_object(Bucket=B, Key="mp", PartNumber=1)["ContentLength"], len(p1)]
+out["part3"] = call(lambda: s3.get_object(Bucket=B, Key="mp", PartNumber=3))
+out["single_part1"] = s3.get_object(Bucket=B, Key="h", PartNumber=1)["Body"].read().decode()
+# POST object: a form upload under a signed policy.
+def post(fields, data):
+    parts = []
+    for k, v in list(fields.items()) + [("file", data)]:
+        disp = 'form-data; name="%s"' % k + ('; filename="upload.txt"' if k == "file" else "")
+        parts.append(b"--xyz\r\nContent-Disposition: " + disp.encode() + b"\r\n\r\n" + (v if isinstance(v, bytes) else v.encode()) + b"\r\n")
+    req = urllib.request.Request(p["url"], data=b"".join(parts) + b"--xyz--\r\n", method="POST",
+                                 headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        body = e.read().decode()
+        return [e.code, body.split("<Code>")[1].split("</Code>")[0] if "<Code>" in body else body]
+# boto3 signs the policy with Signature V2 by default, V4 when asked.
+v4 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                  aws_access_key_id=key, aws_secret_access_key=secret,
+                  config=botocore.config.Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+for name, client in [("v2", s3), ("v4", v4)]:
+    k = "forms/%s.txt" % name
+    p = client.generate_presigned_post(B, k, Fields={"Content-Type": "text/plain"},
+                                       Conditions=[{"Content-Type": "text/plain"}, ["content-length-range", 1, 100]], ExpiresIn=300)
+    sig = "x-amz-signature" if "x-amz-signature" in p["fields"] else "signature"
+    out["post_" + name] = [sig, post(p["fields"], b"from a form")]
+    g = s3.get_object(Bucket=B, Key=k)
+    out["posted_" + name] = [g["Body"].read().decode(), g["ContentType"]]
+    out["post_too_big_" + name] = post(dict(p["fields"], key=k + ".big"), b"x" * 200)
+    out["post_too_big_stored_" + name] = call(lambda: s3.head_object(Bucket=B, Key=k + ".big"))
+    tampered = dict(p["fields"], key=k + ".forged")
+    tampered[sig] = ("0" * 64) if sig == "x-amz-signature" else base64.b64encode(b"0" * 20).decode()
+    out["post_bad_signature_" + name] = post(tampered, b"forged")
+    out["post_bad_signature_stored_" + name] = call(lambda: s3.head_object(Bucket=B, Key=k + ".forged"))
+# An aws-chunked upload (STREAMING-AWS4-HMAC-SHA256-PAYLOAD): each chunk
+# signed, chained from the request's signature (botocore signs the head).
+import hmac
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+class Streaming(S3SigV4Auth):
+    def payload(self, request):
+        return "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+def chunked(key_name, chunks, forge=None):
+    data_len = sum(len(c) for c in chunks)
+    req = AWSRequest(method="PUT", url="%s/%s/%s" % (url, B, key_name), headers={
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "Content-Encoding": "aws-chunked",
+        "x-amz-decoded-content-length": str(data_len), "Content-Type": "text/plain"})
+    Streaming(Credentials(key, secret), "s3", "us-east-1").add_auth(req)
+    amz_date = req.headers["X-Amz-Date"]
+    prev = req.headers["Authorization"].split("Signature=")[1]
+    scope = "%s/us-east-1/s3/aws4_request" % amz_date[:8]
+    k = ("AWS4" + secret).encode()
+    for part in (amz_date[:8], "us-east-1", "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    body = b""
+    for i, c in enumerate(list(chunks) + [b""]):
+        to_sign = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, hashlib.sha256(b"").hexdigest(), hashlib.sha256(c).hexdigest()])
+        prev = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+        sig = "0" * 64 if forge == i else prev
+        body += b"%x;chunk-signature=%s\r\n" % (len(c), sig.encode()) + c + b"\r\n"
+    headers = dict(req.headers.items())
+    headers["Content-Length"] = str(len(body))
+    r = urllib.request.Request(req.url, data=body, method="PUT", headers=headers)
+    try:
+        with urllib.request.urlopen(r) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        b = e.read().decode()
+        return [e.code, b.split("<Code>")[1].split("</Code>")[0] if "<Code>" in b else b]
+parts = [b"a" * 70000, b"b" * 70000, b"tail"]
+out["chunked"] = chunked("chunked.txt", parts)
+g = s3.get_object(Bucket=B, Key="chunked.txt")
+out["chunked_read"] = [g["Body"].read() == b"".join(parts), g["ContentType"], g.get("ContentEncoding")]
+out["chunked_forged"] = chunked("forged.txt", parts, forge=1)
+out["chunked_forged_stored"] = call(lambda: s3.head_object(Bucket=B, Key="forged.txt"))
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn standard_headers_checksums_part_reads_post_object_and_chunked_uploads() {
+    let node = Node::fresh("s3-kept", &[]);
+    let (key, secret) = access_key(&node, &["--role", "deployer"]);
+    let o = std::process::Command::new(python())
+        .args(["-c", KEPT, node.s3_url.as_deref().unwrap(), &key, &secret])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j = |k: &str| v[k].clone();
+    let e = |status: u16, code: &str| serde_json::json!([status, code]);
+    let std = serde_json::json!([
+        "max-age=60",
+        "attachment; filename=\"h.txt\"",
+        "identity",
+        "de",
+        "Tue, 01 Jan 2030 00:00:00 GMT"
+    ]);
+    assert_eq!(j("head_headers"), std, "{v}");
+    assert_eq!(j("get_headers"), std);
+    assert_eq!(j("copied_headers"), std);
+    assert_eq!(
+        j("replaced_headers"),
+        serde_json::json!(["no-store", null, null, null, null])
+    );
+    assert_eq!(j("sha256_answered"), true);
+    assert_eq!(j("sha256_not_unasked"), true);
+    assert_eq!(j("crc32_answered"), true);
+    assert_eq!(j("crc32_wrong"), e(400, "BadDigest"));
+    assert_eq!(j("crc32_wrong_not_stored"), e(404, "404"));
+    assert_eq!(j("crc32_wrong_over_existing"), e(400, "BadDigest"));
+    assert_eq!(j("existing_kept"), true);
+    assert_eq!(
+        j("part2"),
+        serde_json::json!([206, true, 2, "bytes 5242880-5243903/5243904"])
+    );
+    assert_eq!(j("part1_head"), serde_json::json!([5242880, 5242880]));
+    assert_eq!(j("part3"), e(416, "InvalidPartNumber"));
+    assert_eq!(j("single_part1"), "hello");
+    assert_eq!(j("chunked"), 200);
+    assert_eq!(
+        j("chunked_read"),
+        serde_json::json!([true, "text/plain", null])
+    );
+    assert_eq!(j("chunked_forged"), e(403, "SignatureDoesNotMatch"));
+    assert_eq!(j("chunked_forged_stored"), e(404, "404"));
+    for (v, field) in [("v2", "signature"), ("v4", "x-amz-signature")] {
+        assert_eq!(j(&format!("post_{v}")), serde_json::json!([field, 204]));
+        assert_eq!(
+            j(&format!("posted_{v}")),
+            serde_json::json!(["from a form", "text/plain"])
+        );
+        assert_eq!(
+            j(&format!("post_too_big_{v}")),
+            e(400, "EntityTooLarge"),
+            "{v}"
+        );
+        assert_eq!(j(&format!("post_too_big_stored_{v}")), e(404, "404"));
+        assert_eq!(
+            j(&format!("post_bad_signature_{v}")),
+            e(403, "SignatureDoesNotMatch"),
+            "{v}"
+        );
+        assert_eq!(j(&format!("post_bad_signature_stored_{v}")), e(404, "404"));
     }
 }

@@ -32,7 +32,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
     };
     let mut text = st.engine.metrics_text();
     st.gate.render_metrics(&mut text);
-    crate::s3::render_metrics(&mut text);
+    wisp_s3::render_metrics(&mut text);
     text.push_str("# HELP wisp_kv_keys Keys in the key-value store, by namespace.\n# TYPE wisp_kv_keys gauge\n");
     let mut bytes = String::from(
         "# HELP wisp_kv_bytes Bytes of keys and values in the key-value store, by namespace.\n# TYPE wisp_kv_bytes gauge\n",

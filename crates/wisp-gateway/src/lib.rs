@@ -18,7 +18,7 @@ mod lambda_api;
 pub mod limits;
 mod ownership;
 pub mod routes;
-pub mod s3;
+mod s3;
 pub mod sigv4;
 mod tenancy;
 mod tenants_api;
@@ -107,26 +107,17 @@ pub async fn serve(
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map(|a| format!("http://{a}"));
+    let s3_api = s3::api(&engine, &gate);
     engine.attach_objects(
         Arc::new(s3::FunctionObjects {
-            state: AppState {
-                engine: engine.clone(),
-                gate: gate.clone(),
-                config: Arc::new(config.clone()),
-            },
+            api: s3_api.clone(),
         }),
         s3_url,
     );
     let s3 = s3_listener.map(|l| {
-        let state = AppState {
-            engine: engine.clone(),
-            gate: gate.clone(),
-            config: Arc::new(config.clone()),
-        };
-        let app = s3::router(state).layer(axum::extract::DefaultBodyLimit::disable());
         tokio::spawn(wisp_listen::serve(
             l,
-            app,
+            s3::router(s3_api),
             config.listener,
             stopped(stop_rx.clone()),
         ))

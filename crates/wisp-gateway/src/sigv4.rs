@@ -122,43 +122,17 @@ pub struct Received<'a> {
     pub body: &'a [u8],
 }
 
-/// How the canonical request is built for a service.
-#[derive(Clone, Copy)]
-struct Rules<'a> {
-    /// S3 encodes the path once; other services encode it twice.
-    s3: bool,
-    /// The payload hash to sign with, when it is not the body's SHA-256
-    /// (S3: the `x-amz-content-sha256` header, checked against the body
-    /// as it streams in; presigned URLs: `UNSIGNED-PAYLOAD`).
-    payload: Option<&'a str>,
-    /// Query parameters left out (a presigned URL's signature).
-    skip_param: Option<&'a str>,
-}
-
-fn canonical_request(
-    r: &Received<'_>,
-    c: &Credential<'_>,
-    rules: Rules<'_>,
-) -> Result<String, SigError> {
+fn canonical_request(r: &Received<'_>, c: &Credential<'_>) -> Result<String, SigError> {
     let mut out = String::with_capacity(512);
     out.push_str(r.method);
     out.push('\n');
-    if rules.s3 {
-        encode(&percent_decode(r.raw_path, false), true, &mut out);
-    } else {
-        // Services other than S3 encode the (already encoded) path once more.
-        encode(r.raw_path, true, &mut out);
-    }
+    // Services other than S3 encode the (already encoded) path once more.
+    encode(r.raw_path, true, &mut out);
     out.push('\n');
     let mut pairs: Vec<(String, String)> = r
         .raw_query
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter(|p| {
-            rules
-                .skip_param
-                .is_none_or(|s| p.split('=').next() != Some(s))
-        })
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             let (mut ek, mut ev) = (String::new(), String::new());
@@ -196,10 +170,6 @@ fn canonical_request(
     out.push('\n');
     out.push_str(&c.signed_headers.join(";"));
     out.push('\n');
-    if let Some(p) = rules.payload {
-        out.push_str(p);
-        return Ok(out);
-    }
     let body_hash = hex_sha256(r.body);
     if let Some(claimed) = r.headers.get("x-amz-content-sha256")
         && claimed.as_bytes() != body_hash.as_bytes()
@@ -246,161 +216,7 @@ pub fn verify<'a>(
     now_s: i64,
     secret_of: impl FnOnce(&str) -> Option<String>,
 ) -> Result<&'a str, SigError> {
-    let rules = Rules {
-        s3: false,
-        payload: None,
-        skip_param: None,
-    };
-    verify_with(authorization, r, now_s, secret_of, rules)
-}
-
-/// Verifies an S3 request signed in its `Authorization` header. The
-/// payload is signed as the `x-amz-content-sha256` header says; the caller
-/// checks the body against it as it arrives. Returns the key id and that
-/// claimed hash (`None` for `UNSIGNED-PAYLOAD`).
-pub fn verify_s3<'a>(
-    authorization: &'a str,
-    r: &Received<'_>,
-    now_s: i64,
-    secret_of: impl FnOnce(&str) -> Option<String>,
-) -> Result<(&'a str, Option<String>), SigError> {
-    let claimed = r
-        .headers
-        .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| SigError::Malformed("x-amz-content-sha256 is missing".into()))?;
-    if claimed.starts_with("STREAMING-") {
-        return Err(SigError::Malformed(format!(
-            "x-amz-content-sha256 {claimed} (aws-chunked uploads) is not supported: sign the payload, or send UNSIGNED-PAYLOAD"
-        )));
-    }
-    let unsigned = claimed == "UNSIGNED-PAYLOAD";
-    if !unsigned && (claimed.len() != 64 || !claimed.bytes().all(|b| b.is_ascii_hexdigit())) {
-        return Err(SigError::Malformed(format!(
-            "x-amz-content-sha256 {claimed:?} is neither a SHA-256 hex digest nor UNSIGNED-PAYLOAD"
-        )));
-    }
-    let rules = Rules {
-        s3: true,
-        payload: Some(claimed),
-        skip_param: None,
-    };
-    let id = verify_with(authorization, r, now_s, secret_of, rules)?;
-    Ok((id, (!unsigned).then(|| claimed.to_ascii_lowercase())))
-}
-
-/// A query string's parameters, decoded.
-fn query_map(raw: &str) -> std::collections::HashMap<String, String> {
-    raw.split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (percent_decode(k, false), percent_decode(v, false)))
-        .collect()
-}
-
-fn param<'a>(
-    q: &'a std::collections::HashMap<String, String>,
-    k: &str,
-) -> Result<&'a str, SigError> {
-    q.get(k)
-        .map(String::as_str)
-        .ok_or_else(|| SigError::Malformed(format!("the presigned URL has no {k}")))
-}
-
-/// Verifies a presigned S3 URL (`X-Amz-Algorithm`, `X-Amz-Credential`,
-/// `X-Amz-Date`, `X-Amz-Expires`, `X-Amz-SignedHeaders`,
-/// `X-Amz-Signature` in the query). Returns the key id.
-pub fn verify_presigned(
-    r: &Received<'_>,
-    now_s: i64,
-    secret_of: impl FnOnce(&str) -> Option<String>,
-) -> Result<String, SigError> {
-    let q = query_map(r.raw_query);
-    let get = |k: &str| param(&q, k);
-    if get("X-Amz-Algorithm")? != ALGORITHM {
-        return Err(SigError::Malformed(
-            "X-Amz-Algorithm must be AWS4-HMAC-SHA256".into(),
-        ));
-    }
-    let date = get("X-Amz-Date")?;
-    let t = amz_date_s(date).ok_or_else(|| {
-        SigError::Malformed(format!("X-Amz-Date {date:?} is not YYYYMMDDTHHMMSSZ"))
-    })?;
-    let expires: i64 = get("X-Amz-Expires")?
-        .parse()
-        .ok()
-        .filter(|e| (1..=7 * 86_400).contains(e))
-        .ok_or_else(|| SigError::Malformed("X-Amz-Expires must be 1 to 604800 seconds".into()))?;
-    if now_s > t + expires {
-        return Err(SigError::Mismatch(format!(
-            "the presigned URL expired at {} (signed {date}, valid {expires} s)",
-            t + expires
-        )));
-    }
-    if t - now_s > MAX_SKEW_S {
-        return Err(SigError::Mismatch(
-            "the presigned URL is dated in the future".into(),
-        ));
-    }
-    // Rebuild it as an Authorization header and check it the same way.
-    let header = format!(
-        "{ALGORITHM} Credential={}, SignedHeaders={}, Signature={}",
-        get("X-Amz-Credential")?,
-        get("X-Amz-SignedHeaders")?,
-        get("X-Amz-Signature")?
-    );
-    let rules = Rules {
-        s3: true,
-        payload: Some("UNSIGNED-PAYLOAD"),
-        skip_param: Some("X-Amz-Signature"),
-    };
-    let c = parse(&header)?;
-    let secret = secret_of(c.key_id).ok_or_else(|| SigError::UnknownKey(c.key_id.to_string()))?;
-    check(&c, date, canonical_request(r, &c, rules)?, &secret)?;
-    Ok(c.key_id.to_string())
-}
-
-/// Verifies a presigned URL of the older Signature Version 2
-/// (`AWSAccessKeyId`, `Expires`, `Signature`: HMAC-SHA1), which boto3
-/// still makes by default for `generate_presigned_url` on S3. Returns the
-/// key id.
-pub fn verify_presigned_v2(
-    r: &Received<'_>,
-    now_s: i64,
-    secret_of: impl FnOnce(&str) -> Option<String>,
-) -> Result<String, SigError> {
-    let q = query_map(r.raw_query);
-    let get = |k: &str| param(&q, k);
-    let key_id = get("AWSAccessKeyId")?;
-    let expires = get("Expires")?;
-    let e: i64 = expires
-        .parse()
-        .map_err(|_| SigError::Malformed("Expires must be a Unix time".into()))?;
-    if now_s > e {
-        return Err(SigError::Mismatch(format!(
-            "the presigned URL expired at {e}"
-        )));
-    }
-    let secret = secret_of(key_id).ok_or_else(|| SigError::UnknownKey(key_id.to_string()))?;
-    let header = |n: &str| r.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let to_sign = format!(
-        "{}\n{}\n{}\n{expires}\n{}",
-        r.method,
-        header("content-md5"),
-        header("content-type"),
-        r.raw_path
-    );
-    let sig = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes()),
-        to_sign.as_bytes(),
-    );
-    use base64::Engine as _;
-    let expected = base64::engine::general_purpose::STANDARD.encode(sig.as_ref());
-    if !crate::tenancy::same(expected.as_bytes(), get("Signature")?.as_bytes()) {
-        return Err(SigError::Mismatch(
-            "the presigned URL's signature does not match".into(),
-        ));
-    }
-    Ok(key_id.to_string())
+    verify_with(authorization, r, now_s, secret_of)
 }
 
 fn verify_with<'a>(
@@ -408,7 +224,6 @@ fn verify_with<'a>(
     r: &Received<'_>,
     now_s: i64,
     secret_of: impl FnOnce(&str) -> Option<String>,
-    rules: Rules<'_>,
 ) -> Result<&'a str, SigError> {
     let c = parse(authorization)?;
     let secret = secret_of(c.key_id).ok_or_else(|| SigError::UnknownKey(c.key_id.to_string()))?;
@@ -425,7 +240,7 @@ fn verify_with<'a>(
             "X-Amz-Date {date} is more than 15 minutes from the node's clock"
         )));
     }
-    check(&c, date, canonical_request(r, &c, rules)?, &secret)?;
+    check(&c, date, canonical_request(r, &c)?, &secret)?;
     Ok(c.key_id)
 }
 

@@ -165,8 +165,45 @@ pub struct ObjectMeta {
     pub etag: String,
     pub content_type: String,
     pub modified_ms: i64,
-    /// `x-amz-meta-*` headers, names lowercased without the prefix.
+    /// `x-amz-meta-*` headers, names lowercased without the prefix; and
+    /// the standard headers kept with the object (`Cache-Control`,
+    /// `Content-Disposition`, `Content-Encoding`, `Content-Language`,
+    /// `Expires`) and its checksums (`x-amz-checksum-*`), under their
+    /// lowercased names behind [`HEADER_PREFIX`] (`:cache-control`). An
+    /// HTTP header name cannot hold `:`, so the two never collide.
     pub metadata: BTreeMap<String, String>,
+}
+
+/// Marks a stored standard header (not user metadata) in
+/// [`ObjectMeta::metadata`].
+pub const HEADER_PREFIX: char = ':';
+
+/// The stored attribute (behind [`HEADER_PREFIX`]) listing the sizes of a
+/// multipart object's parts, comma-separated, in order.
+pub const PART_SIZES: &str = "x-wisp-part-sizes";
+
+impl ObjectMeta {
+    /// User metadata (`x-amz-meta-*`), names without the prefix.
+    pub fn user_metadata(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.metadata
+            .iter()
+            .filter(|(k, _)| !k.starts_with(HEADER_PREFIX))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// A stored standard header (`cache-control`), if the object has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.metadata
+            .get(&format!("{HEADER_PREFIX}{name}"))
+            .map(String::as_str)
+    }
+
+    /// The sizes of a multipart object's parts, in order (none for an
+    /// object written whole).
+    pub fn part_sizes(&self) -> Option<Vec<u64>> {
+        self.header(PART_SIZES)
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+    }
 }
 
 /// One page of a listing.
@@ -1170,6 +1207,13 @@ impl ObjectStore {
         let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&md5s)), parts.len());
         let size = blob.size;
         let name = self.place(&mut blob)?;
+        // The parts' sizes, for reads of one part (GET ?partNumber=N).
+        let mut metadata = upload.metadata.clone();
+        let sizes: Vec<String> = parts
+            .iter()
+            .filter_map(|(n, _)| stored.get(n).map(|(size, _, _)| size.to_string()))
+            .collect();
+        metadata.insert(format!("{HEADER_PREFIX}{PART_SIZES}"), sizes.join(","));
         let meta = self.put_row(
             &upload.namespace,
             &upload.bucket,
@@ -1177,7 +1221,7 @@ impl ObjectStore {
             size,
             &etag,
             &upload.content_type,
-            &upload.metadata,
+            &metadata,
             &name,
         )?;
         self.drop_upload(&upload.id, stored.values().map(|(_, _, b)| b.clone()))?;
