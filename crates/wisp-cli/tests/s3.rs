@@ -1247,7 +1247,7 @@ async fn standard_headers_checksums_part_reads_post_object_and_chunked_uploads()
         serde_json::json!([206, true, 2, "bytes 5242880-5243903/5243904"])
     );
     assert_eq!(j("part1_head"), serde_json::json!([5242880, 5242880]));
-    assert_eq!(j("part3"), e(416, "InvalidPartNumber"));
+    assert_eq!(j("part3"), e(400, "InvalidPart"));
     assert_eq!(j("single_part1"), "hello");
     assert_eq!(j("chunked"), 200);
     assert_eq!(

@@ -206,9 +206,35 @@ struct Worker {
     api: Arc<ApiState>,
     server: tokio::task::JoinHandle<()>,
     logs: Arc<Mutex<LogBuf>>,
+    /// The read ends of its stdout and stderr pipes (read by `pump`).
+    pipes: Vec<std::os::fd::RawFd>,
     pid: i32,
     cell: Option<sandbox::Cell>,
     processes: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    /// Waits (up to 100 ms) until what the process wrote before its
+    /// answer has been read from its pipes into its logs: an answer
+    /// arrives after the output that preceded it, but the readers may not
+    /// have run yet on a busy node.
+    async fn logs_caught_up(&self) {
+        for _ in 0..100 {
+            let pending = self.pipes.iter().any(|&fd| {
+                let mut n: libc::c_int = 0;
+                // SAFETY: FIONREAD writes one c_int; an fd that is no
+                // longer valid makes it fail, which reads as empty.
+                unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) == 0 && n > 0 }
+            });
+            if !pending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // A reader that took the last bytes appends them next.
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+    }
 }
 
 impl Drop for Worker {
@@ -504,10 +530,13 @@ impl ProcessPool {
         self.processes.fetch_add(1, Ordering::Relaxed);
         let logs = Arc::new(Mutex::new(LogBuf::default()));
         let max = self.cfg.max_log_bytes;
+        let mut pipes = Vec::new();
         if let Some(out) = child.stdout.take() {
+            pipes.push(std::os::fd::AsRawFd::as_raw_fd(&out));
             tokio::spawn(pump(out, logs.clone(), max));
         }
         if let Some(err) = child.stderr.take() {
+            pipes.push(std::os::fd::AsRawFd::as_raw_fd(&err));
             tokio::spawn(pump(err, logs.clone(), max));
         }
         Ok(Worker {
@@ -515,6 +544,7 @@ impl ProcessPool {
             api,
             server,
             logs,
+            pipes,
             pid,
             cell,
             processes: self.processes.clone(),
@@ -607,10 +637,8 @@ impl ProcessPool {
                 return failed(started, cold, outcome, why, logs.0, logs.1);
             }
         };
-        // Let the output readers catch up with what was printed before the
-        // answer.
-        tokio::task::yield_now().await;
-        tokio::task::yield_now().await;
+        // The output printed before the answer belongs to this invocation.
+        worker.logs_caught_up().await;
         let (logs, truncated) = take_logs(&worker.logs);
         let Some(result) = result else {
             // Past the deadline: the process goes (the drop kills its group).

@@ -364,7 +364,9 @@ fn inline_writer(mut conn: Connection, rx: std::sync::mpsc::Receiver<InlinePut>,
         let modified_ms = now_ms();
         let mut results: Vec<Result<(ObjectMeta, Option<String>), ObjectError>> = Vec::new();
         let committed = (|| -> Result<(), ObjectError> {
-            let tx = conn.transaction().map_err(db)?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
             for j in &batch {
                 let exists: Option<i64> = tx
                     .query_row(
@@ -649,7 +651,9 @@ impl ObjectStore {
     /// multipart uploads and their blob files. Returns the objects deleted.
     pub fn delete_namespace(&self, ns: &Namespace) -> Result<u64, ObjectError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let mut blobs: Vec<String> = Vec::new();
         for sql in [
             "SELECT blob FROM objects WHERE namespace = ?1",
@@ -787,7 +791,9 @@ impl ObjectStore {
         let modified_ms = now_ms();
         let old: Option<String> = {
             let mut conn = self.conn();
-            let tx = conn.transaction().map_err(db)?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
             let old = tx
                 .query_row(
                     "SELECT blob FROM objects WHERE namespace = ?1 AND bucket = ?2 AND key = ?3",
@@ -1331,7 +1337,9 @@ impl ObjectStore {
     ) -> Result<(), ObjectError> {
         {
             let mut conn = self.conn();
-            let tx = conn.transaction().map_err(db)?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
             tx.execute("DELETE FROM upload_parts WHERE upload_id = ?1", params![id])
                 .map_err(db)?;
             tx.execute("DELETE FROM uploads WHERE id = ?1", params![id])

@@ -120,11 +120,23 @@ impl S3Api {
             resp.headers_mut().remove(header::CONTENT_TYPE);
             resp.headers_mut().remove(header::CONTENT_LENGTH);
         }
+        if status_is_error(resp.status())
+            && let Some(xml) = resp.body().bytes()
+            && let Some(at) = find(&xml, b"</Error>")
+        {
+            // The error's RequestId, the same as the header's.
+            let mut b = Vec::with_capacity(xml.len() + 64);
+            b.extend_from_slice(&xml[..at]);
+            b.extend_from_slice(format!("<RequestId>{id}</RequestId>").as_bytes());
+            b.extend_from_slice(&xml[at..]);
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+            *resp.body_mut() = Body::from(b);
+        }
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-amz-request-id", v);
         }
         let status = resp.status();
-        if has_body && (status.is_client_error() || status.is_server_error()) {
+        if has_body && status_is_error(status) {
             // A refused request's body may be left unread, and then the
             // connection cannot carry another request: say so, or a
             // client that reuses it sees it closed without an answer.
@@ -134,6 +146,14 @@ impl S3Api {
         count(&method, status);
         resp
     }
+}
+
+fn status_is_error(s: StatusCode) -> bool {
+    s.is_client_error() || s.is_server_error()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Requests served, by method and status (`wisp_s3_requests_total`).

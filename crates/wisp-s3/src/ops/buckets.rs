@@ -13,10 +13,32 @@ pub(super) async fn list(
     let c = caller(&req)?;
     let (store, ns) = (w.objects.clone(), c.ns.clone());
     let list = blocking(move || store.list_buckets(&ns)).await?;
-    let prefix = req.input.prefix.clone().unwrap_or_default();
-    let buckets = list
+    let i = req.input;
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let after = match &i.continuation_token {
+        Some(t) => Some(super::lists::token_decode(t)?),
+        None => None,
+    };
+    let max = match i.max_buckets {
+        None => usize::MAX,
+        Some(n) if (1..=10_000).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(crate::error::invalid_argument(format!(
+                "max-buckets must be from 1 to 10000, got {n}"
+            )));
+        }
+    };
+    let mut names: Vec<(String, i64)> = list
         .into_iter()
         .filter(|(name, _)| name.starts_with(&prefix))
+        .filter(|(name, _)| after.as_ref().is_none_or(|a| name > a))
+        .collect();
+    let next = (names.len() > max).then(|| {
+        names.truncate(max);
+        super::lists::token_encode(&names[max - 1].0)
+    });
+    let buckets = names
+        .into_iter()
         .map(|(name, created)| Bucket {
             name: Some(name),
             creation_date: Some(timestamp(created)),
@@ -29,8 +51,8 @@ pub(super) async fn list(
             id: Some(c.ns.to_string()),
             display_name: Some(c.ns.to_string()),
         }),
-        prefix: req.input.prefix,
-        continuation_token: None,
+        prefix: i.prefix,
+        continuation_token: next,
     }))
 }
 

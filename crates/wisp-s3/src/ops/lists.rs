@@ -19,11 +19,11 @@ fn max_of(name: &str, v: Option<i32>, default: usize) -> S3Result<usize> {
     }
 }
 
-fn token_encode(after: &str) -> String {
+pub(super) fn token_encode(after: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
 }
 
-fn token_decode(t: &str) -> S3Result<String> {
+pub(super) fn token_decode(t: &str) -> S3Result<String> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(t)
         .ok()

@@ -6,7 +6,7 @@ use super::body::{self, Claims, Received};
 use super::{Wisp, buckets, caller, etag, no_version, timestamp};
 use crate::access::Caller;
 use crate::cond::{self, Conditions, Verdict, seconds};
-use crate::error::{blocking, custom, from_store, internal, invalid_argument, s3err};
+use crate::error::{blocking, from_store, internal, invalid_argument, s3err};
 use bytes::Bytes;
 use http::StatusCode;
 use s3s::dto::*;
@@ -266,9 +266,10 @@ fn slice(meta: &ObjectMeta, range: Option<&Range>, part: Option<i32>) -> S3Resul
         }
         let sizes = meta.part_sizes().unwrap_or_else(|| vec![meta.size]);
         if n < 1 || n as usize > sizes.len() {
-            return Err(custom(
-                "InvalidPartNumber",
-                StatusCode::RANGE_NOT_SATISFIABLE,
+            // As Ceph RGW and ceph/s3-tests (AWS documents
+            // 416 InvalidPartNumber).
+            return Err(s3err(
+                S3ErrorCode::InvalidPart,
                 format!(
                     "The requested partnumber {n} is not satisfiable: the object has {} part(s)",
                     sizes.len()
