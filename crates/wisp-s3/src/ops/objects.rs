@@ -474,7 +474,14 @@ pub(super) async fn delete(
             "conditional deletes by modification time or size are not supported by Wisp; use If-Match with the ETag; nothing was deleted",
         ));
     }
-    check_write(w, &c.ns, (&i.bucket, &i.key), i.if_match.as_ref(), None).await?;
+    // A key that is not there is deleted already, whatever If-Match says
+    // (as S3: a delete of nothing succeeds).
+    match check_write(w, &c.ns, (&i.bucket, &i.key), i.if_match.as_ref(), None).await {
+        Err(e) if *e.code() == S3ErrorCode::NoSuchKey => {
+            return Ok(S3Response::new(DeleteObjectOutput::default()));
+        }
+        r => r?,
+    }
     let (store, ns, b, k) = (w.objects.clone(), c.ns.clone(), i.bucket.clone(), i.key);
     if let Some(m) = blocking(move || store.delete(&ns, &b, &k)).await? {
         w.notify(&c, &i.bucket, &m, false).await?;
@@ -506,7 +513,39 @@ pub(super) async fn delete_many(
         }
     }
     let quiet = i.delete.quiet.unwrap_or(false);
-    let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+    // Per-object conditions: an ETag must match (a missing key is deleted
+    // already); by size or modification time Wisp does not check, so such
+    // keys are not deleted.
+    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    let mut keys: Vec<String> = Vec::with_capacity(objects.len());
+    for o in objects {
+        if o.size.is_some() || o.last_modified_time.is_some() {
+            errors.push(Error {
+                code: Some("NotImplemented".into()),
+                message: Some("conditional deletes by Size or LastModifiedTime are not supported by Wisp; use ETag; not deleted".into()),
+                key: Some(o.key),
+                version_id: None,
+            });
+            continue;
+        }
+        if let Some(tag) = &o.e_tag {
+            let want = ETagCondition::ETag(tag.clone());
+            match check_write(w, &c.ns, (&i.bucket, &o.key), Some(&want), None).await {
+                Ok(()) => {}
+                Err(e) if *e.code() == S3ErrorCode::NoSuchKey => {}
+                Err(e) => {
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_string()),
+                        message: e.message().map(String::from),
+                        key: Some(o.key),
+                        version_id: None,
+                    });
+                    continue;
+                }
+            }
+        }
+        keys.push(o.key);
+    }
     let (store, ns, b, k2) = (
         w.objects.clone(),
         c.ns.clone(),
@@ -520,7 +559,6 @@ pub(super) async fn delete_many(
             .collect::<Vec<_>>())
     })
     .await?;
-    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
     for (key, r) in keys.into_iter().zip(results) {
         match r {
             Ok(gone) => {
