@@ -318,19 +318,17 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     )
     .context("loading routes, tokens and API keys")?;
 
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another wisp running? pick another with --listen)",
-                a.listen
-            )
-        })?;
+    let listener = wisp_listen::bind(&a.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another wisp running? pick another with --listen)",
+            a.listen
+        )
+    })?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let s3_listener = match a.s3_listen.as_str() {
         "off" | "none" => None,
-        s3 => Some(tokio::net::TcpListener::bind(s3).await.with_context(|| {
+        s3 => Some(wisp_listen::bind(s3).await.with_context(|| {
             format!(
                 "cannot listen on {s3} for the S3 API (is another wisp or S3 server running? pick another with --s3-listen, or --s3-listen off)"
             )
