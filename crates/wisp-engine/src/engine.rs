@@ -345,21 +345,11 @@ impl Engine {
             engine.insert_entry(r, None);
         }
         engine.start_events().await?;
-        // Key changes reach kv triggers; a write is acknowledged once its
-        // events are queued.
-        let weak = Arc::downgrade(&engine.inner);
-        kv_listener.set_listener(Arc::new(move |change| {
-            let weak = weak.clone();
-            Box::pin(async move {
-                let Some(inner) = weak.upgrade() else {
-                    return Ok(());
-                };
-                Engine { inner }
-                    .kv_changed(change)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        }));
+        // Key changes reach kv triggers: their events are stored with the
+        // change in kv.db, then queued.
+        kv_listener.set_hook(Arc::new(crate::kv_events::KvHook(Arc::downgrade(
+            &engine.inner,
+        ))));
         let weak = Arc::downgrade(&engine.inner);
         let idle = engine.inner.settings.idle_evict;
         tokio::spawn(async move {

@@ -126,7 +126,7 @@ impl Events {
     }
 
     /// Takes room for deliveries, or says why there is none.
-    fn reserve(&self, n: usize, bytes: usize) -> Result<(), EngineError> {
+    pub(crate) fn reserve(&self, n: usize, bytes: usize) -> Result<(), EngineError> {
         let mut s = self.sched();
         if s.count + n > self.settings.max_events {
             return Err(EngineError::QueueFull(format!(
@@ -153,7 +153,7 @@ impl Events {
         s.bytes += bytes;
     }
 
-    fn release(&self, n: usize, bytes: usize) {
+    pub(crate) fn release(&self, n: usize, bytes: usize) {
         let mut s = self.sched();
         s.count = s.count.saturating_sub(n);
         s.bytes = s.bytes.saturating_sub(bytes);
@@ -675,7 +675,7 @@ impl Engine {
         .map_err(|e| EngineError::Internal(format!("the enqueue task failed: {e}")))?
     }
 
-    fn idempotency(
+    pub(crate) fn idempotency(
         &self,
         ns: &Namespace,
         scope: String,

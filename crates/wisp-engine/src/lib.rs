@@ -8,6 +8,7 @@
 mod admission;
 mod engine;
 mod events;
+mod kv_events;
 mod metrics;
 mod purge;
 mod queue;

@@ -12,6 +12,9 @@
 //!
 //! Atomic operations (`increment`, compare-and-swap) are atomic against
 //! every other write of the node: they run under the store's write lock.
+//!
+//! A change that triggers events (kv triggers) stores them with it, in the
+//! same transaction, and hands them on afterwards (see [`ChangeHook`]).
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -23,8 +26,10 @@ use tokio::sync::oneshot;
 use wisp_core::Namespace;
 use wisp_core::kv::{KvError, KvOp, KvStore, check_bucket, check_key, check_value};
 
+mod outbox;
 mod writer;
 
+pub use outbox::{ChangeHook, KvChange};
 use writer::{Undo, Write, lock_write, put, undo_write, write_loop};
 
 pub(crate) type Key = (Namespace, String);
@@ -52,30 +57,10 @@ struct Inner {
     buckets: Map,
     writer: std::sync::mpsc::Sender<Write>,
     version: AtomicU64,
-    listener: std::sync::OnceLock<Listener>,
+    hook: std::sync::OnceLock<Arc<dyn ChangeHook>>,
+    /// Events stored with their changes and not handed on yet.
+    outbox: std::sync::Mutex<Vec<outbox::Pending>>,
 }
-
-/// A committed change of a key, for the change listener (storage
-/// triggers).
-#[derive(Debug, Clone)]
-pub struct KvChange {
-    pub namespace: Namespace,
-    pub bucket: String,
-    pub key: String,
-    /// The new value's size; none when the key was deleted.
-    pub size: Option<u64>,
-    /// The function that made the change (none: the API or the CLI).
-    pub by: Option<String>,
-}
-
-/// Told about every committed change; a write is acknowledged once the
-/// listener's future is done (an error fails the write's acknowledgement,
-/// not the write).
-pub type Listener = Arc<
-    dyn Fn(KvChange) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-        + Send
-        + Sync,
->;
 
 /// A bucket's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,38 +137,41 @@ impl Kv {
                 buckets: map,
                 writer: tx,
                 version: AtomicU64::new(version),
-                listener: std::sync::OnceLock::new(),
+                hook: std::sync::OnceLock::new(),
+                outbox: std::sync::Mutex::new(
+                    snap.events
+                        .into_iter()
+                        .map(|(id, r)| (id, Some(r)))
+                        .collect(),
+                ),
             }),
         })
     }
 
-    /// Sets the change listener (once, at start).
-    pub fn set_listener(&self, l: Listener) {
-        let _ = self.inner.listener.set(l);
-    }
-
-    async fn changed(
-        &self,
+    /// The change as the hook sees it.
+    fn change(
         (ns, bucket, key): (&Namespace, &str, &str),
         size: Option<u64>,
         by: Option<&str>,
-    ) -> Result<(), KvError> {
-        let Some(l) = self.inner.listener.get() else {
-            return Ok(());
-        };
-        l(KvChange {
+    ) -> KvChange {
+        KvChange {
             namespace: ns.clone(),
             bucket: bucket.to_string(),
             key: key.to_string(),
             size,
             by: by.map(str::to_string),
-        })
-        .await
-        .map_err(|e| {
-            KvError::Store(format!(
-                "the write was stored, but its storage events could not be queued ({e}); retry it"
-            ))
-        })
+        }
+    }
+
+    /// Adds a change's events record (if any) to its ops.
+    fn with_events(events: &Option<(String, Vec<u8>)>, ops: &mut Vec<KvOp>, undo: &mut Vec<Undo>) {
+        if let Some((id, record)) = events {
+            ops.push(KvOp::PutEvents {
+                id: id.clone(),
+                record: record.clone(),
+            });
+            undo.push(Undo::Nothing);
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Bucket>> {
@@ -347,10 +335,11 @@ impl Kv {
         check_key(key)?;
         check_value(key, &value)?;
         check_bucket(bucket)?;
-        let rx = {
+        let (events, rx) = {
             let mut map = self.write();
-            let mut ops = Vec::with_capacity(2);
-            let mut undo = Vec::with_capacity(2);
+            let events = self.prepare(Self::change((ns, bucket, key), Some(size), by))?;
+            let mut ops = Vec::with_capacity(3);
+            let mut undo = Vec::with_capacity(3);
             let b = self.bucket_mut(&mut map, ns, bucket, &mut ops, &mut undo);
             let version = self.next_version();
             let value_vec = value.to_vec();
@@ -362,10 +351,12 @@ impl Kv {
                 value: value_vec,
             });
             undo.push(Undo::Put { prior, version });
-            self.persist(&mut map, ops, undo, false)
+            Self::with_events(&events, &mut ops, &mut undo);
+            (events, self.persist(&mut map, ops, undo, false))
         };
         Self::committed(rx).await?;
-        self.changed((ns, bucket, key), Some(size), by).await
+        self.hand_on(events).await;
+        Ok(())
     }
 
     /// The bucket for a write, made (and its creation queued) when missing.
@@ -396,28 +387,33 @@ impl Kv {
         key: &str,
         by: Option<&str>,
     ) -> Result<bool, KvError> {
-        let rx = {
+        let (events, rx) = {
             let mut map = self.write();
             let b = map
-                .get_mut(&(ns.clone(), bucket.to_string()))
+                .get(&(ns.clone(), bucket.to_string()))
                 .ok_or_else(|| Self::no_bucket(ns, bucket))?;
+            if !b.entries.contains_key(key) {
+                return Ok(false);
+            }
+            let events = self.prepare(Self::change((ns, bucket, key), None, by))?;
+            let Some(b) = map.get_mut(&(ns.clone(), bucket.to_string())) else {
+                return Ok(false); // unreachable: looked up above, under the same lock
+            };
             let Some(old) = b.entries.remove(key) else {
                 return Ok(false);
             };
             b.bytes -= (key.len() + old.value.len()) as u64;
-            self.persist(
-                &mut map,
-                vec![KvOp::Delete {
-                    namespace: ns.clone(),
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                }],
-                vec![Undo::Removed { prior: old }],
-                false,
-            )
+            let mut ops = vec![KvOp::Delete {
+                namespace: ns.clone(),
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            }];
+            let mut undo = vec![Undo::Removed { prior: old }];
+            Self::with_events(&events, &mut ops, &mut undo);
+            (events, self.persist(&mut map, ops, undo, false))
         };
         Self::committed(rx).await?;
-        self.changed((ns, bucket, key), None, by).await?;
+        self.hand_on(events).await;
         Ok(true)
     }
 
@@ -469,7 +465,7 @@ impl Kv {
     ) -> Result<i64, KvError> {
         check_key(key)?;
         check_bucket(bucket)?;
-        let (n, rx) = {
+        let (n, events, rx) = {
             let mut map = self.write();
             let current = match map
                 .get(&(ns.clone(), bucket.to_string()))
@@ -484,11 +480,13 @@ impl Kv {
             let n = current
                 .checked_add(delta)
                 .ok_or_else(|| KvError::Overflow(key.to_string()))?;
-            let mut ops = Vec::with_capacity(2);
-            let mut undo = Vec::with_capacity(2);
+            let value = n.to_string().into_bytes();
+            let size = Some(value.len() as u64);
+            let events = self.prepare(Self::change((ns, bucket, key), size, by))?;
+            let mut ops = Vec::with_capacity(3);
+            let mut undo = Vec::with_capacity(3);
             let version = self.next_version();
             let b = self.bucket_mut(&mut map, ns, bucket, &mut ops, &mut undo);
-            let value = n.to_string().into_bytes();
             let prior = put(b, key, Bytes::from(value.clone()), version);
             ops.push(KvOp::Set {
                 namespace: ns.clone(),
@@ -497,11 +495,11 @@ impl Kv {
                 value,
             });
             undo.push(Undo::Put { prior, version });
-            (n, self.persist(&mut map, ops, undo, true))
+            Self::with_events(&events, &mut ops, &mut undo);
+            (n, events, self.persist(&mut map, ops, undo, true))
         };
         Self::committed(rx).await?;
-        let size = n.to_string().len() as u64;
-        self.changed((ns, bucket, key), Some(size), by).await?;
+        self.hand_on(events).await;
         Ok(n)
     }
 
@@ -528,7 +526,7 @@ impl Kv {
         let (ns, bucket, key) = (cas.namespace.clone(), cas.bucket.clone(), cas.key.clone());
         let size = value.len() as u64;
         check_value(&cas.key, &value).map_err(SwapError::Store)?;
-        let rx = {
+        let (events, rx) = {
             let mut map = self.write();
             let b = map
                 .get_mut(&(cas.namespace.clone(), cas.bucket.clone()))
@@ -542,25 +540,25 @@ impl Kv {
                 };
                 return Err(SwapError::Changed(fresh));
             }
+            let events = self
+                .prepare(Self::change((&ns, &bucket, &key), Some(size), by))
+                .map_err(SwapError::Store)?;
             let version = self.next_version();
             let value_vec = value.to_vec();
             let prior = put(b, &cas.key, value, version);
-            self.persist(
-                &mut map,
-                vec![KvOp::Set {
-                    namespace: cas.namespace,
-                    bucket: cas.bucket,
-                    key: cas.key,
-                    value: value_vec,
-                }],
-                vec![Undo::Put { prior, version }],
-                true,
-            )
+            let mut ops = vec![KvOp::Set {
+                namespace: cas.namespace,
+                bucket: cas.bucket,
+                key: cas.key,
+                value: value_vec,
+            }];
+            let mut undo = vec![Undo::Put { prior, version }];
+            Self::with_events(&events, &mut ops, &mut undo);
+            (events, self.persist(&mut map, ops, undo, true))
         };
         Self::committed(rx).await.map_err(SwapError::Store)?;
-        self.changed((&ns, &bucket, &key), Some(size), by)
-            .await
-            .map_err(SwapError::Store)
+        self.hand_on(events).await;
+        Ok(())
     }
 }
 

@@ -133,7 +133,7 @@ fn stored(ops: &[KvOp]) -> BTreeMap<(String, String), Vec<u8>> {
                 m.remove(&(bucket.clone(), key.clone()));
             }
             KvOp::DeleteBucket { bucket, .. } => m.retain(|(b, _), _| b != bucket),
-            KvOp::CreateBucket { .. } => {}
+            KvOp::CreateBucket { .. } | KvOp::PutEvents { .. } | KvOp::DropEvents { .. } => {}
         }
     }
     m
@@ -234,4 +234,145 @@ async fn limits_are_checked() {
         Err(KvError::Invalid(_))
     ));
     assert!(!kv.bucket_exists(&n, "b"));
+}
+
+/// A hook for bucket `watched`: its events are the key's name; it refuses
+/// changes of `nope`, and its queue takes events only once `open`.
+#[derive(Default)]
+struct Hook {
+    open: std::sync::atomic::AtomicBool,
+    queued: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl ChangeHook for Hook {
+    fn prepare(&self, c: &KvChange) -> Result<Option<Vec<u8>>, KvError> {
+        if c.key == "nope" {
+            return Err(KvError::QueueFull("full".into()));
+        }
+        Ok((c.bucket == "watched").then(|| c.key.clone().into_bytes()))
+    }
+    fn publish(
+        &self,
+        id: String,
+        record: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        let open = self.open.load(Ordering::Relaxed);
+        let queued = self.queued.clone();
+        Box::pin(async move {
+            if !open {
+                return Err("no room".into());
+            }
+            queued
+                .lock()
+                .unwrap()
+                .push((id, String::from_utf8(record).unwrap()));
+            Ok(())
+        })
+    }
+}
+
+/// The event records a backend holds (its ops replayed).
+fn stored_events(ops: &[KvOp]) -> Vec<String> {
+    let mut m: Vec<(String, String)> = Vec::new();
+    for op in ops {
+        match op {
+            KvOp::PutEvents { id, record } => {
+                m.push((id.clone(), String::from_utf8(record.clone()).unwrap()))
+            }
+            KvOp::DropEvents { id } => m.retain(|(i, _)| i != id),
+            _ => {}
+        }
+    }
+    m.into_iter().map(|(_, r)| r).collect()
+}
+
+#[tokio::test]
+async fn a_change_and_its_events_are_stored_together_and_handed_on_until_taken() {
+    let be = Arc::new(Full::default());
+    let kv = Kv::open(be.clone()).unwrap();
+    let hook = Arc::new(Hook::default());
+    kv.set_hook(hook.clone());
+    let n = ns();
+    // The queue takes nothing: the changes are stored with their events.
+    kv.set(&n, "watched", "a", Bytes::from("1"), None)
+        .await
+        .unwrap();
+    kv.increment(&n, "watched", "c", 1, None).await.unwrap();
+    assert!(kv.delete(&n, "watched", "a", None).await.unwrap());
+    kv.set(&n, "other", "x", Bytes::from("1"), None)
+        .await
+        .unwrap();
+    // A change that cannot be stored stores no events either.
+    let e = kv.set(&n, "watched", "b", Bytes::from("big"), None).await;
+    assert!(matches!(e, Err(KvError::StorageFull(_))), "{e:?}");
+    // A change the hook refuses is not made.
+    let e = kv.set(&n, "watched", "nope", Bytes::from("1"), None).await;
+    assert!(matches!(e, Err(KvError::QueueFull(_))), "{e:?}");
+    assert_eq!(kv.get(&n, "watched", "nope").unwrap(), None);
+    let ops = be.0.lock().unwrap().clone();
+    assert_eq!(stored_events(&ops), ["a", "c", "a"]);
+    assert_eq!(kv.pending_events(), 3);
+    // Once the queue takes them, they are handed on in order and dropped.
+    hook.open.store(true, Ordering::Relaxed);
+    for _ in 0..300 {
+        if kv.pending_events() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued: Vec<String> = hook
+        .queued
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|q| q.1.clone())
+        .collect();
+    assert_eq!(queued, ["a", "c", "a"]);
+    assert_eq!(kv.pending_events(), 0);
+    assert!(stored_events(&be.0.lock().unwrap()).is_empty());
+    // From now on each change's events are handed on at once.
+    kv.set(&n, "watched", "d", Bytes::from("1"), None)
+        .await
+        .unwrap();
+    assert_eq!(hook.queued.lock().unwrap().len(), 4);
+    assert!(stored_events(&be.0.lock().unwrap()).is_empty());
+}
+
+/// A backend holding event records from before a restart.
+struct Leftover;
+
+impl KvStore for Leftover {
+    fn kv_load(&self) -> Result<KvSnapshot, StoreError> {
+        Ok(KvSnapshot {
+            events: vec![
+                ("e1".into(), b"one".to_vec()),
+                ("e2".into(), b"two".to_vec()),
+            ],
+            ..KvSnapshot::default()
+        })
+    }
+    fn kv_apply(&self, _: &[KvOp]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn events_left_from_before_a_restart_are_handed_on_with_their_ids() {
+    let kv = Kv::open(Arc::new(Leftover)).unwrap();
+    let hook = Arc::new(Hook::default());
+    hook.open.store(true, Ordering::Relaxed);
+    kv.set_hook(hook.clone());
+    for _ in 0..100 {
+        if hook.queued.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *hook.queued.lock().unwrap(),
+        [
+            ("e1".to_string(), "one".to_string()),
+            ("e2".to_string(), "two".to_string())
+        ]
+    );
 }

@@ -22,6 +22,8 @@ pub(crate) enum Undo {
     CreatedBucket,
     /// The bucket was removed with everything in it.
     DeletedBucket(Bucket),
+    /// Nothing in memory (the op stores a change's events).
+    Nothing,
 }
 
 pub(crate) struct Write {
@@ -140,6 +142,7 @@ fn redo_write(map: &mut HashMap<Key, Bucket>, ops: &[KvOp], versions: &[u64]) {
             (KvOp::DeleteBucket { namespace, bucket }, _) => {
                 map.remove(&(namespace.clone(), bucket.clone()));
             }
+            (KvOp::PutEvents { .. } | KvOp::DropEvents { .. }, _) => {}
         }
     }
 }
