@@ -56,8 +56,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
     /// A Wasm guest that has used this much CPU moves to low-priority
-    /// threads, so that CPU-bound guests do not starve short requests
-    /// (`off`: every guest stays on the request threads)
+    /// threads, and a process function's invocation gets nice 19, so that
+    /// CPU-bound guests do not starve short requests (`off`: never)
     #[arg(long, default_value = "20ms", value_name = "DURATION|off", value_parser = parse_after)]
     long_guest_after: Duration,
     /// Node memory budget: an instance runs only while the memory limits
@@ -271,6 +271,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             sandbox: !a.no_process_sandbox,
             hide: vec![dir.clone()],
             prestart: a.prestart_runtimes,
+            demote_after: a.long_guest_after,
         },
         limits: wisp_engine::NodeLimits {
             max_instances: a.max_instances,

@@ -76,6 +76,7 @@ impl Default for EngineSettings {
                 sandbox: false,
                 hide: Vec::new(),
                 prestart: 0,
+                demote_after: Duration::MAX,
             },
             limits: NodeLimits::default(),
         }

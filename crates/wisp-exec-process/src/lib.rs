@@ -14,6 +14,7 @@
 //! comes from a prestarted interpreter when one is ready (see [`stem`]).
 
 pub mod bundle;
+mod demote;
 mod runtime_api;
 mod sandbox;
 pub mod shape;
@@ -67,6 +68,9 @@ pub struct ProcessConfig {
     /// Interpreters kept started, ahead of demand, per runtime command
     /// that can use them (`python3 -m MODULE`); 0 turns them off.
     pub prestart: usize,
+    /// CPU time after which an invocation's process group runs at nice 19
+    /// (`wisp serve --long-guest-after`; `Duration::MAX`: never).
+    pub demote_after: Duration,
 }
 
 /// What a process function is, as the pool needs it.
@@ -589,22 +593,34 @@ impl ProcessPool {
         } else {
             timeout
         };
-        let result = tokio::select! {
-            r = rx => r.ok(),
-            _ = tokio::time::sleep(limit) => None,
-            status = worker.child.wait() => {
-                let why = match status {
-                    Ok(s) => format!("the function's process exited ({s}) before it answered"),
-                    Err(e) => format!("the function's process failed: {e}"),
-                };
-                let oom = worker.cell.as_ref().is_some_and(|c| c.oom_killed());
-                let logs = take_logs(&worker.logs);
-                let (outcome, why) = if oom {
-                    (Outcome::MemoryLimit, format!("the function exceeded its memory limit of {} MiB and was killed", self.spec.memory_mb))
-                } else {
-                    (Outcome::Error, worker.api.init_error().map(|e| format!("init error: {e}")).unwrap_or(why))
-                };
-                return failed(started, cold, outcome, why, logs.0, logs.1);
+        let mut demotion = demote::Demotion::start(worker.pid, self.cfg.demote_after);
+        let mut rx = rx;
+        let expired = tokio::time::sleep(limit);
+        tokio::pin!(expired);
+        let result = loop {
+            tokio::select! {
+                r = &mut rx => break r.ok(),
+                _ = &mut expired => break None,
+                _ = async { if let Some(d) = &demotion { d.due().await } },
+                    if demotion.as_ref().is_some_and(demote::Demotion::watching) => {
+                    if let Some(d) = &mut demotion {
+                        d.check();
+                    }
+                }
+                status = worker.child.wait() => {
+                    let why = match status {
+                        Ok(s) => format!("the function's process exited ({s}) before it answered"),
+                        Err(e) => format!("the function's process failed: {e}"),
+                    };
+                    let oom = worker.cell.as_ref().is_some_and(|c| c.oom_killed());
+                    let logs = take_logs(&worker.logs);
+                    let (outcome, why) = if oom {
+                        (Outcome::MemoryLimit, format!("the function exceeded its memory limit of {} MiB and was killed", self.spec.memory_mb))
+                    } else {
+                        (Outcome::Error, worker.api.init_error().map(|e| format!("init error: {e}")).unwrap_or(why))
+                    };
+                    return failed(started, cold, outcome, why, logs.0, logs.1);
+                }
             }
         };
         // Let the output readers catch up with what was printed before the
@@ -664,10 +680,13 @@ impl ProcessPool {
                 (Outcome::Error, 502, Some(msg), r)
             }
         };
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(worker);
+        // Kept warm at the priority it started with (see `demote`).
+        if demotion.is_none_or(demote::Demotion::restore) {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(worker);
+        }
         Invoked {
             report: RunReport {
                 outcome,
