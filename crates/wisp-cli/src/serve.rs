@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// Drop activation records older than this
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     retention_age: Duration,
-    /// Instances alive at once, across all functions
+    /// Instances alive at once (running, or idle and kept warm), across
+    /// all functions
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
     /// A Wasm guest that has used this much CPU moves to low-priority
@@ -60,9 +61,10 @@ pub struct ServeArgs {
     /// CPU-bound guests do not starve short requests (`off`: never)
     #[arg(long, default_value = "20ms", value_name = "DURATION|off", value_parser = parse_after)]
     long_guest_after: Duration,
-    /// Node memory budget: an instance runs only while the memory limits
-    /// of running instances add up to no more than this (503 beyond);
-    /// e.g. 2GiB, 512MiB. Default: 75% of the machine's memory
+    /// Node memory budget: the memory limits of live instances (running,
+    /// or idle and kept warm) add up to no more than this; idle ones are
+    /// evicted to make room, 503 when running ones hold it all; e.g. 2GiB,
+    /// 512MiB. Default: 75% of the machine's memory
     #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
     max_memory: Option<u64>,
     /// Highest --concurrency of a function in a namespace that has no

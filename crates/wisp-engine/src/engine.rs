@@ -1,10 +1,10 @@
 //! The engine: function table, dispatch, deploy, and queries.
 
-use crate::admission::{Admission, Capacity, NodeLimits};
+use crate::admission::{Admission, Capacity, Claim, NodeLimits};
 use crate::events::{Events, QueueSettings};
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
-use crate::runner::Runner;
+use crate::runner::{Placed, Runner};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -209,6 +209,16 @@ pub struct Collected {
     pub version: u32,
 }
 
+impl Entry {
+    /// Its loaded code, when it is loaded.
+    pub(crate) fn loaded(&self) -> Option<Runner> {
+        self.prepared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 pub(crate) type Key = (Namespace, FunctionName);
 
 pub(crate) struct Inner {
@@ -387,6 +397,27 @@ impl Engine {
             .insert(key, entry);
     }
 
+    /// Evicts the idle instance (of namespace `ns`, when given) that has
+    /// been idle longest, across the node's functions; false when none is
+    /// idle.
+    pub(crate) fn evict_least_recently_used(&self, ns: Option<&Namespace>) -> bool {
+        let table = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let oldest = table
+            .values()
+            .filter(|e| ns.is_none_or(|n| *n == e.record.namespace))
+            .filter_map(|e| {
+                let r = e.loaded()?;
+                Some((r.oldest_idle()?, r))
+            })
+            .min_by_key(|(since, _)| *since);
+        drop(table);
+        oldest.is_some_and(|(_, r)| r.evict_oldest_idle())
+    }
+
     pub(crate) fn entry(
         &self,
         ns: &Namespace,
@@ -449,6 +480,7 @@ impl Engine {
             .filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false))
             .count();
         let mut out = self.inner.metrics.render(table.len(), loaded);
+        self.render_capacity(&mut out);
         let (depth, c) = self.queue_metrics();
         crate::metrics::render_queue(&mut out, depth, c, &self.events().writer.dropped);
         out.push_str("# HELP wisp_function_processes Processes running for a process function (busy or warm).\n# TYPE wisp_function_processes gauge\n");
@@ -605,10 +637,24 @@ impl Engine {
         self.run(entry, permit, req, trigger, start_ms).await
     }
 
-    /// Loads the function when cold and counts the run as started.
-    async fn begin(&self, entry: &Entry) -> Result<(Runner, bool, Duration), EngineError> {
+    /// Places the run (loading the function when cold) and counts it as
+    /// started.
+    async fn begin(
+        &self,
+        entry: &Entry,
+        permit: &mut Admission,
+    ) -> Result<(Placed, bool, Duration), EngineError> {
         let load_started = Instant::now();
-        let (prepared, cold) = self.prepared(entry).await?;
+        let (placed, cold) = match permit.claim.take() {
+            Some(Claim::Warm(w)) => (Placed::Warm(w), false),
+            Some(Claim::Fresh(lease)) => {
+                let (runner, cold) = self.prepared(entry).await?;
+                (Placed::Fresh(runner, lease), cold)
+            }
+            None => {
+                return Err(EngineError::Internal("an admission was used twice".into()));
+            }
+        };
         let load_time = if cold {
             load_started.elapsed()
         } else {
@@ -617,7 +663,7 @@ impl Engine {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         entry.running.fetch_add(1, Ordering::AcqRel);
         entry.metrics.started();
-        Ok((prepared, cold, load_time))
+        Ok((placed, cold, load_time))
     }
 
     /// Meters and records a finished run; returns how it ended.
@@ -680,6 +726,7 @@ impl Engine {
         if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.inner.idle.notify_waiters();
         }
+        self.run_ended();
         RunSummary {
             outcome,
             status: report.status,
@@ -700,7 +747,8 @@ impl Engine {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let (prepared, cold, load_time) = self.begin(&entry).await?;
+        let mut permit = permit;
+        let (prepared, cold, load_time) = self.begin(&entry, &mut permit).await?;
         let id = ActivationId::generate();
         let header = http::HeaderValue::from_str(id.as_str())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -761,7 +809,8 @@ impl Engine {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let (prepared, cold, load_time) = self.begin(entry).await?;
+        let mut permit = permit;
+        let (prepared, cold, load_time) = self.begin(entry, &mut permit).await?;
         let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
         let (report, body, spawned) = prepared.run_collect(req, timeout, trigger, keep).await;
         drop(permit);
