@@ -1162,4 +1162,16 @@ async fn a_cpu_bound_invocation_runs_at_nice_19_and_its_warm_process_is_restored
         "{:?}",
         nice_of_function(&name)
     );
+    // The warm process is counted against the node while it waits: one
+    // idle instance holding the function's memory (128 MiB by default).
+    let m = node.metrics().await;
+    assert!(
+        m.contains("wisp_node_instances{state=\"idle\"} 1\n")
+            && m.contains("wisp_node_memory_held_mib{state=\"idle\"} 128\n"),
+        "{}",
+        m.lines()
+            .filter(|l| l.starts_with("wisp_node"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
