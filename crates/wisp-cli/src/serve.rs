@@ -52,17 +52,19 @@ pub struct ServeArgs {
     /// Drop activation records older than this
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     retention_age: Duration,
-    /// Instances alive at once, across all functions
+    /// Instances alive at once (running, or idle and kept warm), across
+    /// all functions
     #[arg(long, default_value_t = 1000)]
     max_instances: u32,
     /// A Wasm guest that has used this much CPU moves to low-priority
-    /// threads, so that CPU-bound guests do not starve short requests
-    /// (`off`: every guest stays on the request threads)
+    /// threads, and a process function's invocation gets nice 19, so that
+    /// CPU-bound guests do not starve short requests (`off`: never)
     #[arg(long, default_value = "20ms", value_name = "DURATION|off", value_parser = parse_after)]
     long_guest_after: Duration,
-    /// Node memory budget: an instance runs only while the memory limits
-    /// of running instances add up to no more than this (503 beyond);
-    /// e.g. 2GiB, 512MiB. Default: 75% of the machine's memory
+    /// Node memory budget: the memory limits of live instances (running,
+    /// or idle and kept warm) add up to no more than this; idle ones are
+    /// evicted to make room, 503 when running ones hold it all; e.g. 2GiB,
+    /// 512MiB. Default: 75% of the machine's memory
     #[arg(long, value_name = "SIZE", value_parser = parse_mib)]
     max_memory: Option<u64>,
     /// Highest --concurrency of a function in a namespace that has no
@@ -274,6 +276,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
             sandbox: !a.no_process_sandbox,
             hide: vec![dir.clone()],
             prestart: a.prestart_runtimes,
+            demote_after: a.long_guest_after,
         },
         limits: wisp_engine::NodeLimits {
             max_instances: a.max_instances,
@@ -321,19 +324,17 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     )
     .context("loading routes, tokens and API keys")?;
 
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another wisp running? pick another with --listen)",
-                a.listen
-            )
-        })?;
+    let listener = wisp_listen::bind(&a.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another wisp running? pick another with --listen)",
+            a.listen
+        )
+    })?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let s3_listener = match a.s3_listen.as_str() {
         "off" | "none" => None,
-        s3 => Some(tokio::net::TcpListener::bind(s3).await.with_context(|| {
+        s3 => Some(wisp_listen::bind(s3).await.with_context(|| {
             format!(
                 "cannot listen on {s3} for the S3 API (is another wisp or S3 server running? pick another with --s3-listen, or --s3-listen off)"
             )

@@ -319,3 +319,139 @@ async fn a_full_disk_refuses_writes_cleanly_keeps_old_data_and_still_deletes() {
     drop(node);
     drop(fs);
 }
+
+/// The keys whose `dev.wisp.kv.set` events reached `audit`, once `n`
+/// activations of it are recorded.
+async fn keys_delivered(node: &Node, n: usize) -> Vec<String> {
+    let mut keys: Vec<String> = node
+        .activations("audit", n)
+        .await
+        .iter()
+        .filter_map(|a| {
+            let logs = a["logs"].as_str()?;
+            logs.contains("ce-type: dev.wisp.kv.set").then(|| {
+                logs.lines()
+                    .find_map(|l| l.strip_prefix("ce-subject: "))
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_kv_write_and_its_trigger_events_are_stored_together_or_not_at_all() {
+    let fs = Tmpfs::mount("diskfull-kvev", "32m");
+    let dir = fs.0.join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut node = Node::start(&dir, &[]);
+    node.deploy_ok("audit", &fixture("testfn"), json!({"max_attempts": 1}))
+        .await;
+    let o = node.cli(&[
+        "trigger",
+        "add",
+        "kv",
+        "on-change",
+        "--function",
+        "audit",
+        "--bucket",
+        "watched",
+        "--events",
+        "set",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let (s, b) = text(node.api(Method::PUT, "/v1/kv/watched/k").body("old")).await;
+    assert_eq!(s / 100, 2, "{b}");
+    assert_eq!(keys_delivered(&node, 1).await, ["k"]);
+    // Room inside kv.db for small writes once the disk is full: pages
+    // freed by deleted values, and a write-ahead log that was checkpointed
+    // and is reused from its start. The event queue's database has none.
+    for i in 0..6 {
+        let k = format!("/v1/kv/scratch/big{i}");
+        let (s, b) = text(node.api(Method::PUT, &k).body(vec![b'b'; 900_000])).await;
+        assert_eq!(s / 100, 2, "{b}");
+        let (s, b) = text(node.api(Method::DELETE, &k)).await;
+        assert_eq!(s / 100, 2, "{b}");
+    }
+
+    fill(&fs.0);
+
+    // The event queue cannot take the write's event, kv.db can take both:
+    // the write and its event are stored together (before: 500, the value
+    // stored and its event lost).
+    let (s, b) = text(node.api(Method::PUT, "/v1/kv/watched/k").body("new")).await;
+    assert_eq!(s / 100, 2, "{b}");
+    assert_eq!(
+        text(node.api(Method::GET, "/v1/kv/watched/k")).await,
+        (200, "new".to_string())
+    );
+    assert_eq!(metric(&node.metrics().await, "wisp_kv_events_pending "), 1);
+    // Once the disk has room, the event is queued and delivered, without
+    // a restart.
+    std::fs::remove_file(fs.0.join("filler")).unwrap();
+    assert_eq!(keys_delivered(&node, 2).await, ["k", "k"]);
+    assert_eq!(metric(&node.metrics().await, "wisp_kv_events_pending "), 0);
+
+    // Full again: writes are stored with their events until kv.db is
+    // full too; then a write is refused with 507 and stores neither.
+    fill(&fs.0);
+    let (s, b) = text(node.api(Method::PUT, "/v1/kv/watched/fresh").body("y")).await;
+    assert_eq!(s / 100, 2, "{b}");
+    let mut stored = vec!["fresh".to_string()];
+    let mut refused = None;
+    for i in 0..40 {
+        let k = format!("big{i:02}");
+        let r = node
+            .api(Method::PUT, &format!("/v1/kv/watched/{k}"))
+            .body(vec![b'v'; 1_000_000])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 507 {
+            assert_eq!(v["error"]["code"], "insufficient_storage", "{v}");
+            refused = Some(k);
+            break;
+        }
+        assert!(status.is_success(), "{k}: {status} {v}");
+        stored.push(k);
+    }
+    let refused = refused.expect("kv.db never filled up");
+    assert_eq!(
+        node.api(Method::GET, &format!("/v1/kv/watched/{refused}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // The node dies with those events only in kv.db; at the next start
+    // (with room on the disk) they are queued and delivered, each once,
+    // and the refused write has none.
+    node.kill9();
+    std::fs::remove_file(fs.0.join("filler")).unwrap();
+    let node = Node::start(&dir, &[]);
+    let mut want: Vec<String> = vec!["k".into(), "k".into()];
+    want.extend(stored.iter().cloned());
+    want.sort();
+    assert_eq!(keys_delivered(&node, want.len()).await, want);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(keys_delivered(&node, want.len()).await, want, "each once");
+    assert_eq!(
+        text(node.api(Method::GET, "/v1/kv/watched/fresh")).await,
+        (200, "y".to_string())
+    );
+    assert_eq!(
+        node.api(Method::GET, &format!("/v1/kv/watched/{refused}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    drop(node);
+    drop(fs);
+}

@@ -355,3 +355,71 @@ async fn key_changes_trigger_functions_but_never_their_own_writer() {
     let audit = node.activations("audit", 2).await;
     assert_eq!(audit.len(), 2, "lang is outside the prefix: {audit:?}");
 }
+
+#[tokio::test]
+async fn a_key_change_whose_events_find_the_queue_full_is_refused_and_not_stored() {
+    let node = Node::fresh("kv-queue-full", &["--queue-max-events", "1"]);
+    // The trigger's function fails and is retried for a while: its one
+    // delivery keeps the queue full.
+    node.deploy_ok(
+        "audit",
+        &fixture("testfn"),
+        json!({"env": {"FAIL": "1"}, "max_attempts": 5, "backoff_ms": 5000}),
+    )
+    .await;
+    let o = node.cli(&[
+        "trigger",
+        "add",
+        "kv",
+        "on-change",
+        "--function",
+        "audit",
+        "--bucket",
+        "watched",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let (s, b) = text(node.api(Method::PUT, "/v1/kv/watched/a").body("1")).await;
+    assert_eq!(s, 204, "{b}");
+    // Every kind of change of a watched key is refused while its events
+    // have no room (before: 500, and the change was stored).
+    let r = node
+        .api(Method::PUT, "/v1/kv/watched/b")
+        .body("2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "queue_full", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("was not stored"),
+        "{v}"
+    );
+    let o = node.cli(&["kv", "incr", "watched", "n"]);
+    assert!(
+        !o.status.success() && out(&o).contains("the event queue is full"),
+        "{}",
+        out(&o)
+    );
+    let r = node
+        .api(Method::DELETE, "/v1/kv/watched/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "queue_full");
+    for (k, status) in [("a", 200), ("b", 404), ("n", 404)] {
+        let r = node
+            .api(Method::GET, &format!("/v1/kv/watched/{k}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{k}");
+    }
+    // Buckets without triggers are not held up.
+    let (s, b) = text(node.api(Method::PUT, "/v1/kv/other/b").body("2")).await;
+    assert_eq!(s, 204, "{b}");
+}

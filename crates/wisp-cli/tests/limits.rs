@@ -381,3 +381,125 @@ async fn the_node_memory_budget_throttles_with_503() {
     let t = acts.iter().find(|a| a["outcome"] == "throttled").unwrap();
     assert_eq!(t["status"], 503);
 }
+
+/// A gauge's value in the metrics text (`name{labels}` as written).
+fn gauge(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn warm_instances_count_against_the_node_and_are_evicted_for_other_functions() {
+    // Room for two 128 MiB instances, and two instance slots.
+    let node = Node::fresh(
+        "mem-warm",
+        &["--max-memory", "256MiB", "--max-instances", "2"],
+    );
+    let testfn = fixture("testfn");
+    // a keeps its instances for 100 requests each: idle between requests,
+    // they keep their grown memory and their pooling slot.
+    node.deploy_ok(
+        "a",
+        &testfn,
+        json!({"memory_mb": 128, "timeout_ms": 30000, "concurrency": 2, "instance_reuse": 100}),
+    )
+    .await;
+    node.deploy_ok(
+        "b",
+        &testfn,
+        json!({"memory_mb": 128, "timeout_ms": 30000, "concurrency": 2}),
+    )
+    .await;
+    let pid = node.child.as_ref().unwrap().id();
+    let rest = rss_mib(pid);
+    // Two calls of a at once, each touching 100 MiB: two instances, then
+    // both idle and warm.
+    let url = format!("{}/fn/a/hold/100/1000", node.url);
+    let calls: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(node.http.get(url.clone()).send()))
+        .collect();
+    for c in calls {
+        let r = c.await.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        // Read it whole: a run whose client hangs up before the end of its
+        // answer is an error, and its instance is not kept.
+        r.bytes().await.unwrap();
+    }
+    let acts = node.activations("a", 2).await;
+    assert!(acts.iter().all(|a| a["outcome"] == "success"), "{acts:?}");
+    // (A run counts as running until its instance is back in the pool,
+    // just after its answer.)
+    let mut m = node.metrics().await;
+    for _ in 0..100 {
+        if gauge(&m, r#"wisp_node_instances{state="running"}"#) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = node.metrics().await;
+    }
+    assert_eq!(gauge(&m, "wisp_node_memory_budget_mib"), 256.0, "{m}");
+    assert_eq!(
+        gauge(&m, r#"wisp_node_memory_held_mib{state="idle"}"#),
+        256.0,
+        "two warm instances of a hold the budget: {}",
+        m.lines()
+            .filter(|l| l.contains("wisp_node") || l.contains("function=\"a\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(gauge(&m, r#"wisp_node_instances{state="idle"}"#), 2.0);
+    let warm_rss = rss_mib(pid);
+    assert!(
+        warm_rss - rest >= 150,
+        "warm instances hold their memory: {rest} -> {warm_rss} MiB"
+    );
+    // b needs room: a's least recently used warm instance is evicted for
+    // it, instead of b failing or the node going over its budget.
+    let b = {
+        let http = node.http.clone();
+        let url = format!("{}/fn/b/hold/100/1500", node.url);
+        tokio::spawn(async move { http.get(url).send().await })
+    };
+    let mut peak_rss = warm_rss;
+    let mut peak_held = 0.0f64;
+    while !b.is_finished() {
+        peak_rss = peak_rss.max(rss_mib(pid));
+        let m = node.metrics().await;
+        let held = gauge(&m, r#"wisp_node_memory_held_mib{state="idle"}"#)
+            + gauge(&m, r#"wisp_node_memory_held_mib{state="running"}"#);
+        peak_held = peak_held.max(held);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = b.await.unwrap().unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "b must run while a's idle instances hold the node: {}",
+        r.text().await.unwrap()
+    );
+    eprintln!(
+        "node RSS: {rest} MiB at rest, {warm_rss} MiB with the two warm instances of a, peak {peak_rss} MiB while b ran; held at most {peak_held} MiB"
+    );
+    assert!(
+        peak_held <= 256.0,
+        "warm + running held {peak_held} MiB of 256"
+    );
+    assert!(
+        peak_rss - rest < 260,
+        "two instances' memory, not three: the node grew from {rest} to {peak_rss} MiB"
+    );
+    let m = node.metrics().await;
+    assert!(gauge(&m, "wisp_node_idle_evictions_total") >= 1.0, "{m}");
+    // a's other warm instance still serves it warm.
+    let r = node.get_fn("a/echo").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-wisp-activation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    r.bytes().await.unwrap();
+    assert_eq!(node.activation(&id).await["cold"], false);
+    let acts = node.activations("b", 1).await;
+    assert!(acts.iter().all(|a| a["outcome"] == "success"), "{acts:?}");
+}

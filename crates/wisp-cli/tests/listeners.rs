@@ -150,6 +150,187 @@ async fn more_idle_connections_than_the_cap_do_not_stop_the_node() {
     );
 }
 
+/// A client holding `n` idle connections (Python, one process per 5,000
+/// so that no process needs more open files than `ulimit -n` allows):
+/// prints `open` once they are all open, then, for each line on stdin,
+/// how many are still open after waiting up to a second for the node to
+/// close them.
+const HOLDER: &str = r#"
+import select, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = {}
+for i in range(n):
+    s = socket.create_connection((host, port), timeout=30)
+    s.setblocking(False)
+    socks[s.fileno()] = s
+print("open", flush=True)
+closed = set()
+for _ in sys.stdin:
+    p = select.poll()
+    for fd in socks:
+        if fd not in closed:
+            p.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    end = time.time() + 1
+    while time.time() < end:
+        for fd, ev in p.poll(100):
+            try:
+                data = socks[fd].recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                closed.add(fd)
+                p.unregister(fd)
+    print(n - len(closed), flush=True)
+"#;
+
+/// The kernel's count of connections it dropped because a listener's
+/// accept queue (its backlog) was full (`ListenOverflows` in
+/// /proc/net/netstat, for this network namespace).
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").expect("reading /proc/net/netstat");
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")
+        .expect("no ListenOverflows in /proc/net/netstat");
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+struct Holder {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Holder {
+    fn start(addr: &str, n: usize) -> Holder {
+        use std::io::BufRead;
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", HOLDER, host, port, &n.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 must be installed for this test (scripts/test installs it)");
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Holder { child, lines }
+    }
+
+    fn line(&mut self) -> String {
+        self.lines
+            .next()
+            .expect("the connection holder exited (it could not open its connections)")
+            .unwrap()
+    }
+
+    /// How many of its connections are still open.
+    fn open(&mut self) -> usize {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"count\n").unwrap();
+        stdin.flush().unwrap();
+        self.line().parse().unwrap()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn twenty_thousand_idle_connections_leave_the_node_answering() {
+    const HOLDERS: usize = 4;
+    const EACH: usize = 5_000;
+    const CLIENTS: usize = HOLDERS * EACH;
+    // The node's default cap (--max-connections 10000); the header timeout
+    // is far longer than the test, so what closes connections is the cap.
+    const CAP: usize = 10_000;
+    let node = Node::fresh("conn-20k", &["--header-timeout", "300s"]);
+    let a = addr(&node.url);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let healthz = format!("{}/healthz", node.url);
+    let started = std::time::Instant::now();
+    let overflows = listen_overflows();
+    // One client after the other, each connecting as fast as it can.
+    let opening = {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut hs = Vec::new();
+            for _ in 0..HOLDERS {
+                let mut h = Holder::start(&a, EACH);
+                assert_eq!(h.line(), "open");
+                hs.push(h);
+            }
+            hs
+        })
+    };
+    // /healthz answers quickly all along, on a new connection each time.
+    let mut slowest = Duration::ZERO;
+    let mut asked = 0;
+    while !opening.is_finished() || asked < 5 {
+        let t = std::time::Instant::now();
+        let r = http.get(&healthz).send().await;
+        let took = t.elapsed();
+        assert_eq!(
+            r.unwrap_or_else(|e| panic!("/healthz while {CLIENTS} connections open: {e}"))
+                .status(),
+            200
+        );
+        slowest = slowest.max(took);
+        asked += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut holders = opening.await.unwrap();
+    eprintln!(
+        "{CLIENTS} connections opened in {:?}; {asked} /healthz calls, the slowest {slowest:?}",
+        started.elapsed()
+    );
+    // A client whose connection the kernel dropped (the node did not take
+    // connections off its accept queue fast enough, or the queue was
+    // short) waits a second or more to retry: the node's backlog holds
+    // the burst.
+    let dropped = listen_overflows() - overflows;
+    eprintln!("connections dropped by the kernel: {dropped}");
+    assert_eq!(
+        dropped, 0,
+        "the kernel dropped connections to the node for a full accept queue while {CLIENTS} clients connected"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "/healthz took {slowest:?} with up to {CLIENTS} idle connections open"
+    );
+    // At most the cap is still open: the node closed the others, oldest
+    // first.
+    let open: Vec<usize> = holders.iter_mut().map(Holder::open).collect();
+    let total: usize = open.iter().sum();
+    eprintln!("{total} of {CLIENTS} idle connections still open ({open:?})");
+    assert!(
+        total <= CAP,
+        "{total} of {CLIENTS} idle connections still open with --max-connections {CAP} ({open:?})"
+    );
+    assert!(
+        open[0] == 0 && open[HOLDERS - 1] == EACH,
+        "the oldest idle connections are the ones closed ({open:?})"
+    );
+    assert!(
+        total >= CAP - 100,
+        "the node keeps connections up to its cap: {total} of {CLIENTS} open, cap {CAP} ({open:?})"
+    );
+    drop(holders);
+    let r = http.get(&healthz).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    eprintln!("test took {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn a_trickled_body_does_not_hold_the_functions_only_instance() {
     let node = Node::fresh("slow-body", &["--body-timeout", "3s"]);

@@ -1049,3 +1049,129 @@ async fn a_node_handler_on_aws_lambda_ric_from_npm() {
         "{a}"
     );
 }
+
+const SPIN: &str = r#"
+import json, os, time, uuid
+
+PROCESS = uuid.uuid4().hex
+
+def handler(event, context):
+    path = event["rawPath"]
+    if path.startswith("/spin/"):
+        end = time.monotonic() + int(path.split("/")[2]) / 1000
+        while time.monotonic() < end:
+            pass
+    return {"statusCode": 200, "body": json.dumps({"nice": os.nice(0), "process": PROCESS})}
+"#;
+
+/// Field 19 (nice) of a `/proc/<pid>/stat` text.
+fn stat_nice(stat: &str) -> Option<i64> {
+    // The fields after the command name (in parentheses) start at 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(16)?.parse().ok()
+}
+
+/// The nice values of the processes in the cells (cgroups) of function
+/// `name` (cell names are `NS-NAME-VERSION-N-NODEPID`), from /proc.
+fn nice_of_function(name: &str) -> Vec<i64> {
+    let marker = format!("/default-{name}-");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let in_cell = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.contains(&marker));
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if in_cell && let Some(n) = stat_nice(&stat) {
+            found.push(n);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_cpu_bound_invocation_runs_at_nice_19_and_its_warm_process_is_restored() {
+    let node = Node::fresh("process-nice", &["--long-guest-after", "50ms"]);
+    let name = format!("spinner{}", std::process::id());
+    let zip = bundle(&node.dir, "spin", &[("spin.py", SPIN)]);
+    let command = COMMAND.to_string();
+    let o = node.cli(&[
+        "deploy",
+        &name,
+        zip.to_str().unwrap(),
+        "--runtime",
+        "process",
+        "--handler",
+        "spin.handler",
+        "--command",
+        &command,
+        "--concurrency",
+        "1",
+        "--timeout",
+        "20s",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let call = |path: &str| {
+        let req = node.get(&format!("/fn/{name}{path}")).send();
+        async move {
+            let r = req.await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // A short invocation runs at the node's priority (the first one, a
+    // cold start, may pass the CPU time while Python starts: the second
+    // runs on the warm process).
+    let pid = node.child.as_ref().unwrap().id();
+    let base = stat_nice(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap()).unwrap();
+    assert!(base < 19, "the node itself runs at nice {base}");
+    call("/nice").await;
+    let first = call("/nice").await;
+    assert_eq!(first["nice"], base, "{first}");
+    let procs = nice_of_function(&name);
+    assert!(
+        !procs.is_empty() && procs.iter().all(|n| *n == base),
+        "the function's process at rest (found in /proc by its cell, which needs the sandbox: run as root): {procs:?}"
+    );
+    // One that spins for 2.5 s is moved to nice 19 while it runs.
+    let spin = tokio::spawn(call("/spin/2500"));
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = nice_of_function(&name);
+        if !seen.is_empty() && seen.iter().all(|n| *n == 19) {
+            break;
+        }
+    }
+    assert!(
+        !seen.is_empty() && seen.iter().all(|n| *n == 19),
+        "a CPU-bound process function must run at nice 19: {seen:?}"
+    );
+    let spun = spin.await.unwrap();
+    assert_eq!(spun["nice"], 19, "{spun}");
+    assert_eq!(spun["process"], first["process"], "the same warm process");
+    // The next invocation, on the same warm process, is back at normal
+    // priority.
+    let after = call("/nice").await;
+    assert_eq!(after["process"], first["process"], "{after}");
+    assert_eq!(after["nice"], base, "{after}");
+    assert!(
+        nice_of_function(&name).iter().all(|n| *n == base),
+        "{:?}",
+        nice_of_function(&name)
+    );
+    // The warm process is counted against the node while it waits: one
+    // idle instance holding the function's memory (128 MiB by default).
+    let m = node.metrics().await;
+    assert!(
+        m.contains("wisp_node_instances{state=\"idle\"} 1\n")
+            && m.contains("wisp_node_memory_held_mib{state=\"idle\"} 128\n"),
+        "{}",
+        m.lines()
+            .filter(|l| l.starts_with("wisp_node"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

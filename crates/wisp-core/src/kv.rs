@@ -42,6 +42,12 @@ pub enum KvError {
         "no space left on the node's disk, so the write was not stored ({0}); delete keys, objects or functions or free disk space on the node, then retry"
     )]
     StorageFull(String),
+    /// The change would trigger events and the event queue has no room
+    /// for them: nothing of the write was stored.
+    #[error(
+        "the event queue is full ({0}), so the write, which triggers events, was not stored; retry later"
+    )]
+    QueueFull(String),
 }
 
 impl From<StoreError> for KvError {
@@ -127,6 +133,22 @@ pub enum KvOp {
         bucket: String,
         key: String,
     },
+    /// Keeps the events a change causes (storage triggers), in the same
+    /// transaction as the change: stored with it or not at all (an
+    /// outbox). `record` is opaque to the store.
+    PutEvents { id: String, record: Vec<u8> },
+    /// The events `id` were handed on to the event queue.
+    DropEvents { id: String },
+}
+
+impl KvOp {
+    /// Whether the op only removes data (it may use the disk reserve).
+    pub fn removes(&self) -> bool {
+        matches!(
+            self,
+            KvOp::Delete { .. } | KvOp::DeleteBucket { .. } | KvOp::DropEvents { .. }
+        )
+    }
 }
 
 /// Everything stored, as loaded at start.
@@ -134,6 +156,9 @@ pub enum KvOp {
 pub struct KvSnapshot {
     pub buckets: Vec<(Namespace, String)>,
     pub entries: Vec<(Namespace, String, String, Vec<u8>)>,
+    /// Events stored with their changes and not yet handed on: `(id,
+    /// record)` in the order they were stored.
+    pub events: Vec<(String, Vec<u8>)>,
 }
 
 /// Where key-value data is kept durably. The node keeps a copy in memory

@@ -4,6 +4,7 @@
 //! crate and not on each other's internals.
 
 pub mod activation;
+pub mod capacity;
 pub mod durable;
 pub mod event;
 pub mod headers;

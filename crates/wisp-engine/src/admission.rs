@@ -1,9 +1,17 @@
 //! Admission: what an invocation must hold before it runs, and what it gets
 //! when it cannot. In order: a slot under its function's `--concurrency`,
-//! one of its namespace's instances (`max_instances`), one of the node's
-//! instances (`wisp serve --max-instances`) and its memory limit out of the
-//! node's memory budget (`wisp serve --max-memory`). All four are released
-//! together when the run ends.
+//! then an instance to run in. That is a warm instance of the function
+//! when one is idle (it holds its share of the node already), else a
+//! [`Lease`] for a new one: one of its namespace's instances
+//! (`max_instances`), one of the node's instances (`wisp serve
+//! --max-instances`) and its memory limit out of the node's memory budget
+//! (`wisp serve --max-memory`). The function's slot is released when the
+//! run ends; the lease stays with the instance for as long as it lives —
+//! running, or idle and kept warm (Wasm instance reuse, a process
+//! function's warm processes) — so the node's limits count what is really
+//! held. When a lease cannot be had because idle instances hold the room,
+//! the least recently used idle instance (of the namespace, when the
+//! namespace is short) is evicted to make it, instead of refusing.
 //!
 //! A slot that cannot be had within `--queue-wait` makes the invocation
 //! `throttled`: 429 when its function or namespace is over its own limit,
@@ -11,20 +19,23 @@
 //! wait for their slots instead (they stay in the queue).
 
 use crate::engine::{Engine, EngineError, Entry, blocking};
+use crate::runner::WarmRun;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use wisp_core::capacity::Lease;
 use wisp_core::{Namespace, NamespaceLimits};
 
 /// The node's capacity and the defaults of namespaces.
 #[derive(Debug, Clone)]
 pub struct NodeLimits {
-    /// Instances running at once across the node (every running
-    /// invocation holds one, Wasm or process).
+    /// Instances alive at once across the node, running or idle and warm
+    /// (Wasm or process).
     pub max_instances: u32,
-    /// The sum of the memory limits (`--memory`) of running instances may
-    /// not pass this, in MiB.
+    /// The sum of the memory limits (`--memory`) of live instances,
+    /// running or idle and warm, may not pass this, in MiB.
     pub max_memory_mb: u64,
     /// `max_concurrency` of a namespace that has none set.
     pub ns_max_concurrency: u32,
@@ -69,6 +80,51 @@ pub(crate) struct Capacity {
     instances: Arc<Semaphore>,
     memory: Arc<Semaphore>,
     namespaces: RwLock<HashMap<Namespace, Arc<NsSlots>>>,
+    /// Told when a run ends (its instance may now be idle, so evictable).
+    room: Notify,
+    running: Arc<Running>,
+    /// Idle instances evicted to make room for another run.
+    evictions: AtomicU64,
+}
+
+/// What running invocations hold (the rest of what is held is idle).
+#[derive(Default)]
+struct Running {
+    instances: AtomicU64,
+    memory_mb: AtomicU64,
+}
+
+/// Counts one run as running until dropped.
+struct RunningGuard {
+    running: Arc<Running>,
+    memory_mb: u64,
+}
+
+impl RunningGuard {
+    fn new(running: &Arc<Running>, memory_mb: u64) -> Self {
+        running.instances.fetch_add(1, Ordering::Relaxed);
+        running.memory_mb.fetch_add(memory_mb, Ordering::Relaxed);
+        Self {
+            running: running.clone(),
+            memory_mb,
+        }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.running.instances.fetch_sub(1, Ordering::Relaxed);
+        self.running
+            .memory_mb
+            .fetch_sub(self.memory_mb, Ordering::Relaxed);
+    }
+}
+
+/// The permits of a lease: a live instance's share of the node.
+struct Held {
+    _namespace: OwnedSemaphorePermit,
+    _node: OwnedSemaphorePermit,
+    _memory: OwnedSemaphorePermit,
 }
 
 impl Capacity {
@@ -79,6 +135,9 @@ impl Capacity {
                 (node.max_memory_mb as usize).min(Semaphore::MAX_PERMITS),
             )),
             namespaces: RwLock::new(HashMap::new()),
+            room: Notify::new(),
+            running: Arc::default(),
+            evictions: AtomicU64::new(0),
             node,
         };
         for (ns, limits) in set {
@@ -123,12 +182,20 @@ impl Capacity {
     }
 }
 
-/// What a running invocation holds; dropping it frees every slot.
+/// Where an admitted run takes place.
+pub(crate) enum Claim {
+    /// A new instance, made under this lease.
+    Fresh(Lease),
+    /// A warm instance of the function (it holds its own lease).
+    Warm(WarmRun),
+}
+
+/// What an admitted invocation holds while it runs. Its claim is taken by
+/// the run; dropping the rest frees the function's slot.
 pub(crate) struct Admission {
     _function: OwnedSemaphorePermit,
-    _namespace: OwnedSemaphorePermit,
-    _node: OwnedSemaphorePermit,
-    _memory: OwnedSemaphorePermit,
+    pub(crate) claim: Option<Claim>,
+    _running: RunningGuard,
 }
 
 /// Why a slot could not be had.
@@ -190,30 +257,130 @@ impl Engine {
         deadline: Option<Instant>,
     ) -> Result<Admission, Refusal> {
         let cap = &self.inner.capacity;
-        let ns = cap.namespace(&entry.record.namespace);
-        let namespace = take(&ns.instances, 1, deadline)
-            .await
-            .ok_or(Refusal::Namespace {
-                limit: ns.max_instances,
-            })?;
-        let node = take(&cap.instances, 1, deadline)
-            .await
-            .ok_or(Refusal::NodeInstances {
-                limit: cap.node.max_instances,
-            })?;
+        let ns = &entry.record.namespace;
+        let slots = cap.namespace(ns);
         let need_mb = entry.record.spec.memory_mb;
-        let memory = take(&cap.memory, need_mb, deadline)
-            .await
-            .ok_or(Refusal::NodeMemory {
-                budget_mb: cap.node.max_memory_mb,
-                need_mb,
-            })?;
-        Ok(Admission {
+        let admitted = |claim| Admission {
             _function: function,
+            claim: Some(claim),
+            _running: RunningGuard::new(&cap.running, u64::from(need_mb)),
+        };
+        let (mut namespace, mut node, mut memory) = (None, None, None);
+        loop {
+            let notified = cap.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(w) = entry.loaded().and_then(|r| r.take_warm()) {
+                return Ok(admitted(Claim::Warm(w)));
+            }
+            if namespace.is_none() {
+                namespace = slots.instances.clone().try_acquire_owned().ok();
+            }
+            if namespace.is_some() && node.is_none() {
+                node = cap.instances.clone().try_acquire_owned().ok();
+            }
+            if node.is_some() && memory.is_none() {
+                memory = cap.memory.clone().try_acquire_many_owned(need_mb).ok();
+            }
+            let (short, n, refusal, scope) = match (&namespace, &node, &memory) {
+                (Some(_), Some(_), Some(_)) => break,
+                (None, _, _) => (
+                    &slots.instances,
+                    1,
+                    Refusal::Namespace {
+                        limit: slots.max_instances,
+                    },
+                    Some(ns),
+                ),
+                (Some(_), None, _) => (
+                    &cap.instances,
+                    1,
+                    Refusal::NodeInstances {
+                        limit: cap.node.max_instances,
+                    },
+                    None,
+                ),
+                (Some(_), Some(_), None) => (
+                    &cap.memory,
+                    need_mb,
+                    Refusal::NodeMemory {
+                        budget_mb: cap.node.max_memory_mb,
+                        need_mb,
+                    },
+                    None,
+                ),
+            };
+            // Idle instances hold the room: the least recently used goes.
+            if self.evict_for_room(scope) {
+                continue;
+            }
+            let far = Instant::now() + std::time::Duration::from_secs(86_400);
+            tokio::select! {
+                p = short.clone().acquire_many_owned(n) => {
+                    let Ok(p) = p else { return Err(refusal) };
+                    match (&namespace, &node) {
+                        (None, _) => namespace = Some(p),
+                        (Some(_), None) => node = Some(p),
+                        _ => memory = Some(p),
+                    }
+                }
+                // A run ended: its instance may be idle now.
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                    return Err(refusal);
+                }
+            }
+        }
+        let (Some(namespace), Some(node), Some(memory)) = (namespace, node, memory) else {
+            unreachable!("the loop ends only with all three permits")
+        };
+        Ok(admitted(Claim::Fresh(Lease::new(Held {
             _namespace: namespace,
             _node: node,
             _memory: memory,
-        })
+        }))))
+    }
+
+    /// Evicts the least recently used idle instance on the node (of
+    /// namespace `ns` when given); false when there is none.
+    fn evict_for_room(&self, ns: Option<&Namespace>) -> bool {
+        let evicted = self.evict_least_recently_used(ns);
+        if evicted {
+            self.inner
+                .capacity
+                .evictions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        evicted
+    }
+
+    /// A run ended: admissions waiting for room look again (its instance
+    /// may be idle, and evictable, now).
+    pub(crate) fn run_ended(&self) {
+        self.inner.capacity.room.notify_waiters();
+    }
+
+    /// The node's capacity gauges, for `/metrics`.
+    pub(crate) fn render_capacity(&self, out: &mut String) {
+        let cap = &self.inner.capacity;
+        let budget = cap.node.max_memory_mb;
+        let held_mb = budget.saturating_sub(cap.memory.available_permits() as u64);
+        let running_mb = cap.running.memory_mb.load(Ordering::Relaxed).min(held_mb);
+        let held = u64::from(cap.node.max_instances)
+            .saturating_sub(cap.instances.available_permits() as u64);
+        let running = cap.running.instances.load(Ordering::Relaxed).min(held);
+        out.push_str(&format!(
+            "# HELP wisp_node_memory_budget_mib The node's memory budget (wisp serve --max-memory).\n# TYPE wisp_node_memory_budget_mib gauge\nwisp_node_memory_budget_mib {budget}\n\
+             # HELP wisp_node_memory_held_mib Memory limits of live instances, running or idle and kept warm.\n# TYPE wisp_node_memory_held_mib gauge\n\
+             wisp_node_memory_held_mib{{state=\"running\"}} {running_mb}\nwisp_node_memory_held_mib{{state=\"idle\"}} {}\n\
+             # HELP wisp_node_instances Live instances (Wasm instances and processes), running or idle and kept warm.\n# TYPE wisp_node_instances gauge\n\
+             wisp_node_instances{{state=\"running\"}} {running}\nwisp_node_instances{{state=\"idle\"}} {}\n\
+             # HELP wisp_node_idle_evictions_total Idle instances evicted to make room for another run.\n# TYPE wisp_node_idle_evictions_total counter\n\
+             wisp_node_idle_evictions_total {}\n",
+            held_mb - running_mb,
+            held - running,
+            cap.evictions.load(Ordering::Relaxed),
+        ));
     }
 
     fn refuse(

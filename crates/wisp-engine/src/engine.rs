@@ -1,10 +1,11 @@
 //! The engine: function table, dispatch, deploy, and queries.
 
-use crate::admission::{Admission, Capacity, NodeLimits};
+use crate::admission::{Admission, Capacity, Claim, NodeLimits};
 use crate::events::{Events, QueueSettings};
+use crate::metering::Finished;
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
-use crate::runner::Runner;
+use crate::runner::{Placed, Runner};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -12,36 +13,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use wisp_core::activation::EventRef;
-use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
 use wisp_core::{
-    Activation, ActivationFilter, ActivationId, ActivationStore, ArtifactStore, Digest, EventStore,
-    FunctionName, FunctionRecord, FunctionSpec, Namespace, Outcome, Registry, Runtime, SecretInfo,
-    SpecError, StoreError, TenantStore, TopicName, TriggerName, UsageRow,
+    ActivationId, ActivationStore, ArtifactStore, Digest, EventStore, FunctionName, FunctionRecord,
+    FunctionSpec, Namespace, Outcome, Registry, SpecError, StoreError, TenantStore, TopicName,
+    TriggerName,
 };
 use wisp_exec_wasm::{DeployError, ResponseBody, RunReport, WasmEngine};
-
-/// Logs cut at the capture limit may end in the first characters of a
-/// secret (the rest fell past the cut, so the whole-value mask missed it):
-/// such a tail is masked too. A cut inside a multi-byte character shows as
-/// U+FFFD after lossy decoding; it is dropped first.
-fn mask_cut_secret(logs: &mut String, secrets: &[String]) {
-    let end = logs.trim_end_matches('\u{FFFD}').len();
-    logs.truncate(end);
-    let longest = secrets
-        .iter()
-        .filter_map(|v| {
-            (1..v.len())
-                .rev()
-                .filter(|&k| v.is_char_boundary(k))
-                .find(|&k| logs.ends_with(&v[..k]))
-        })
-        .max();
-    if let Some(k) = longest {
-        logs.truncate(logs.len() - k);
-        logs.push_str("***");
-    }
-}
 
 /// A response from a function, with the `x-wisp-activation-id` header set.
 pub type InvokeResponse = http::Response<ResponseBody>;
@@ -76,6 +54,7 @@ impl Default for EngineSettings {
                 sandbox: false,
                 hide: Vec::new(),
                 prestart: 0,
+                demote_after: Duration::MAX,
             },
             limits: NodeLimits::default(),
         }
@@ -163,25 +142,13 @@ pub enum EngineError {
 pub(crate) struct Entry {
     pub(crate) record: FunctionRecord,
     pub(crate) slots: Arc<Semaphore>,
-    prepared: RwLock<Option<Runner>>,
-    load_lock: tokio::sync::Mutex<()>,
-    last_used_ms: AtomicI64,
-    running: AtomicUsize,
-    metrics: Arc<FunctionMetrics>,
+    pub(crate) prepared: RwLock<Option<Runner>>,
+    pub(crate) load_lock: tokio::sync::Mutex<()>,
+    pub(crate) last_used_ms: AtomicI64,
+    pub(crate) running: AtomicUsize,
+    pub(crate) metrics: Arc<FunctionMetrics>,
     /// Values of the function's secrets as last loaded: masked in its logs.
-    secret_values: RwLock<Arc<[String]>>,
-}
-
-/// What `finish` needs to know about a run besides its report.
-struct Finished {
-    id: ActivationId,
-    trigger: &'static str,
-    start_ms: i64,
-    cold: bool,
-    load_time: Duration,
-    event: Option<EventRef>,
-    /// Hand the (masked) logs back in the summary too.
-    keep_logs: bool,
+    pub(crate) secret_values: RwLock<Arc<[String]>>,
 }
 
 /// How a run ended, for callers that wait on it (queue workers).
@@ -208,24 +175,34 @@ pub struct Collected {
     pub version: u32,
 }
 
+impl Entry {
+    /// Its loaded code, when it is loaded.
+    pub(crate) fn loaded(&self) -> Option<Runner> {
+        self.prepared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 pub(crate) type Key = (Namespace, FunctionName);
 
 pub(crate) struct Inner {
     pub(crate) settings: EngineSettings,
-    wasm: WasmEngine,
+    pub(crate) wasm: WasmEngine,
     pub(crate) registry: Arc<dyn Registry>,
     pub(crate) artifacts: Arc<dyn ArtifactStore>,
     pub(crate) activations: Arc<dyn ActivationStore>,
-    secrets: Arc<dyn TenantStore>,
-    kv: wisp_kv::Kv,
-    objects: Arc<wisp_objects::ObjectStore>,
-    process: wisp_exec_process::ProcessRuntime,
-    functions: RwLock<HashMap<Key, Arc<Entry>>>,
-    metrics: Arc<Metrics>,
+    pub(crate) secrets: Arc<dyn TenantStore>,
+    pub(crate) kv: wisp_kv::Kv,
+    pub(crate) objects: Arc<wisp_objects::ObjectStore>,
+    pub(crate) process: wisp_exec_process::ProcessRuntime,
+    pub(crate) functions: RwLock<HashMap<Key, Arc<Entry>>>,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) recorder: Recorder,
-    recorder_handle: std::sync::Mutex<Option<RecorderHandle>>,
-    in_flight: AtomicUsize,
-    idle: Notify,
+    pub(crate) recorder_handle: std::sync::Mutex<Option<RecorderHandle>>,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) idle: Notify,
     pub(crate) events: Events,
     pub(crate) capacity: Capacity,
 }
@@ -345,21 +322,11 @@ impl Engine {
             engine.insert_entry(r, None);
         }
         engine.start_events().await?;
-        // Key changes reach kv triggers; a write is acknowledged once its
-        // events are queued.
-        let weak = Arc::downgrade(&engine.inner);
-        kv_listener.set_listener(Arc::new(move |change| {
-            let weak = weak.clone();
-            Box::pin(async move {
-                let Some(inner) = weak.upgrade() else {
-                    return Ok(());
-                };
-                Engine { inner }
-                    .kv_changed(change)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        }));
+        // Key changes reach kv triggers: their events are stored with the
+        // change in kv.db, then queued.
+        kv_listener.set_hook(Arc::new(crate::kv_events::KvHook(Arc::downgrade(
+            &engine.inner,
+        ))));
         let weak = Arc::downgrade(&engine.inner);
         let idle = engine.inner.settings.idle_evict;
         tokio::spawn(async move {
@@ -394,6 +361,27 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, entry);
+    }
+
+    /// Evicts the idle instance (of namespace `ns`, when given) that has
+    /// been idle longest, across the node's functions; false when none is
+    /// idle.
+    pub(crate) fn evict_least_recently_used(&self, ns: Option<&Namespace>) -> bool {
+        let table = self
+            .inner
+            .functions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let oldest = table
+            .values()
+            .filter(|e| ns.is_none_or(|n| *n == e.record.namespace))
+            .filter_map(|e| {
+                let r = e.loaded()?;
+                Some((r.oldest_idle()?, r))
+            })
+            .min_by_key(|(since, _)| *since);
+        drop(table);
+        oldest.is_some_and(|(_, r)| r.evict_oldest_idle())
     }
 
     pub(crate) fn entry(
@@ -458,6 +446,7 @@ impl Engine {
             .filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false))
             .count();
         let mut out = self.inner.metrics.render(table.len(), loaded);
+        self.render_capacity(&mut out);
         let (depth, c) = self.queue_metrics();
         crate::metrics::render_queue(&mut out, depth, c, &self.events().writer.dropped);
         out.push_str("# HELP wisp_function_processes Processes running for a process function (busy or warm).\n# TYPE wisp_function_processes gauge\n");
@@ -473,126 +462,6 @@ impl Engine {
             }
         }
         out
-    }
-
-    /// Loads (or compiles) a function's component and links it, with the
-    /// values of its secrets added to its environment.
-    async fn load(
-        &self,
-        ns: &Namespace,
-        (name, version): (&FunctionName, u32),
-        artifact: &Digest,
-        spec: &FunctionSpec,
-    ) -> Result<(Runner, Vec<String>), EngineError> {
-        if spec.runtime == Runtime::Process {
-            return self.load_process(ns, (name, version), artifact, spec).await;
-        }
-        let wasm = self.inner.wasm.clone();
-        let artifacts = self.inner.artifacts.clone();
-        let secrets = self.inner.secrets.clone();
-        let (digest, mut spec, ns, name) =
-            (artifact.clone(), spec.clone(), ns.clone(), name.clone());
-        let queued = Instant::now();
-        let (prepared, values) = blocking(move || {
-            let mut values = Vec::new();
-            for (k, v) in secrets.secret_values(&ns, &spec.secrets)? {
-                values.push(v.clone());
-                spec.env.insert(k, v);
-            }
-            let started = Instant::now();
-            let component = wasm.component(&digest, || {
-                artifacts.get_artifact(&digest).map_err(EngineError::from)
-            })?;
-            let loaded = Instant::now();
-            let prepared = wasm.prepare(&digest, component, spec, (&ns, &name))?;
-            tracing::debug!(
-                artifact = %digest,
-                queued_us = (started - queued).as_micros() as u64,
-                load_us = (loaded - started).as_micros() as u64,
-                link_us = loaded.elapsed().as_micros() as u64,
-                "function loaded"
-            );
-            Ok::<_, EngineError>((prepared, values))
-        })
-        .await??;
-        Ok((Runner::Wasm(Arc::new(prepared)), values))
-    }
-
-    /// Unpacks a process function's bundle (once per artifact) and makes
-    /// its (empty) process pool.
-    async fn load_process(
-        &self,
-        ns: &Namespace,
-        (name, version): (&FunctionName, u32),
-        artifact: &Digest,
-        spec: &FunctionSpec,
-    ) -> Result<(Runner, Vec<String>), EngineError> {
-        let (artifacts, secrets, process) = (
-            self.inner.artifacts.clone(),
-            self.inner.secrets.clone(),
-            self.inner.process.clone(),
-        );
-        let (digest, mut spec, ns, name) =
-            (artifact.clone(), spec.clone(), ns.clone(), name.to_string());
-        blocking(move || {
-            let mut values = Vec::new();
-            for (k, v) in secrets.secret_values(&ns, &spec.secrets)? {
-                values.push(v.clone());
-                spec.env.insert(k, v);
-            }
-            let dir = match process.unpacked(&digest) {
-                Some(d) => d,
-                None => {
-                    let bytes = artifacts.get_artifact(&digest)?;
-                    process.unpack(&digest, &bytes, spec.command.as_deref())?
-                }
-            };
-            let pool = process.pool(
-                wisp_exec_process::ProcessSpec {
-                    namespace: ns.to_string(),
-                    name,
-                    version,
-                    memory_mb: spec.memory_mb,
-                    env: spec.env.clone(),
-                    handler: spec.handler.clone(),
-                    command: spec.command.clone(),
-                    network: !spec.allow_outbound.is_empty(),
-                },
-                dir,
-            )?;
-            Ok::<_, EngineError>((Runner::Process(pool), values))
-        })
-        .await?
-    }
-
-    async fn prepared(&self, entry: &Entry) -> Result<(Runner, bool), EngineError> {
-        if let Some(p) = entry
-            .prepared
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            return Ok((p.clone(), false));
-        }
-        let _guard = entry.load_lock.lock().await;
-        if let Some(p) = entry
-            .prepared
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            return Ok((p.clone(), true)); // loaded by a concurrent request: this one waited too
-        }
-        let r = &entry.record;
-        let (p, values) = self
-            .load(&r.namespace, (&r.name, r.version), &r.artifact, &r.spec)
-            .await?;
-        *entry
-            .secret_values
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = values.into();
-        *entry.prepared.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
-        Ok((p, true))
     }
 
     /// Invokes a function with an HTTP request. Every trigger comes here.
@@ -614,10 +483,24 @@ impl Engine {
         self.run(entry, permit, req, trigger, start_ms).await
     }
 
-    /// Loads the function when cold and counts the run as started.
-    async fn begin(&self, entry: &Entry) -> Result<(Runner, bool, Duration), EngineError> {
+    /// Places the run (loading the function when cold) and counts it as
+    /// started.
+    async fn begin(
+        &self,
+        entry: &Entry,
+        permit: &mut Admission,
+    ) -> Result<(Placed, bool, Duration), EngineError> {
         let load_started = Instant::now();
-        let (prepared, cold) = self.prepared(entry).await?;
+        let (placed, cold) = match permit.claim.take() {
+            Some(Claim::Warm(w)) => (Placed::Warm(w), false),
+            Some(Claim::Fresh(lease)) => {
+                let (runner, cold) = self.prepared(entry).await?;
+                (Placed::Fresh(runner, lease), cold)
+            }
+            None => {
+                return Err(EngineError::Internal("an admission was used twice".into()));
+            }
+        };
         let load_time = if cold {
             load_started.elapsed()
         } else {
@@ -626,75 +509,7 @@ impl Engine {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         entry.running.fetch_add(1, Ordering::AcqRel);
         entry.metrics.started();
-        Ok((prepared, cold, load_time))
-    }
-
-    /// Meters and records a finished run; returns how it ended.
-    fn finish(&self, entry: &Entry, done: Finished, report: RunReport) -> RunSummary {
-        let run_time = report.run_time + done.load_time;
-        let event = done.event;
-        // An event handler signals failure with any non-2xx status.
-        let (outcome, error) = if event.is_some() && !(200..300).contains(&report.status) {
-            let outcome = match report.outcome {
-                Outcome::Success => Outcome::Error,
-                other => other,
-            };
-            let answered = || format!("the function answered HTTP {}", report.status);
-            (outcome, report.error.or_else(|| Some(answered())))
-        } else {
-            (report.outcome, report.error)
-        };
-        let (mut logs, mut error) = (report.logs, error);
-        let secrets = entry
-            .secret_values
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for v in secrets.iter().filter(|v| !v.is_empty()) {
-            if logs.contains(v.as_str()) {
-                logs = logs.replace(v.as_str(), "***");
-            }
-            error = error.map(|e| e.replace(v.as_str(), "***"));
-        }
-        if report.logs_truncated {
-            mask_cut_secret(&mut logs, &secrets);
-        }
-        let kept_logs = done.keep_logs.then(|| logs.clone());
-        entry.metrics.finished(outcome, run_time, done.cold);
-        entry.running.fetch_sub(1, Ordering::AcqRel);
-        entry.last_used_ms.store(now_ms(), Ordering::Relaxed);
-        let duration_us = run_time.as_micros() as u64;
-        let billed = billed_ms(duration_us);
-        let spec = &entry.record.spec;
-        self.inner.recorder.record(Activation {
-            id: done.id,
-            namespace: entry.record.namespace.clone(),
-            function: entry.record.name.clone(),
-            version: entry.record.version,
-            artifact: entry.record.artifact.clone(),
-            trigger: done.trigger.to_string(),
-            start_ms: done.start_ms,
-            duration_us,
-            billed_ms: billed,
-            memory_mb: spec.memory_mb,
-            gb_seconds: gb_seconds(spec.memory_mb, billed),
-            outcome,
-            cold: done.cold,
-            status: report.status,
-            logs,
-            logs_truncated: report.logs_truncated,
-            error: error.clone(),
-            event,
-        });
-        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.idle.notify_waiters();
-        }
-        RunSummary {
-            outcome,
-            status: report.status,
-            error,
-            logs: kept_logs,
-        }
+        Ok((placed, cold, load_time))
     }
 
     async fn run<B>(
@@ -709,7 +524,8 @@ impl Engine {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let (prepared, cold, load_time) = self.begin(&entry).await?;
+        let mut permit = permit;
+        let (prepared, cold, load_time) = self.begin(&entry, &mut permit).await?;
         let id = ActivationId::generate();
         let header = http::HeaderValue::from_str(id.as_str())
             .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -770,7 +586,8 @@ impl Engine {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let (prepared, cold, load_time) = self.begin(entry).await?;
+        let mut permit = permit;
+        let (prepared, cold, load_time) = self.begin(entry, &mut permit).await?;
         let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
         let (report, body, spawned) = prepared.run_collect(req, timeout, trigger, keep).await;
         drop(permit);
@@ -818,40 +635,6 @@ impl Engine {
             body,
             version,
         })
-    }
-
-    pub(crate) fn record_throttle(
-        &self,
-        entry: &Entry,
-        trigger: &'static str,
-        start_ms: i64,
-        status: u16,
-        why: String,
-    ) {
-        entry
-            .metrics
-            .count(Outcome::Throttled, Duration::ZERO, false);
-        let r = &entry.record;
-        self.inner.recorder.record(Activation {
-            id: ActivationId::generate(),
-            namespace: r.namespace.clone(),
-            function: r.name.clone(),
-            version: r.version,
-            artifact: r.artifact.clone(),
-            trigger: trigger.to_string(),
-            start_ms,
-            duration_us: 0,
-            billed_ms: 0,
-            memory_mb: r.spec.memory_mb,
-            gb_seconds: 0.0,
-            outcome: Outcome::Throttled,
-            cold: false,
-            status,
-            logs: String::new(),
-            logs_truncated: false,
-            error: Some(why),
-            event: None,
-        });
     }
 
     /// Stores an artifact (content-addressed, idempotent).
@@ -955,72 +738,6 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn list_activations(
-        &self,
-        filter: ActivationFilter,
-    ) -> Result<Vec<Activation>, EngineError> {
-        let store = self.inner.activations.clone();
-        Ok(blocking(move || store.list_activations(&filter)).await??)
-    }
-
-    pub async fn get_activation(&self, id: ActivationId) -> Result<Activation, EngineError> {
-        let store = self.inner.activations.clone();
-        Ok(blocking(move || store.get_activation(&id)).await??)
-    }
-
-    pub async fn usage(
-        &self,
-        ns: Option<Namespace>,
-        since_ms: i64,
-    ) -> Result<Vec<UsageRow>, EngineError> {
-        let store = self.inner.activations.clone();
-        Ok(blocking(move || store.usage(ns.as_ref(), since_ms)).await??)
-    }
-
-    /// Stores a secret (encrypted at rest) and reloads the functions of
-    /// the namespace that use it, so their next run sees the new value.
-    pub async fn put_secret(
-        &self,
-        ns: &Namespace,
-        name: &str,
-        value: String,
-    ) -> Result<(), EngineError> {
-        let store = self.inner.secrets.clone();
-        let (n, nm) = (ns.clone(), name.to_string());
-        blocking(move || store.put_secret(&n, &nm, &value, now_ms())).await??;
-        self.forget_prepared(ns, name);
-        Ok(())
-    }
-
-    pub async fn delete_secret(&self, ns: &Namespace, name: &str) -> Result<bool, EngineError> {
-        let store = self.inner.secrets.clone();
-        let (n, nm) = (ns.clone(), name.to_string());
-        let deleted = blocking(move || store.delete_secret(&n, &nm)).await??;
-        self.forget_prepared(ns, name);
-        Ok(deleted)
-    }
-
-    pub async fn list_secrets(&self, ns: &Namespace) -> Result<Vec<SecretInfo>, EngineError> {
-        let store = self.inner.secrets.clone();
-        let n = ns.clone();
-        Ok(blocking(move || store.list_secrets(&n)).await??)
-    }
-
-    /// Drops the loaded code of functions using the secret: the next run
-    /// loads them again with the secret's current value.
-    fn forget_prepared(&self, ns: &Namespace, secret: &str) {
-        let table = self
-            .inner
-            .functions
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        for e in table.values() {
-            if e.record.namespace == *ns && e.record.spec.secrets.iter().any(|s| s == secret) {
-                *e.prepared.write().unwrap_or_else(|p| p.into_inner()) = None;
-            }
-        }
-    }
-
     /// Waits for running invocations to finish (each is bounded by its own
     /// deadline, and this by `grace`), then writes every pending record.
     pub async fn shutdown(&self, grace: Duration) {
@@ -1049,26 +766,5 @@ impl Engine {
             h.flush_and_stop().await;
         }
         self.inner.events.writer.flush_and_stop().await;
-    }
-}
-
-#[cfg(test)]
-mod mask_tests {
-    use super::mask_cut_secret;
-
-    #[test]
-    fn a_secret_cut_by_the_log_cap_shows_no_prefix() {
-        let secrets = vec!["S3CR3T-value-xyz".to_string(), "other".to_string()];
-        let mut logs = "xxxxS3CR3T-val".to_string();
-        mask_cut_secret(&mut logs, &secrets);
-        assert_eq!(logs, "xxxx***");
-        let mut logs = "line ends here\n".to_string();
-        mask_cut_secret(&mut logs, &secrets);
-        assert_eq!(logs, "line ends here\n");
-        // A cut inside a multi-byte character of the secret.
-        let secrets = vec!["pässwörd".to_string()];
-        let mut logs = "a p\u{FFFD}".to_string();
-        mask_cut_secret(&mut logs, &secrets);
-        assert_eq!(logs, "a ***");
     }
 }

@@ -7,9 +7,14 @@
 
 mod admission;
 mod engine;
+mod event_api;
 mod events;
+mod kv_events;
+mod loading;
+mod metering;
 mod metrics;
 mod purge;
+mod queries;
 mod queue;
 mod recorder;
 mod runner;
@@ -17,9 +22,8 @@ mod triggers;
 
 pub use admission::{EffectiveLimits, NodeLimits};
 pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse, Stores};
-pub use events::{
-    Accepted, DeliveryRef, DeliveryStatus, EventStatus, QueueSettings, TopicView, TriggerView,
-};
+pub use event_api::{Accepted, DeliveryRef, DeliveryStatus, EventStatus};
+pub use events::{QueueSettings, TopicView, TriggerView};
 pub use metrics::{Dropped, Metrics};
 pub use purge::Holdings;
 pub use recorder::RetentionSettings;

@@ -6,6 +6,7 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
 use wisp_core::activation::RunReport;
+use wisp_core::capacity::{Lease, Seat};
 use wisp_exec_process::ProcessPool;
 use wisp_exec_wasm::{Prepared, ResponseBody};
 
@@ -13,6 +14,18 @@ use wisp_exec_wasm::{Prepared, ResponseBody};
 pub(crate) enum Runner {
     Wasm(Arc<Prepared>),
     Process(Arc<ProcessPool>),
+}
+
+/// A warm instance taken for a run, with the function it belongs to.
+pub(crate) enum WarmRun {
+    Wasm(Arc<Prepared>, wisp_exec_wasm::Warm),
+    Process(Arc<ProcessPool>, wisp_exec_process::Warm),
+}
+
+/// A run placed: a function and where it runs in it.
+pub(crate) enum Placed {
+    Fresh(Runner, Lease),
+    Warm(WarmRun),
 }
 
 /// Reads a request body whole (process functions get it as one event).
@@ -57,10 +70,50 @@ impl Runner {
         matches!(self, Runner::Process(_))
     }
 
+    /// The most recently used idle instance, if one is kept warm.
+    pub(crate) fn take_warm(&self) -> Option<WarmRun> {
+        match self {
+            Runner::Wasm(p) => p.take_warm().map(|w| WarmRun::Wasm(p.clone(), w)),
+            Runner::Process(p) => p.take_warm().map(|w| WarmRun::Process(p.clone(), w)),
+        }
+    }
+
+    /// When its least recently used idle instance went idle.
+    pub(crate) fn oldest_idle(&self) -> Option<std::time::Instant> {
+        match self {
+            Runner::Wasm(p) => p.oldest_idle(),
+            Runner::Process(p) => p.oldest_idle(),
+        }
+    }
+
+    /// Drops its least recently used idle instance.
+    pub(crate) fn evict_oldest_idle(&self) -> bool {
+        match self {
+            Runner::Wasm(p) => p.evict_oldest_idle(),
+            Runner::Process(p) => p.evict_oldest_idle(),
+        }
+    }
+}
+
+/// Where a process function's run takes place.
+enum ProcessSeat {
+    Pool(Arc<ProcessPool>, Seat<wisp_exec_process::Warm>),
+}
+
+impl Placed {
+    fn wasm_or_process(self) -> Result<(Arc<Prepared>, Seat<wisp_exec_wasm::Warm>), ProcessSeat> {
+        match self {
+            Placed::Fresh(Runner::Wasm(p), l) => Ok((p, Seat::Fresh(l))),
+            Placed::Warm(WarmRun::Wasm(p, w)) => Ok((p, Seat::Warm(w))),
+            Placed::Fresh(Runner::Process(p), l) => Err(ProcessSeat::Pool(p, Seat::Fresh(l))),
+            Placed::Warm(WarmRun::Process(p, w)) => Err(ProcessSeat::Pool(p, Seat::Warm(w))),
+        }
+    }
+
     /// Runs a request and returns its response (streamed for Wasm);
     /// `on_done` gets the report and whether a new process was started.
     pub(crate) async fn start<B>(
-        &self,
+        self,
         req: http::Request<B>,
         timeout: Duration,
         trigger: &'static str,
@@ -70,12 +123,15 @@ impl Runner {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        match self {
-            Runner::Wasm(p) => p.start(req, timeout, move |r| on_done(r, false)).await,
-            Runner::Process(pool) => {
+        match self.wasm_or_process() {
+            Ok((p, seat)) => {
+                p.start(req, timeout, seat, move |r| on_done(r, false))
+                    .await
+            }
+            Err(ProcessSeat::Pool(pool, seat)) => {
                 let (report, resp, cold) = match whole(req).await {
                     Ok(req) => {
-                        let i = pool.invoke(req, trigger, timeout).await;
+                        let i = pool.invoke(req, trigger, timeout, seat).await;
                         (i.report, i.response, i.cold)
                     }
                     Err(why) => {
@@ -91,7 +147,7 @@ impl Runner {
 
     /// Runs a request and keeps up to `keep` bytes of the response body.
     pub(crate) async fn run_collect<B>(
-        &self,
+        self,
         req: http::Request<B>,
         timeout: Duration,
         trigger: &'static str,
@@ -101,14 +157,14 @@ impl Runner {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        match self {
-            Runner::Wasm(p) => {
-                let (r, b) = p.run_collect(req, timeout, keep).await;
+        match self.wasm_or_process() {
+            Ok((p, seat)) => {
+                let (r, b) = p.run_collect(req, timeout, seat, keep).await;
                 (r, b, false)
             }
-            Runner::Process(pool) => match whole(req).await {
+            Err(ProcessSeat::Pool(pool, seat)) => match whole(req).await {
                 Ok(req) => {
-                    let i = pool.invoke(req, trigger, timeout).await;
+                    let i = pool.invoke(req, trigger, timeout, seat).await;
                     let b = i.response.into_body();
                     (i.report, b[..b.len().min(keep)].to_vec(), i.cold)
                 }

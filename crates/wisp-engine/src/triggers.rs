@@ -13,6 +13,25 @@ use wisp_core::{
 };
 use wisp_triggers::CronSchedule;
 
+/// The CloudEvent of a storage change: the key as its subject, `data` as
+/// JSON.
+pub(crate) fn storage_cloud_event(
+    (source, ce_type): (String, &str),
+    key: &str,
+    data: serde_json::Value,
+) -> CloudEvent {
+    let mut ev = CloudEvent::new(
+        wisp_core::ActivationId::generate().to_string(),
+        source,
+        ce_type,
+    );
+    ev.subject = Some(key.to_string());
+    ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
+    ev.datacontenttype = Some("application/json".into());
+    ev.data = serde_json::to_vec(&data).unwrap_or_default().into();
+    ev
+}
+
 impl Engine {
     pub async fn create_topic(
         &self,
@@ -298,47 +317,12 @@ impl Engine {
             .await
     }
 
-    /// A key was set or deleted: every kv trigger of the bucket whose
-    /// prefix matches gets the event through the durable queue (returns
-    /// once it is queued). A function's own writes never trigger it.
-    pub async fn kv_changed(&self, c: wisp_kv::KvChange) -> Result<(), EngineError> {
-        let what = if c.size.is_some() {
-            wisp_core::KvEvent::Set
-        } else {
-            wisp_core::KvEvent::Deleted
-        };
-        let targets = self.triggered(|t| match &t.kind {
-            TriggerKind::Kv {
-                bucket,
-                prefix,
-                events,
-            } => {
-                t.namespace == c.namespace
-                    && *bucket == c.bucket
-                    && c.key.starts_with(prefix.as_str())
-                    && events.contains(&what)
-                    && c.by.as_deref() != Some(t.function.as_str())
-            }
-            _ => false,
-        });
-        if targets.is_empty() {
-            return Ok(());
-        }
-        let ns = &c.namespace;
-        let data = serde_json::json!({
-            "namespace": ns,
-            "bucket": c.bucket,
-            "key": c.key,
-            "size": c.size,
-        });
-        let source = format!("/wisp/{ns}/kv/{}", c.bucket);
-        self.storage_event(ns, targets, (source, what.ce_type()), &c.key, data)
-            .await
-    }
-
     /// The function and trigger name of every trigger that `fires` for a
     /// change.
-    fn triggered(&self, fires: impl Fn(&Trigger) -> bool) -> Vec<(FunctionName, Option<String>)> {
+    pub(crate) fn triggered(
+        &self,
+        fires: impl Fn(&Trigger) -> bool,
+    ) -> Vec<(FunctionName, Option<String>)> {
         self.events()
             .triggers
             .lock()
@@ -359,15 +343,7 @@ impl Engine {
         key: &str,
         data: serde_json::Value,
     ) -> Result<(), EngineError> {
-        let mut ev = CloudEvent::new(
-            wisp_core::ActivationId::generate().to_string(),
-            source,
-            ce_type,
-        );
-        ev.subject = Some(key.to_string());
-        ev.time = Some(wisp_core::event::rfc3339_ms(now_ms()));
-        ev.datacontenttype = Some("application/json".into());
-        ev.data = serde_json::to_vec(&data).unwrap_or_default().into();
+        let ev = storage_cloud_event((source, ce_type), key, data);
         self.enqueue_to_functions(ns, targets, ev, Origin::Storage, None, false)
             .await
             .map(|_| ())

@@ -14,11 +14,13 @@
 //! comes from a prestarted interpreter when one is ready (see [`stem`]).
 
 pub mod bundle;
+mod demote;
 mod runtime_api;
 mod sandbox;
 pub mod shape;
 mod spawner;
 mod stem;
+mod worker;
 
 pub use bundle::kind as bundle_kind;
 
@@ -30,9 +32,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
 use wisp_core::activation::RunReport;
+use wisp_core::capacity::Seat;
 use wisp_core::{Digest, Outcome};
+pub use worker::Warm;
+use worker::{LogBuf, Worker, pump, reap, take_logs};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,6 +71,9 @@ pub struct ProcessConfig {
     /// Interpreters kept started, ahead of demand, per runtime command
     /// that can use them (`python3 -m MODULE`); 0 turns them off.
     pub prestart: usize,
+    /// CPU time after which an invocation's process group runs at nice 19
+    /// (`wisp serve --long-guest-after`; `Duration::MAX`: never).
+    pub demote_after: Duration,
 }
 
 /// What a process function is, as the pool needs it.
@@ -186,87 +193,11 @@ impl ProcessRuntime {
             spec,
             code_dir,
             argv,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(std::collections::VecDeque::new()),
             processes: Arc::new(AtomicUsize::new(0)),
             prestartable,
             stems: self.stems.clone(),
         }))
-    }
-}
-
-/// Stdout/stderr of a process, attributed to its current invocation.
-#[derive(Default)]
-struct LogBuf {
-    text: String,
-    truncated: bool,
-}
-
-struct Worker {
-    child: tokio::process::Child,
-    api: Arc<ApiState>,
-    server: tokio::task::JoinHandle<()>,
-    logs: Arc<Mutex<LogBuf>>,
-    /// The read ends of its stdout and stderr pipes (read by `pump`).
-    pipes: Vec<std::os::fd::RawFd>,
-    pid: i32,
-    cell: Option<sandbox::Cell>,
-    processes: Arc<AtomicUsize>,
-}
-
-impl Worker {
-    /// Waits (up to 100 ms) until what the process wrote before its
-    /// answer has been read from its pipes into its logs: an answer
-    /// arrives after the output that preceded it, but the readers may not
-    /// have run yet on a busy node.
-    async fn logs_caught_up(&self) {
-        for _ in 0..100 {
-            let pending = self.pipes.iter().any(|&fd| {
-                let mut n: libc::c_int = 0;
-                // SAFETY: FIONREAD writes one c_int; an fd that is no
-                // longer valid makes it fail, which reads as empty.
-                unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) == 0 && n > 0 }
-            });
-            if !pending {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        // A reader that took the last bytes appends them next.
-        tokio::task::yield_now().await;
-        tokio::task::yield_now().await;
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.server.abort();
-        self.processes.fetch_sub(1, Ordering::Relaxed);
-        reap(self.pid, self.cell.take());
-    }
-}
-
-/// Kills a process group this executor started (setsid at start: its
-/// children die too) and removes its cell once it is gone.
-fn reap(pid: i32, cell: Option<sandbox::Cell>) {
-    if pid > 0 {
-        // SAFETY: signalling a process group this executor started.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-    if let Some(cell) = cell {
-        // The group needs a moment to exit before its cgroups can go.
-        let remove = move || cell.remove();
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn_blocking(remove);
-            }
-            Err(_) => {
-                let _ = std::thread::Builder::new()
-                    .name("wisp-cell-cleanup".into())
-                    .spawn(remove);
-            }
-        }
     }
 }
 
@@ -294,7 +225,8 @@ pub struct ProcessPool {
     spec: ProcessSpec,
     code_dir: PathBuf,
     argv: Vec<String>,
-    idle: Mutex<Vec<Worker>>,
+    /// Warm processes, least recently used first.
+    idle: Mutex<std::collections::VecDeque<Worker>>,
     processes: Arc<AtomicUsize>,
     /// How to start it from a prestarted interpreter, when it can be.
     prestartable: Option<stem::Launch>,
@@ -548,22 +480,45 @@ impl ProcessPool {
             pid,
             cell,
             processes: self.processes.clone(),
+            lease: None,
+            idle_since: Instant::now(),
         })
     }
 
-    /// A warm process, if one is idle and still alive (one that died while
-    /// idle is dropped, and the invocation starts a fresh one).
-    fn take_idle(&self) -> Option<Worker> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(mut w) = idle.pop() {
+    fn idle(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Worker>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used warm process, if one is idle and still alive
+    /// (one that died while idle is dropped, with its lease).
+    pub fn take_warm(&self) -> Option<Warm> {
+        let mut idle = self.idle();
+        while let Some(mut w) = idle.pop_back() {
             match w.child.try_wait() {
-                Ok(None) => return Some(w),
+                Ok(None) => return Some(Warm(Box::new(w))),
                 status => {
                     tracing::warn!(function = %self.spec.name, ?status, "an idle process of the function had exited");
                 }
             }
         }
         None
+    }
+
+    /// When the least recently used warm process went idle.
+    pub fn oldest_idle(&self) -> Option<Instant> {
+        self.idle().front().map(|w| w.idle_since)
+    }
+
+    /// Warm processes kept now.
+    pub fn idle_processes(&self) -> usize {
+        self.idle().len()
+    }
+
+    /// Stops the least recently used warm process (its lease is given
+    /// back); false when none is idle.
+    pub fn evict_oldest_idle(&self) -> bool {
+        let evicted = self.idle().pop_front();
+        evicted.is_some()
     }
 
     /// Runs one invocation: an HTTP request shaped for the handler (see
@@ -573,6 +528,7 @@ impl ProcessPool {
         req: http::Request<Bytes>,
         trigger: &str,
         timeout: Duration,
+        seat: Seat<Warm>,
     ) -> Invoked {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
@@ -584,12 +540,14 @@ impl ProcessPool {
             Shape::CloudEvent => shape::cloud_event(&parts, &body),
             Shape::ApiGatewayV2 => shape::api_gateway_v2(&parts, &body, &request_id, now_ms()),
         };
-        let warm = self.take_idle();
-        let cold = warm.is_none();
-        let mut worker = match warm {
-            Some(w) => w,
-            None => match self.spawn().await {
-                Ok(w) => w,
+        let cold = matches!(seat, Seat::Fresh(_));
+        let mut worker = match seat {
+            Seat::Warm(Warm(w)) => *w,
+            Seat::Fresh(lease) => match self.spawn().await {
+                Ok(mut w) => {
+                    w.lease = Some(lease);
+                    w
+                }
                 Err(e) => {
                     return failed(
                         started,
@@ -619,22 +577,34 @@ impl ProcessPool {
         } else {
             timeout
         };
-        let result = tokio::select! {
-            r = rx => r.ok(),
-            _ = tokio::time::sleep(limit) => None,
-            status = worker.child.wait() => {
-                let why = match status {
-                    Ok(s) => format!("the function's process exited ({s}) before it answered"),
-                    Err(e) => format!("the function's process failed: {e}"),
-                };
-                let oom = worker.cell.as_ref().is_some_and(|c| c.oom_killed());
-                let logs = take_logs(&worker.logs);
-                let (outcome, why) = if oom {
-                    (Outcome::MemoryLimit, format!("the function exceeded its memory limit of {} MiB and was killed", self.spec.memory_mb))
-                } else {
-                    (Outcome::Error, worker.api.init_error().map(|e| format!("init error: {e}")).unwrap_or(why))
-                };
-                return failed(started, cold, outcome, why, logs.0, logs.1);
+        let mut demotion = demote::Demotion::start(worker.pid, self.cfg.demote_after);
+        let mut rx = rx;
+        let expired = tokio::time::sleep(limit);
+        tokio::pin!(expired);
+        let result = loop {
+            tokio::select! {
+                r = &mut rx => break r.ok(),
+                _ = &mut expired => break None,
+                _ = async { if let Some(d) = &demotion { d.due().await } },
+                    if demotion.as_ref().is_some_and(demote::Demotion::watching) => {
+                    if let Some(d) = &mut demotion {
+                        d.check();
+                    }
+                }
+                status = worker.child.wait() => {
+                    let why = match status {
+                        Ok(s) => format!("the function's process exited ({s}) before it answered"),
+                        Err(e) => format!("the function's process failed: {e}"),
+                    };
+                    let oom = worker.cell.as_ref().is_some_and(|c| c.oom_killed());
+                    let logs = take_logs(&worker.logs);
+                    let (outcome, why) = if oom {
+                        (Outcome::MemoryLimit, format!("the function exceeded its memory limit of {} MiB and was killed", self.spec.memory_mb))
+                    } else {
+                        (Outcome::Error, worker.api.init_error().map(|e| format!("init error: {e}")).unwrap_or(why))
+                    };
+                    return failed(started, cold, outcome, why, logs.0, logs.1);
+                }
             }
         };
         // The output printed before the answer belongs to this invocation.
@@ -692,10 +662,11 @@ impl ProcessPool {
                 (Outcome::Error, 502, Some(msg), r)
             }
         };
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(worker);
+        // Kept warm at the priority it started with (see `demote`).
+        if demotion.is_none_or(demote::Demotion::restore) {
+            worker.idle_since = Instant::now();
+            self.idle().push_back(worker);
+        }
         Invoked {
             report: RunReport {
                 outcome,
@@ -746,34 +717,5 @@ fn failed(
         },
         response,
         cold,
-    }
-}
-
-fn take_logs(logs: &Mutex<LogBuf>) -> (String, bool) {
-    let mut l = logs.lock().unwrap_or_else(|p| p.into_inner());
-    let t = std::mem::take(&mut l.text);
-    let tr = std::mem::take(&mut l.truncated);
-    (t, tr)
-}
-
-async fn pump(mut r: impl tokio::io::AsyncRead + Unpin, logs: Arc<Mutex<LogBuf>>, max: usize) {
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let mut l = logs.lock().unwrap_or_else(|p| p.into_inner());
-                let room = max.saturating_sub(l.text.len());
-                if room == 0 {
-                    l.truncated = true;
-                    continue;
-                }
-                let s = String::from_utf8_lossy(&buf[..n.min(room)]);
-                l.text.push_str(&s);
-                if n > room {
-                    l.truncated = true;
-                }
-            }
-        }
     }
 }

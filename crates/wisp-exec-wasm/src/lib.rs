@@ -21,6 +21,6 @@ mod run;
 
 pub use engine::{DeployError, EngineConfig, WasmEngine};
 pub use host::{FunctionCaller, INTERNAL_S3_AUTHORITY, ObjectsHook};
-pub use run::{Prepared, ResponseBody, RunReport};
+pub use run::{Prepared, ResponseBody, RunReport, Warm};
 pub use wasmtime_wasi_http::WasiBody;
 pub use wisp_kv::Kv;

@@ -16,6 +16,7 @@ use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+use wisp_core::capacity::{Lease, Seat};
 use wisp_core::{FunctionSpec, Outcome};
 
 /// The body of a response produced by a function.
@@ -66,13 +67,28 @@ struct Instance {
     proxy: Option<Proxy>,
     logs: LogCapture,
     uses: u32,
+    /// Its share of the node (memory, instance slots), for as long as it
+    /// lives.
+    lease: Option<Lease>,
+    /// When it last went idle.
+    idle_since: Instant,
+}
+
+/// An idle instance taken for a run (see [`Prepared::take_warm`]).
+pub struct Warm(Box<Instance>);
+
+impl std::fmt::Debug for Warm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Warm")
+    }
 }
 
 pub struct Prepared {
     engine: Engine,
     ticker: Arc<crate::engine::Ticker>,
-    /// Idle instances for reuse (only with `instance_reuse` > 1).
-    idle: Mutex<Vec<Instance>>,
+    /// Idle instances for reuse (only with `instance_reuse` > 1), oldest
+    /// first.
+    idle: Mutex<std::collections::VecDeque<Instance>>,
     /// Keeps the shared component alive while this function is loaded.
     _component: Arc<Component>,
     pre: ProxyPre<Host>,
@@ -139,7 +155,7 @@ impl Prepared {
         Self {
             engine,
             ticker,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(std::collections::VecDeque::new()),
             _component: component,
             pre,
             spec: Arc::new(spec),
@@ -160,6 +176,7 @@ impl Prepared {
         self: &Arc<Self>,
         req: http::Request<B>,
         timeout: Duration,
+        seat: Seat<Warm>,
         on_done: impl FnOnce(RunReport) + Send + 'static,
     ) -> http::Response<ResponseBody>
     where
@@ -170,7 +187,7 @@ impl Prepared {
         let this = self.clone();
         crate::demote::spawn(
             async move {
-                let report = this.run(req, timeout, responder, status).await;
+                let report = this.run(req, timeout, seat, responder, status).await;
                 on_done(report);
             },
             self.demote_after,
@@ -194,6 +211,7 @@ impl Prepared {
         self: &Arc<Self>,
         req: http::Request<B>,
         timeout: Duration,
+        seat: Seat<Warm>,
         keep: usize,
     ) -> (RunReport, Vec<u8>)
     where
@@ -204,7 +222,7 @@ impl Prepared {
         let (responder, status, rx) = response_channel();
         let this = self.clone();
         let run = crate::demote::run(
-            async move { this.run(req, timeout, responder, status).await },
+            async move { this.run(req, timeout, seat, responder, status).await },
             self.demote_after,
         );
         let run = async move {
@@ -274,18 +292,49 @@ impl Prepared {
             proxy: None,
             logs,
             uses: 0,
+            lease: None,
+            idle_since: Instant::now(),
         }
     }
 
-    /// An idle instance kept for reuse, or a new one.
-    fn instance(&self) -> Instance {
-        if self.spec.instance_reuse > 1 {
-            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            if let Some(i) = pooled {
-                return i;
+    fn idle(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Instance>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle instance, if one is kept (only with
+    /// instance reuse).
+    pub fn take_warm(&self) -> Option<Warm> {
+        self.idle().pop_back().map(|i| Warm(Box::new(i)))
+    }
+
+    /// When the least recently used idle instance went idle.
+    pub fn oldest_idle(&self) -> Option<Instant> {
+        self.idle().front().map(|i| i.idle_since)
+    }
+
+    /// Idle instances kept now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle().len()
+    }
+
+    /// Drops the least recently used idle instance (and its lease); false
+    /// when none is kept.
+    pub fn evict_oldest_idle(&self) -> bool {
+        let evicted = self.idle().pop_front();
+        evicted.is_some()
+    }
+
+    /// The instance a run gets: the warm one it was given, or a new one
+    /// holding the run's lease.
+    fn instance(&self, seat: Seat<Warm>) -> Instance {
+        match seat {
+            Seat::Warm(Warm(i)) => *i,
+            Seat::Fresh(lease) => {
+                let mut i = self.new_instance();
+                i.lease = Some(lease);
+                i
             }
         }
-        self.new_instance()
     }
 
     /// Keeps an instance that handled a request cleanly for the next one,
@@ -296,9 +345,10 @@ impl Prepared {
             return;
         }
         inst.proxy = Some(proxy);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        inst.idle_since = Instant::now();
+        let mut idle = self.idle();
         if idle.len() < self.spec.concurrency as usize {
-            idle.push(inst);
+            idle.push_back(inst);
         }
     }
 
@@ -306,6 +356,7 @@ impl Prepared {
         &self,
         req: http::Request<B>,
         timeout: Duration,
+        seat: Seat<Warm>,
         responder: Responder,
         status: Arc<AtomicU16>,
     ) -> RunReport
@@ -315,7 +366,7 @@ impl Prepared {
     {
         let started = Instant::now();
         let _ticking = self.ticker.enter();
-        let mut inst = self.instance();
+        let mut inst = self.instance(seat);
         inst.store.data_mut().deadline = started + timeout;
         inst.store.data_mut().limiter.hit = false;
         inst.store.set_epoch_deadline(1);

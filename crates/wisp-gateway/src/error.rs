@@ -144,6 +144,10 @@ impl From<wisp_core::kv::KvError> for ApiError {
             }
             KvError::Invalid(_) => Self::bad_request("invalid_kv_request", msg),
             KvError::StorageFull(_) => Self::insufficient_storage(msg),
+            KvError::QueueFull(_) => Self {
+                retry_after_s: Some(1),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", msg)
+            },
             _ => {
                 tracing::error!(error = %msg, "key-value store error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "kv_store_failed", msg)

@@ -42,6 +42,10 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
         bytes.push_str(&format!("wisp_kv_bytes{{namespace=\"{ns}\"}} {b}\n"));
     }
     text.push_str(&bytes);
+    text.push_str(&format!(
+        "# HELP wisp_kv_events_pending Events of key changes stored with their change in kv.db and not yet in the event queue (it had no room).\n# TYPE wisp_kv_events_pending gauge\nwisp_kv_events_pending {}\n",
+        st.engine.kv().pending_events()
+    ));
     if let Some(ns) = bound {
         text = only_namespace(&text, &ns);
     }

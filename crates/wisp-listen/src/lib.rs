@@ -15,6 +15,9 @@
 //!   request, the new one gets a `503` and is closed. Running out of file
 //!   descriptors (`EMFILE`) sheds the same way and backs off instead of
 //!   spinning on `accept`.
+//! - **Backlog**: [`bind`] listens with a backlog of [`LISTEN_BACKLOG`], so
+//!   a burst of new connections waits in the kernel instead of being
+//!   dropped (and retried a second later by each client).
 //!
 //! Request bodies and responses are not timed here: the gateway reads an
 //! invocation's body under its own timeout, and a response runs under its
@@ -92,6 +95,36 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// Connections the kernel may hold accepted-but-not-yet-taken for a
+/// listener (capped by `net.core.somaxconn`). The standard library's
+/// 128 overflows when thousands of clients connect at once: the kernel
+/// then drops their SYNs and each waits a second or more to retry.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener on `addr` (`host:port`, the first address it
+/// resolves to) with a backlog of [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{addr} resolves to no address"),
+        )
+    }))
 }
 
 fn fd_soft_limit() -> Option<u64> {

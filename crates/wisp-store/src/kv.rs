@@ -26,6 +26,11 @@ CREATE TABLE IF NOT EXISTS kv (
     value     BLOB NOT NULL,
     PRIMARY KEY (namespace, bucket, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv_events (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id     TEXT NOT NULL UNIQUE,
+    record BLOB NOT NULL
+);
 ";
 
 pub struct SqliteKv {
@@ -76,15 +81,23 @@ impl KvStore for SqliteKv {
             let (n, b, k, v) = row.map_err(db)?;
             snap.entries.push((ns(n)?, b, k, v));
         }
+        let mut q = conn
+            .prepare("SELECT id, record FROM kv_events ORDER BY seq")
+            .map_err(db)?;
+        let rows = q
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db)?;
+        for row in rows {
+            snap.events.push(row.map_err(db)?);
+        }
         Ok(snap)
     }
 
     fn kv_apply(&self, ops: &[KvOp]) -> Result<(), StoreError> {
         // Deletes still work on a full disk: they may use the reserve.
-        if ops
-            .iter()
-            .all(|o| matches!(o, KvOp::Delete { .. } | KvOp::DeleteBucket { .. }))
-        {
+        if ops.iter().all(KvOp::removes) {
             return wisp_core::reserve::deleting(StoreError::is_full, || self.apply(ops));
         }
         self.apply(ops)
@@ -138,6 +151,16 @@ impl SqliteKv {
                     .and_then(|mut s| s.execute(params![namespace.as_str(), bucket, key]))
                     .map_err(db)?;
                 }
+                KvOp::PutEvents { id, record } => {
+                    tx.prepare_cached("INSERT INTO kv_events (id, record) VALUES (?1, ?2)")
+                        .and_then(|mut s| s.execute(params![id, record]))
+                        .map_err(db)?;
+                }
+                KvOp::DropEvents { id } => {
+                    tx.prepare_cached("DELETE FROM kv_events WHERE id = ?1")
+                        .and_then(|mut s| s.execute(params![id]))
+                        .map_err(db)?;
+                }
             }
         }
         tx.commit().map_err(db)
@@ -176,6 +199,19 @@ mod tests {
                     bucket: "prefs".into(),
                     key: "lang".into(),
                 },
+                KvOp::PutEvents {
+                    id: "e2".into(),
+                    record: b"second".to_vec(),
+                },
+                KvOp::PutEvents {
+                    id: "e1".into(),
+                    record: b"first".to_vec(),
+                },
+                KvOp::PutEvents {
+                    id: "e3".into(),
+                    record: b"third".to_vec(),
+                },
+                KvOp::DropEvents { id: "e1".into() },
             ])
             .unwrap();
         }
@@ -189,6 +225,14 @@ mod tests {
                 "theme".to_string(),
                 b"dark".to_vec()
             )]
+        );
+        // Events not yet handed on, in the order they were stored.
+        assert_eq!(
+            snap.events,
+            vec![
+                ("e2".to_string(), b"second".to_vec()),
+                ("e3".to_string(), b"third".to_vec())
+            ]
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
