@@ -121,6 +121,13 @@ impl Engine {
         let mut r: Record = serde_json::from_slice(record)
             .map_err(|e| EngineError::Internal(format!("a stored storage event: {e}")))?;
         r.event.data = r.data.into_bytes().into();
+        // A function deleted since the change gets nothing (a namespace
+        // deleted with everything in it, too).
+        r.targets
+            .retain(|(f, _)| self.entry(&r.namespace, f).is_ok());
+        if r.targets.is_empty() {
+            return Ok(());
+        }
         let once = self.idempotency(&r.namespace, "kv-change".into(), Some(id));
         self.enqueue_to_functions(
             &r.namespace,
