@@ -1,9 +1,9 @@
 //! Buckets: per namespace, unversioned, in one region.
 
 use super::{Wisp, caller, timestamp};
-use crate::error::{blocking, from_store, s3err};
+use crate::error::{blocking, from_store};
 use s3s::dto::*;
-use s3s::{S3ErrorCode, S3Request, S3Response, S3Result};
+use s3s::{S3Request, S3Response, S3Result};
 use wisp_objects::ObjectError;
 
 pub(super) async fn list(
@@ -62,13 +62,11 @@ pub(super) async fn create(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let c = caller(&req)?;
     let bucket = req.input.bucket;
+    // Creating a bucket the namespace already has changes nothing and
+    // succeeds, as in us-east-1 (the region Wisp reports; other AWS
+    // regions answer 409 BucketAlreadyOwnedByYou).
     let (store, ns, b) = (w.objects.clone(), c.ns.clone(), bucket.clone());
-    if !blocking(move || store.create_bucket(&ns, &b)).await? {
-        return Err(s3err(
-            S3ErrorCode::BucketAlreadyOwnedByYou,
-            format!("bucket {bucket:?} already exists in this namespace"),
-        ));
-    }
+    blocking(move || store.create_bucket(&ns, &b)).await?;
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{bucket}")),
     }))
