@@ -6,6 +6,7 @@ mod build;
 mod client;
 mod commands;
 mod events;
+mod gateway;
 mod kv;
 mod paths;
 mod serve;
@@ -97,9 +98,9 @@ enum Command {
     /// Management tokens scoped to a namespace and a role
     Token(tenants::TokenArgs),
     /// Gateway routes: METHOD + path (+ host) → function, with auth, CORS and rate limits
-    Route(tenants::RouteArgs),
+    Route(gateway::RouteArgs),
     /// API keys for routes with --auth api-key (shown once at creation)
-    Apikey(tenants::ApiKeyArgs),
+    Apikey(gateway::ApiKeyArgs),
     /// Secrets: encrypted at rest, seen by functions deployed with --secret NAME
     Secret(tenants::SecretArgs),
     /// The key-value store: buckets of keys, read and written by functions
@@ -108,7 +109,7 @@ enum Command {
     /// AWS-style access keys for the Lambda Invoke API and the S3 API (boto3, the AWS CLI)
     Accesskey(tenants::AccessKeyArgs),
     /// Requests on gateway routes: time, route, key, status, latency, activation
-    AccessLog(tenants::AccessLogArgs),
+    AccessLog(gateway::AccessLogArgs),
     /// Management actions in a namespace: who did what, when
     Audit(tenants::AuditArgs),
 }
@@ -155,11 +156,11 @@ fn main() -> std::process::ExitCode {
             Command::Dlq(a) => events::dlq(a).await,
             Command::Ns(a) => tenants::ns(a).await,
             Command::Token(a) => tenants::token(a).await,
-            Command::Route(a) => tenants::route(a).await,
-            Command::Apikey(a) => tenants::apikey(a).await,
+            Command::Route(a) => gateway::route(a).await,
+            Command::Apikey(a) => gateway::apikey(a).await,
             Command::Secret(a) => tenants::secret(a).await,
             Command::Kv(a) => kv::kv(a).await,
-            Command::AccessLog(a) => tenants::access_log(a).await,
+            Command::AccessLog(a) => gateway::access_log(a).await,
             Command::Accesskey(a) => tenants::accesskey(a).await,
             Command::Audit(a) => tenants::audit(a).await,
         }

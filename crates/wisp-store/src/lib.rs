@@ -3,6 +3,7 @@
 //! `wisp serve` uses by default: everything lives in one data directory and
 //! no other service is needed.
 
+mod access_log;
 mod artifacts;
 mod events;
 mod kv;
