@@ -229,11 +229,12 @@ fn check_sums(claims: &Claims, ours: Checksum) -> S3Result<Sums> {
     Ok(stored)
 }
 
-/// The stored checksums of an object, for an answer.
-pub(super) fn stored_sums(meta: &wisp_objects::ObjectMeta) -> Checksum {
+/// The checksums in a stored attribute map (an object's, or those just
+/// computed), for an answer.
+pub(super) fn sums_in(map: &BTreeMap<String, String>) -> Checksum {
     let get = |n: &str| {
-        meta.header(&format!("x-amz-checksum-{n}"))
-            .map(String::from)
+        map.get(&format!("{HEADER_PREFIX}x-amz-checksum-{n}"))
+            .cloned()
     };
     Checksum {
         checksum_crc32: get("crc32"),
@@ -243,4 +244,9 @@ pub(super) fn stored_sums(meta: &wisp_objects::ObjectMeta) -> Checksum {
         checksum_crc64nvme: get("crc64nvme"),
         checksum_type: None,
     }
+}
+
+/// The stored checksums of an object.
+pub(super) fn stored_sums(meta: &wisp_objects::ObjectMeta) -> Checksum {
+    sums_in(&meta.metadata)
 }

@@ -12,6 +12,36 @@ use s3s::{S3Error, S3Request};
 use std::sync::Arc;
 use wisp_objects::{ObjectMeta, ObjectStore};
 
+/// The `x-amz-checksum-*` a write's input claims (PutObject, UploadPart).
+macro_rules! claimed_sums {
+    ($i:ident) => {
+        s3s::dto::Checksum {
+            checksum_crc32: $i.checksum_crc32,
+            checksum_crc32c: $i.checksum_crc32c,
+            checksum_sha1: $i.checksum_sha1,
+            checksum_sha256: $i.checksum_sha256,
+            checksum_crc64nvme: $i.checksum_crc64nvme,
+            checksum_type: None,
+        }
+    };
+}
+
+/// The standard headers a write's input sets (PutObject, CopyObject,
+/// CreateMultipartUpload).
+macro_rules! attrs_of {
+    ($i:ident) => {
+        $crate::ops::objects::Attrs {
+            content_type: $i.content_type,
+            cache_control: $i.cache_control,
+            content_disposition: $i.content_disposition,
+            content_encoding: $i.content_encoding,
+            content_language: $i.content_language,
+            expires: $i.expires,
+            metadata: $i.metadata,
+        }
+    };
+}
+
 mod body;
 mod buckets;
 mod lists;

@@ -2,7 +2,7 @@
 //! an object), complete (also when repeated), abort.
 
 use super::body::{self, Claims, Received};
-use super::objects::{Attrs, check_source, check_write, copy_source};
+use super::objects::{check_source, check_write, copy_source};
 use super::{Wisp, caller, etag, timestamp};
 use crate::cond::{Conditions, seconds};
 use crate::error::{blocking, from_store, invalid_argument, s3err};
@@ -28,16 +28,7 @@ pub(super) async fn create(
     let c = caller(&req)?;
     let i = req.input;
     wisp_objects::check_key(&i.key).map_err(from_store)?;
-    let (ct, md) = Attrs {
-        content_type: i.content_type,
-        cache_control: i.cache_control,
-        content_disposition: i.content_disposition,
-        content_encoding: i.content_encoding,
-        content_language: i.content_language,
-        expires: i.expires,
-        metadata: i.metadata,
-    }
-    .into_stored();
+    let (ct, md) = attrs_of!(i).into_stored();
     let (store, ns, b, k) = (w.objects.clone(), c.ns, i.bucket.clone(), i.key.clone());
     let id = blocking(move || store.create_upload(&ns, &b, &k, &ct, &md)).await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -66,14 +57,7 @@ pub(super) async fn upload_part(
     let claims = Claims::new(
         &req.headers,
         i.content_md5,
-        Checksum {
-            checksum_crc32: i.checksum_crc32,
-            checksum_crc32c: i.checksum_crc32c,
-            checksum_sha1: i.checksum_sha1,
-            checksum_sha256: i.checksum_sha256,
-            checksum_crc64nvme: i.checksum_crc64nvme,
-            checksum_type: None,
-        },
+        claimed_sums!(i),
         i.checksum_algorithm.as_ref(),
         req.trailing_headers,
     );

@@ -162,21 +162,6 @@ fn condition(h: &http::HeaderMap, name: &str) -> S3Result<Option<ETagCondition>>
     }
 }
 
-fn sums_of(s: &body::Sums) -> Checksum {
-    let get = |n: &str| {
-        s.get(&format!("{HEADER_PREFIX}x-amz-checksum-{n}"))
-            .cloned()
-    };
-    Checksum {
-        checksum_crc32: get("crc32"),
-        checksum_crc32c: get("crc32c"),
-        checksum_sha1: get("sha1"),
-        checksum_sha256: get("sha256"),
-        checksum_crc64nvme: get("crc64nvme"),
-        checksum_type: None,
-    }
-}
-
 pub(super) async fn put(
     w: &Wisp,
     req: S3Request<PutObjectInput>,
@@ -196,28 +181,12 @@ pub(super) async fn put(
     let claims = Claims::new(
         &req.headers,
         i.content_md5,
-        Checksum {
-            checksum_crc32: i.checksum_crc32,
-            checksum_crc32c: i.checksum_crc32c,
-            checksum_sha1: i.checksum_sha1,
-            checksum_sha256: i.checksum_sha256,
-            checksum_crc64nvme: i.checksum_crc64nvme,
-            checksum_type: None,
-        },
+        claimed_sums!(i),
         i.checksum_algorithm.as_ref(),
         req.trailing_headers,
     );
     let (received, sums) = body::receive(&w.objects, i.body, i.content_length, claims).await?;
-    let (ct, mut md) = Attrs {
-        content_type: i.content_type,
-        cache_control: i.cache_control,
-        content_disposition: i.content_disposition,
-        content_encoding: i.content_encoding,
-        content_language: i.content_language,
-        expires: i.expires,
-        metadata: i.metadata,
-    }
-    .into_stored();
+    let (ct, mut md) = attrs_of!(i).into_stored();
     md.extend(sums.clone());
     let (store, ns, b, k) = (w.objects.clone(), c.ns.clone(), i.bucket.clone(), i.key);
     let meta = match received {
@@ -228,7 +197,7 @@ pub(super) async fn put(
         Received::Blob(blob) => blocking(move || store.commit(&ns, &b, &k, blob, &ct, &md)).await?,
     };
     w.notify(&c, &i.bucket, &meta, true).await?;
-    let s = sums_of(&sums);
+    let s = body::sums_in(&sums);
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(etag(&meta.etag)),
         checksum_crc32: s.checksum_crc32,
@@ -361,6 +330,35 @@ fn preconditions(c: &Conditions, meta: &ObjectMeta) -> S3Result<bool> {
     }
 }
 
+/// A GET's or HEAD's answer (the two outputs share these fields): the
+/// object's headers for the slice `$s` read, with the checksums `$sums`.
+macro_rules! described {
+    ($T:ident, $meta:ident, $s:ident, $sums:ident $(, $field:ident: $value:expr)*) => {
+        $T {
+            $($field: $value,)*
+            accept_ranges: Some("bytes".into()),
+            content_length: Some($s.len as i64),
+            content_range: $s.content_range,
+            parts_count: $s.parts_count,
+            content_type: Some($meta.content_type.clone()),
+            e_tag: Some(etag(&$meta.etag)),
+            last_modified: Some(timestamp($meta.modified_ms)),
+            metadata: user_metadata(&$meta),
+            cache_control: header(&$meta, "cache-control"),
+            content_disposition: header(&$meta, "content-disposition"),
+            content_encoding: header(&$meta, "content-encoding"),
+            content_language: header(&$meta, "content-language"),
+            expires: expires(&$meta),
+            checksum_crc32: $sums.checksum_crc32,
+            checksum_crc32c: $sums.checksum_crc32c,
+            checksum_sha1: $sums.checksum_sha1,
+            checksum_sha256: $sums.checksum_sha256,
+            checksum_crc64nvme: $sums.checksum_crc64nvme,
+            ..Default::default()
+        }
+    };
+}
+
 pub(super) async fn get(
     w: &Wisp,
     req: S3Request<GetObjectInput>,
@@ -390,28 +388,7 @@ pub(super) async fn get(
         }
     };
     let sums = answered_sums(&s, i.checksum_mode.is_some(), &meta);
-    let mut resp = S3Response::new(GetObjectOutput {
-        body: Some(body),
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(s.len as i64),
-        content_range: s.content_range,
-        parts_count: s.parts_count,
-        content_type: Some(meta.content_type.clone()),
-        e_tag: Some(etag(&meta.etag)),
-        last_modified: Some(timestamp(meta.modified_ms)),
-        metadata: user_metadata(&meta),
-        cache_control: header(&meta, "cache-control"),
-        content_disposition: header(&meta, "content-disposition"),
-        content_encoding: header(&meta, "content-encoding"),
-        content_language: header(&meta, "content-language"),
-        expires: expires(&meta),
-        checksum_crc32: sums.checksum_crc32,
-        checksum_crc32c: sums.checksum_crc32c,
-        checksum_sha1: sums.checksum_sha1,
-        checksum_sha256: sums.checksum_sha256,
-        checksum_crc64nvme: sums.checksum_crc64nvme,
-        ..Default::default()
-    });
+    let mut resp = S3Response::new(described!(GetObjectOutput, meta, s, sums, body: Some(body)));
     resp.headers = raw_metadata(&meta);
     Ok(resp)
 }
@@ -436,27 +413,7 @@ pub(super) async fn head(
     }
     let s = slice(&meta, i.range.as_ref(), i.part_number)?;
     let sums = answered_sums(&s, i.checksum_mode.is_some(), &meta);
-    let mut resp = S3Response::new(HeadObjectOutput {
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(s.len as i64),
-        content_range: s.content_range,
-        parts_count: s.parts_count,
-        content_type: Some(meta.content_type.clone()),
-        e_tag: Some(etag(&meta.etag)),
-        last_modified: Some(timestamp(meta.modified_ms)),
-        metadata: user_metadata(&meta),
-        cache_control: header(&meta, "cache-control"),
-        content_disposition: header(&meta, "content-disposition"),
-        content_encoding: header(&meta, "content-encoding"),
-        content_language: header(&meta, "content-language"),
-        expires: expires(&meta),
-        checksum_crc32: sums.checksum_crc32,
-        checksum_crc32c: sums.checksum_crc32c,
-        checksum_sha1: sums.checksum_sha1,
-        checksum_sha256: sums.checksum_sha256,
-        checksum_crc64nvme: sums.checksum_crc64nvme,
-        ..Default::default()
-    });
+    let mut resp = S3Response::new(described!(HeadObjectOutput, meta, s, sums));
     resp.headers = raw_metadata(&meta);
     Ok(resp)
 }
@@ -669,16 +626,7 @@ pub(super) async fn copy(
         if_none_match.as_ref(),
     )
     .await?;
-    let (ct, md) = Attrs {
-        content_type: i.content_type,
-        cache_control: i.cache_control,
-        content_disposition: i.content_disposition,
-        content_encoding: i.content_encoding,
-        content_language: i.content_language,
-        expires: i.expires,
-        metadata: i.metadata,
-    }
-    .into_stored();
+    let (ct, md) = attrs_of!(i).into_stored();
     let (store, ns, b, k) = (w.objects.clone(), c.ns.clone(), i.bucket.clone(), i.key);
     let meta = blocking(move || {
         store.copy(
