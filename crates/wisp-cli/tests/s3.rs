@@ -748,7 +748,6 @@ calls = {
     "put_object_legal_hold": lambda: s3.put_object_legal_hold(Bucket=B, Key=K, LegalHold={"Status": "ON"}),
     "put_object_acl": lambda: s3.put_object_acl(Bucket=B, Key=K, ACL="public-read"),
     "get_object_acl": lambda: s3.get_object_acl(Bucket=B, Key=K),
-    "get_object_attributes": lambda: s3.get_object_attributes(Bucket=B, Key=K, ObjectAttributes=["ETag"]),
     "restore_object": lambda: s3.restore_object(Bucket=B, Key=K, RestoreRequest={"Days": 1}),
     "get_object_torrent": lambda: s3.get_object_torrent(Bucket=B, Key=K),
     "get_object_version": lambda: s3.get_object(Bucket=B, Key=K, VersionId="3HL4kqtJlcpXroDTDmJ"),
@@ -1165,6 +1164,9 @@ for name, client in [("v2", s3), ("v4", v4)]:
     tampered[sig] = ("0" * 64) if sig == "x-amz-signature" else base64.b64encode(b"0" * 20).decode()
     out["post_bad_signature_" + name] = post(tampered, b"forged")
     out["post_bad_signature_stored_" + name] = call(lambda: s3.head_object(Bucket=B, Key=k + ".forged"))
+    # A field the policy fixes, sent otherwise: AWS's 403, nothing stored.
+    out["post_condition_failed_" + name] = post(dict(p["fields"], **{"key": k + ".cond", "Content-Type": "image/png"}), b"x")
+    out["post_condition_failed_stored_" + name] = call(lambda: s3.head_object(Bucket=B, Key=k + ".cond"))
 # An aws-chunked upload (STREAMING-AWS4-HMAC-SHA256-PAYLOAD): each chunk
 # signed, chained from the request's signature (botocore signs the head).
 import hmac
@@ -1275,5 +1277,143 @@ async fn standard_headers_checksums_part_reads_post_object_and_chunked_uploads()
             "{v}"
         );
         assert_eq!(j(&format!("post_bad_signature_stored_{v}")), e(404, "404"));
+        assert_eq!(
+            j(&format!("post_condition_failed_{v}")),
+            e(403, "AccessDenied"),
+            "{v}"
+        );
+        assert_eq!(
+            j(&format!("post_condition_failed_stored_{v}")),
+            e(404, "404")
+        );
     }
+}
+
+/// Multipart checksums, GetObjectAttributes, and a part re-sent.
+const MULTIPART_SUMS: &str = r#"
+import base64, hashlib, json, sys, zlib, boto3, botocore
+url, key, secret = sys.argv[1:4]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                  aws_access_key_id=key, aws_secret_access_key=secret,
+                  config=botocore.config.Config(retries={"max_attempts": 0}, s3={"addressing_style": "path"}))
+out = {}
+def call(f):
+    try:
+        return f()
+    except botocore.exceptions.ClientError as e:
+        return [e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"]["Code"]]
+b64 = lambda b: base64.b64encode(b).decode()
+# (boto3 1.35 predates x-amz-checksum-type: it is read from the headers.)
+kind = lambda r: r["ResponseMetadata"]["HTTPHeaders"].get("x-amz-checksum-type")
+B = "sums"
+s3.create_bucket(Bucket=B)
+p1, p2 = b"a" * (5 << 20), b"b" * 1000
+sha = [hashlib.sha256(p).digest() for p in (p1, p2)]
+composite = b64(hashlib.sha256(sha[0] + sha[1]).digest()) + "-2"
+# SHA-256, COMPOSITE: each part's checksum, the object's of theirs.
+m = s3.create_multipart_upload(Bucket=B, Key="s", ChecksumAlgorithm="SHA256")
+out["created"] = [m.get("ChecksumAlgorithm"), kind(m)]
+u = m["UploadId"]
+r1 = s3.upload_part(Bucket=B, Key="s", UploadId=u, PartNumber=1, Body=p1, ChecksumAlgorithm="SHA256")
+r2 = s3.upload_part(Bucket=B, Key="s", UploadId=u, PartNumber=2, Body=p2, ChecksumAlgorithm="SHA256")
+out["part_sums"] = [r1.get("ChecksumSHA256") == b64(sha[0]), r2.get("ChecksumSHA256") == b64(sha[1])]
+lp = s3.list_parts(Bucket=B, Key="s", UploadId=u)
+out["listed_sums"] = [p.get("ChecksumSHA256") == b64(s) for p, s in zip(lp["Parts"], sha)] + [lp.get("ChecksumAlgorithm")]
+parts = [{"PartNumber": 1, "ETag": r1["ETag"], "ChecksumSHA256": r1["ChecksumSHA256"]},
+         {"PartNumber": 2, "ETag": r2["ETag"], "ChecksumSHA256": r2["ChecksumSHA256"]}]
+bad_part = [dict(parts[0], ChecksumSHA256=b64(sha[1])), parts[1]]
+out["wrong_part_sum"] = call(lambda: s3.complete_multipart_upload(Bucket=B, Key="s", UploadId=u, MultipartUpload={"Parts": bad_part}))
+out["wrong_whole_sum"] = call(lambda: s3.complete_multipart_upload(Bucket=B, Key="s", UploadId=u, ChecksumSHA256=b64(sha[0]) + "-2",
+                                                                   MultipartUpload={"Parts": parts}))
+out["not_stored"] = call(lambda: s3.head_object(Bucket=B, Key="s"))
+done = s3.complete_multipart_upload(Bucket=B, Key="s", UploadId=u, ChecksumSHA256=composite, MultipartUpload={"Parts": parts})
+out["completed"] = done.get("ChecksumSHA256") == composite
+again = s3.complete_multipart_upload(Bucket=B, Key="s", UploadId=u, ChecksumSHA256=composite, MultipartUpload={"Parts": parts})
+out["completed_again"] = [again["ETag"] == done["ETag"], again.get("ChecksumSHA256") == composite]
+h = s3.head_object(Bucket=B, Key="s", ChecksumMode="ENABLED")
+out["head_sum"] = [h.get("ChecksumSHA256") == composite, kind(h)]
+out["head_unasked"] = "ChecksumSHA256" in s3.head_object(Bucket=B, Key="s")
+g = s3.get_object(Bucket=B, Key="s", PartNumber=2, ChecksumMode="ENABLED")
+out["part_read_sum"] = [g.get("ChecksumSHA256") == b64(sha[1]), g["Body"].read() == p2]
+a = s3.get_object_attributes(Bucket=B, Key="s", ObjectAttributes=["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"])
+op = a["ObjectParts"]
+out["attributes"] = [a["ETag"] == done["ETag"].strip('"'), a["Checksum"].get("ChecksumSHA256") == composite,
+                     a["ObjectSize"], a["StorageClass"], op["TotalPartsCount"],
+                     [[p["PartNumber"], p["Size"], p.get("ChecksumSHA256") == b64(s)] for p, s in zip(op["Parts"], sha)]]
+pg = s3.get_object_attributes(Bucket=B, Key="s", ObjectAttributes=["ObjectParts"], MaxParts=1)["ObjectParts"]
+out["attributes_page"] = [[p["PartNumber"] for p in pg["Parts"]], pg["IsTruncated"], pg["NextPartNumberMarker"]]
+only = s3.get_object_attributes(Bucket=B, Key="s", ObjectAttributes=["ObjectSize"])
+out["attributes_only_asked"] = sorted(k for k in only if k not in ("ResponseMetadata", "LastModified"))
+# CRC32, FULL_OBJECT: the whole object's CRC, which boto3 then checks on GET.
+def full_object(request, **kw):
+    request.headers["x-amz-checksum-type"] = "FULL_OBJECT"
+s3.meta.events.register("before-sign.s3.CreateMultipartUpload", full_object)
+m = s3.create_multipart_upload(Bucket=B, Key="c", ChecksumAlgorithm="CRC32")
+u = m["UploadId"]
+r1 = s3.upload_part(Bucket=B, Key="c", UploadId=u, PartNumber=1, Body=p1, ChecksumAlgorithm="CRC32")
+r2 = s3.upload_part(Bucket=B, Key="c", UploadId=u, PartNumber=2, Body=p2, ChecksumAlgorithm="CRC32")
+whole = b64(zlib.crc32(p1 + p2).to_bytes(4, "big"))
+done = s3.complete_multipart_upload(Bucket=B, Key="c", UploadId=u, ChecksumCRC32=whole, MultipartUpload={"Parts": [
+    {"PartNumber": 1, "ETag": r1["ETag"], "ChecksumCRC32": r1["ChecksumCRC32"]}, {"PartNumber": 2, "ETag": r2["ETag"], "ChecksumCRC32": r2["ChecksumCRC32"]}]})
+out["full_object"] = [done.get("ChecksumCRC32") == whole, kind(m)]
+g = s3.get_object(Bucket=B, Key="c", ChecksumMode="ENABLED")
+out["full_object_get"] = [g.get("ChecksumCRC32") == whole, kind(g), g["Body"].read() == p1 + p2]
+out["sha_full_object"] = call(lambda: s3.create_multipart_upload(Bucket=B, Key="x", ChecksumAlgorithm="SHA256"))
+s3.meta.events.unregister("before-sign.s3.CreateMultipartUpload", full_object)
+# UploadPartCopy into a SHA-256 upload: the copied range's checksum.
+s3.put_object(Bucket=B, Key="src", Body=b"0123456789" * 1000)
+m = s3.create_multipart_upload(Bucket=B, Key="pc", ChecksumAlgorithm="SHA256")
+cp = s3.upload_part_copy(Bucket=B, Key="pc", UploadId=m["UploadId"], PartNumber=1, CopySource={"Bucket": B, "Key": "src"}, CopySourceRange="bytes=10-19")
+out["part_copy_sum"] = cp["CopyPartResult"].get("ChecksumSHA256") == b64(hashlib.sha256(b"0123456789").digest())
+# A part sent twice, both answers listed: the last upload is the part.
+m = s3.create_multipart_upload(Bucket=B, Key="twice")
+first = s3.upload_part(Bucket=B, Key="twice", UploadId=m["UploadId"], PartNumber=1, Body=b"B" * 8)
+last = s3.upload_part(Bucket=B, Key="twice", UploadId=m["UploadId"], PartNumber=1, Body=b"A" * 8)
+s3.complete_multipart_upload(Bucket=B, Key="twice", UploadId=m["UploadId"], MultipartUpload={"Parts": [
+    {"PartNumber": 1, "ETag": first["ETag"]}, {"PartNumber": 1, "ETag": last["ETag"]}]})
+out["resent"] = s3.get_object(Bucket=B, Key="twice")["Body"].read().decode()
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn multipart_checksums_object_attributes_and_a_resent_part() {
+    let node = Node::fresh("s3-sums", &[]);
+    let (key, secret) = access_key(&node, &["--role", "deployer"]);
+    let o = std::process::Command::new(python())
+        .args([
+            "-c",
+            MULTIPART_SUMS,
+            node.s3_url.as_deref().unwrap(),
+            &key,
+            &secret,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j = |k: &str| v[k].clone();
+    let e = |status: u16, code: &str| serde_json::json!([status, code]);
+    let json = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+    assert_eq!(j("created"), json(r#"["SHA256", "COMPOSITE"]"#), "{v}");
+    assert_eq!(j("part_sums"), json("[true, true]"));
+    assert_eq!(j("listed_sums"), json(r#"[true, true, "SHA256"]"#));
+    assert_eq!(j("wrong_part_sum"), e(400, "BadDigest"));
+    assert_eq!(j("wrong_whole_sum"), e(400, "BadDigest"));
+    assert_eq!(j("not_stored"), e(404, "404"));
+    assert_eq!(j("completed"), true);
+    assert_eq!(j("completed_again"), json("[true, true]"));
+    assert_eq!(j("head_sum"), json(r#"[true, "COMPOSITE"]"#));
+    assert_eq!(j("head_unasked"), false);
+    assert_eq!(j("part_read_sum"), json("[true, true]"));
+    assert_eq!(
+        j("attributes"),
+        json(r#"[true, true, 5243880, "STANDARD", 2, [[1, 5242880, true], [2, 1000, true]]]"#)
+    );
+    assert_eq!(j("attributes_page"), json("[[1], true, 1]"));
+    assert_eq!(j("attributes_only_asked"), json(r#"["ObjectSize"]"#));
+    assert_eq!(j("full_object"), json(r#"[true, "FULL_OBJECT"]"#));
+    assert_eq!(j("full_object_get"), json(r#"[true, "FULL_OBJECT", true]"#));
+    assert_eq!(j("sha_full_object"), e(400, "InvalidRequest"));
+    assert_eq!(j("part_copy_sum"), true);
+    assert_eq!(j("resent"), "AAAAAAAA");
 }

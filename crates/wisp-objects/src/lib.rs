@@ -187,6 +187,11 @@ pub const HEADER_PREFIX: char = ':';
 /// multipart object's parts, comma-separated, in order.
 pub const PART_SIZES: &str = "x-wisp-part-sizes";
 
+/// The stored attribute (behind [`HEADER_PREFIX`]) listing the checksums
+/// of a multipart object's parts (of the upload's checksum algorithm),
+/// comma-separated, in order.
+pub const PART_CHECKSUMS: &str = "x-wisp-part-checksums";
+
 impl ObjectMeta {
     /// User metadata (`x-amz-meta-*`), names without the prefix.
     pub fn user_metadata(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -209,6 +214,24 @@ impl ObjectMeta {
         self.header(PART_SIZES)
             .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
     }
+
+    /// The checksums of a multipart object's parts, in order, when its
+    /// upload had a checksum algorithm.
+    pub fn part_checksums(&self) -> Option<Vec<&str>> {
+        self.header(PART_CHECKSUMS).map(|s| s.split(',').collect())
+    }
+}
+
+/// A part of an upload in progress.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub number: u32,
+    pub size: u64,
+    /// Quoted.
+    pub etag: String,
+    /// Of the upload's checksum algorithm, base64, when it has one.
+    pub checksum: Option<String>,
+    blob: String,
 }
 
 /// One page of a listing.
@@ -332,6 +355,7 @@ CREATE TABLE IF NOT EXISTS upload_parts (
     size      INTEGER NOT NULL,
     md5       TEXT NOT NULL,
     blob      TEXT NOT NULL,
+    checksum  TEXT,
     PRIMARY KEY (upload_id, number)
 ) WITHOUT ROWID;
 ";
@@ -389,6 +413,17 @@ impl ObjectStore {
             .map_err(db)?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        let has_checksum: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('upload_parts') WHERE name = 'checksum'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if has_checksum == 0 {
+            conn.execute_batch("ALTER TABLE upload_parts ADD COLUMN checksum TEXT")
+                .map_err(db)?;
+        }
         let has_data: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM pragma_table_info('objects') WHERE name = 'data'",

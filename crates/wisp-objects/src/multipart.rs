@@ -54,12 +54,14 @@ impl ObjectStore {
         })
     }
 
-    /// Stores a part; returns its quoted ETag.
+    /// Stores a part (with its checksum of the upload's algorithm, if the
+    /// upload has one); returns its quoted ETag.
     pub fn put_part(
         &self,
         upload: &Upload,
         number: u32,
         mut blob: Blob,
+        checksum: Option<String>,
     ) -> Result<String, ObjectError> {
         if !(1..=MAX_PARTS).contains(&number) {
             return Err(ObjectError::InvalidPart(format!(
@@ -80,9 +82,10 @@ impl ObjectStore {
                 .optional()
                 .map_err(db)?;
             conn.execute(
-                "INSERT INTO upload_parts (upload_id, number, size, md5, blob) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (upload_id, number) DO UPDATE SET size = excluded.size, md5 = excluded.md5, blob = excluded.blob",
-                params![upload.id, number, size as i64, md5, name],
+                "INSERT INTO upload_parts (upload_id, number, size, md5, blob, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (upload_id, number) DO UPDATE SET size = excluded.size, md5 = excluded.md5,
+                     blob = excluded.blob, checksum = excluded.checksum",
+                params![upload.id, number, size as i64, md5, name, checksum],
             )
             .map_err(db)?;
             old
@@ -94,80 +97,88 @@ impl ObjectStore {
     }
 
     /// Joins the listed parts (in order, each as uploaded) into the
-    /// object; the upload and its parts are gone afterwards.
+    /// object; the upload and its parts are gone afterwards. A part number
+    /// listed twice in a row counts once, with the ETag listed last (as
+    /// Ceph RGW reads such a list: a client that re-sent a part lists
+    /// both answers). Every byte written passes through `observe` (for a
+    /// whole-object checksum); `finish` then sees the parts joined and
+    /// the metadata about to be stored, and may change it or refuse
+    /// (nothing is stored then).
     pub fn complete_upload(
         &self,
         upload: &Upload,
         parts: &[(u32, String)],
+        observe: &mut dyn FnMut(&[u8]),
+        finish: impl FnOnce(&[Part], &mut BTreeMap<String, String>) -> Result<(), ObjectError>,
     ) -> Result<ObjectMeta, ObjectError> {
         if parts.is_empty() {
             return Err(ObjectError::InvalidPart(
                 "You must specify at least one part".into(),
             ));
         }
-        let stored: BTreeMap<u32, (u64, String, String)> = {
-            let conn = self.conn();
-            let mut q = conn
-                .prepare("SELECT number, size, md5, blob FROM upload_parts WHERE upload_id = ?1")
-                .map_err(db)?;
-            let rows = q
-                .query_map(params![upload.id], |r| {
-                    Ok((
-                        r.get::<_, u32>(0)?,
-                        (r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?),
-                    ))
-                })
-                .map_err(db)?;
-            rows.collect::<Result<_, _>>().map_err(db)?
-        };
-        let mut w = self.writer()?;
-        let mut md5s = Vec::with_capacity(parts.len() * 16);
-        let mut last = 0;
+        let stored: BTreeMap<u32, Part> = self
+            .parts_of(upload)?
+            .into_iter()
+            .map(|p| (p.number, p))
+            .collect();
+        let mut listed: Vec<(u32, &str)> = Vec::with_capacity(parts.len());
         for (n, etag) in parts {
-            if *n <= last {
-                return Err(ObjectError::InvalidPart(
-                    "The list of parts was not in ascending order".into(),
-                ));
+            match listed.last_mut() {
+                Some((last, e)) if last == n => *e = etag,
+                Some((last, _)) if *last > *n => {
+                    return Err(ObjectError::InvalidPart(
+                        "The list of parts was not in ascending order".into(),
+                    ));
+                }
+                _ => listed.push((*n, etag)),
             }
-            last = *n;
-            let Some((size, md5, blob)) = stored.get(n) else {
+        }
+        let mut chosen = Vec::with_capacity(listed.len());
+        for (i, (n, etag)) in listed.iter().enumerate() {
+            let Some(p) = stored.get(n) else {
                 return Err(ObjectError::InvalidPart(format!(
                     "part {n} was not uploaded"
                 )));
             };
-            if etag.trim_matches('"') != md5 {
+            if etag.trim_matches('"') != p.etag.trim_matches('"') {
                 return Err(ObjectError::InvalidPart(format!(
-                    "part {n}'s ETag {etag} does not match the uploaded part's \"{md5}\""
+                    "part {n}'s ETag {etag} does not match the uploaded part's {}",
+                    p.etag
                 )));
             }
-            if *size < MIN_PART_SIZE && Some(n) != parts.last().map(|(l, _)| l) {
+            if p.size < MIN_PART_SIZE && i + 1 != listed.len() {
                 return Err(ObjectError::EntityTooSmall(format!(
-                    "Your proposed upload is smaller than the minimum allowed object size: part {n} is {size} bytes; every part but the last must be at least 5 MiB"
+                    "Your proposed upload is smaller than the minimum allowed object size: part {n} is {} bytes; every part but the last must be at least 5 MiB",
+                    p.size
                 )));
             }
-            md5s.extend(hex::decode(md5).unwrap_or_default());
-            let path = self.blob_path(blob);
+            chosen.push(p.clone());
+        }
+        let mut w = self.writer()?;
+        let mut md5s = Vec::with_capacity(chosen.len() * 16);
+        let mut buf = vec![0u8; 1 << 20];
+        for p in &chosen {
+            md5s.extend(hex::decode(p.etag.trim_matches('"')).unwrap_or_default());
+            let path = self.blob_path(&p.blob);
             let mut f = File::open(&path).map_err(io_at(&path))?;
-            let mut buf = vec![0u8; 1 << 20];
             loop {
                 let k = io::Read::read(&mut f, &mut buf).map_err(io_at(&path))?;
                 if k == 0 {
                     break;
                 }
+                observe(&buf[..k]);
                 w.write(&buf[..k])?;
             }
         }
         let mut blob = w.finish()?;
-        let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&md5s)), parts.len());
-        let size = blob.size;
-        let name = self.place(&mut blob)?;
+        let etag = format!("\"{}-{}\"", hex::encode(Md5::digest(&md5s)), chosen.len());
         // The parts' sizes, for reads of one part (GET ?partNumber=N).
         let mut metadata = upload.metadata.clone();
-        let sizes: Vec<String> = parts
-            .iter()
-            .filter_map(|(n, _)| stored.get(n).map(|(size, _, _)| size.to_string()))
-            .collect();
+        let sizes: Vec<String> = chosen.iter().map(|p| p.size.to_string()).collect();
         metadata.insert(format!("{HEADER_PREFIX}{PART_SIZES}"), sizes.join(","));
+        finish(&chosen, &mut metadata)?;
+        let size = blob.size;
+        let name = self.place(&mut blob)?;
         let meta = self.put_row(
             &upload.namespace,
             &upload.bucket,
@@ -178,20 +189,20 @@ impl ObjectStore {
             &metadata,
             &name,
         )?;
-        self.drop_upload(&upload.id, stored.values().map(|(_, _, b)| b.clone()))?;
+        self.drop_upload(&upload.id, stored.into_values().map(|p| p.blob))?;
         Ok(meta)
     }
 
-    /// Stores part `number` of `upload` from the bytes `range` (inclusive;
-    /// none: all) of an existing object of the same namespace
-    /// (UploadPartCopy); returns the part's quoted ETag.
-    pub fn put_part_copy(
+    /// Reads the bytes `range` (inclusive; none: all) of an existing
+    /// object of the upload's namespace into a blob for a part
+    /// (UploadPartCopy), each byte passing through `observe`.
+    pub fn copy_part_blob(
         &self,
         upload: &Upload,
-        number: u32,
         (src_bucket, src_key): (&str, &str),
         range: Option<(u64, u64)>,
-    ) -> Result<String, ObjectError> {
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<Blob, ObjectError> {
         let (meta, src) = self.open_read(&upload.namespace, src_bucket, src_key)?;
         let (start, end) = range.unwrap_or((0, meta.size.saturating_sub(1)));
         let len = if meta.size == 0 && range.is_none() {
@@ -203,7 +214,9 @@ impl ObjectStore {
         match src {
             Content::Inline(b) => {
                 let (a, z) = (start as usize, (start + len) as usize);
-                w.write(b.get(a..z).unwrap_or_default())?;
+                let bytes = b.get(a..z).unwrap_or_default();
+                observe(bytes);
+                w.write(bytes)?;
             }
             Content::File(mut f) => {
                 io::Seek::seek(&mut f, io::SeekFrom::Start(start)).map_err(io_at(&self.root))?;
@@ -215,29 +228,36 @@ impl ObjectStore {
                     if n == 0 {
                         break;
                     }
+                    observe(&buf[..n]);
                     w.write(&buf[..n])?;
                     left -= n as u64;
                 }
             }
         }
-        self.put_part(upload, number, w.finish()?)
+        w.finish()
     }
 
-    /// The parts uploaded so far: number, size, quoted ETag, by number.
-    pub fn list_parts(&self, upload: &Upload) -> Result<Vec<(u32, u64, String)>, ObjectError> {
+    /// The parts uploaded so far, by number.
+    pub fn list_parts(&self, upload: &Upload) -> Result<Vec<Part>, ObjectError> {
+        self.parts_of(upload)
+    }
+
+    fn parts_of(&self, upload: &Upload) -> Result<Vec<Part>, ObjectError> {
         let conn = self.conn();
         let mut q = conn
             .prepare(
-                "SELECT number, size, md5 FROM upload_parts WHERE upload_id = ?1 ORDER BY number",
+                "SELECT number, size, md5, blob, checksum FROM upload_parts WHERE upload_id = ?1 ORDER BY number",
             )
             .map_err(db)?;
         let rows = q
             .query_map(params![upload.id], |r| {
-                Ok((
-                    r.get::<_, u32>(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    format!("\"{}\"", r.get::<_, String>(2)?),
-                ))
+                Ok(Part {
+                    number: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    etag: format!("\"{}\"", r.get::<_, String>(2)?),
+                    blob: r.get(3)?,
+                    checksum: r.get(4)?,
+                })
             })
             .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)

@@ -159,9 +159,11 @@ fn multipart_and_crash_leftovers() {
     ] {
         let mut w = s.writer().unwrap();
         w.write(&data).unwrap();
-        etags.push((n, s.put_part(&up, n, w.finish().unwrap()).unwrap()));
+        etags.push((n, s.put_part(&up, n, w.finish().unwrap(), None).unwrap()));
     }
-    let m = s.complete_upload(&up, &etags).unwrap();
+    let m = s
+        .complete_upload(&up, &etags, &mut |_| {}, |_, _| Ok(()))
+        .unwrap();
     assert_eq!(m.size, MIN_PART_SIZE + 10);
     assert!(m.etag.ends_with("-2\""), "{}", m.etag);
     assert!(matches!(

@@ -20,6 +20,10 @@ pub(crate) fn invalid_argument(msg: impl Into<String>) -> S3Error {
     s3err(S3ErrorCode::InvalidArgument, msg)
 }
 
+pub(crate) fn invalid_request(msg: impl Into<String>) -> S3Error {
+    s3err(S3ErrorCode::InvalidRequest, msg)
+}
+
 /// A failure of Wisp's own (a task that died): 500 InternalError.
 pub(crate) fn internal(e: impl std::fmt::Display) -> S3Error {
     s3err(S3ErrorCode::InternalError, e.to_string())

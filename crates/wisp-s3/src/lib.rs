@@ -104,6 +104,11 @@ impl S3Api {
                 .get(header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() != b"0");
         let id = wisp_core::ActivationId::generate().to_string();
+        let attributes = method == http::Method::GET
+            && req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "attributes" || p == "attributes=")
+            });
         let req = req.map(Body::http_body_unsync);
         let mut resp = match self.service.call(req).await {
             Ok(r) => r,
@@ -120,6 +125,19 @@ impl S3Api {
             resp.headers_mut().remove(header::CONTENT_TYPE);
             resp.headers_mut().remove(header::CONTENT_LENGTH);
         }
+        if method == http::Method::POST
+            && resp.status() == StatusCode::BAD_REQUEST
+            && let Some(xml) = resp.body().bytes()
+            && let Some(fixed) = policy_condition_failed(&xml)
+        {
+            // A POST form that breaks its policy's conditions is AWS's
+            // `403 AccessDenied` ("Invalid according to Policy"); s3s
+            // answers 400 InvalidPolicyDocument, which AWS keeps for a
+            // policy it cannot read.
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+            *resp.body_mut() = Body::from(fixed);
+        }
         if status_is_error(resp.status())
             && let Some(xml) = resp.body().bytes()
             && let Some(at) = find(&xml, b"</Error>")
@@ -131,6 +149,23 @@ impl S3Api {
             b.extend_from_slice(&xml[at..]);
             resp.headers_mut().remove(header::CONTENT_LENGTH);
             *resp.body_mut() = Body::from(b);
+        }
+        if attributes
+            && resp.status() == StatusCode::OK
+            && let Some(xml) = resp.body().bytes()
+            && let Some(at) = find(&xml, b"<ETag>\"")
+        {
+            // GetObjectAttributes answers the ETag unquoted (AWS's
+            // documented shape; s3s writes every ETag quoted).
+            let end = find(&xml[at..], b"\"</ETag>").map(|e| at + e);
+            if let Some(end) = end {
+                let mut b = Vec::with_capacity(xml.len());
+                b.extend_from_slice(&xml[..at + 6]);
+                b.extend_from_slice(&xml[at + 7..end]);
+                b.extend_from_slice(&xml[end + 1..]);
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+                *resp.body_mut() = Body::from(b);
+            }
         }
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert("x-amz-request-id", v);
@@ -146,6 +181,25 @@ impl S3Api {
         count(&method, status);
         resp
     }
+}
+
+/// The error XML of a POST policy condition that failed, as AWS words
+/// it; none for any other error.
+fn policy_condition_failed(xml: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(xml).ok()?;
+    let code = "<Code>InvalidPolicyDocument</Code>";
+    if !text.contains(code) {
+        return None;
+    }
+    let m = text.find("<Message>")? + "<Message>".len();
+    let message = &text[m..];
+    if !(message.starts_with("Policy condition") || message.starts_with("Bucket in form field")) {
+        return None;
+    }
+    let fixed = text
+        .replacen(code, "<Code>AccessDenied</Code>", 1)
+        .replacen("<Message>", "<Message>Invalid according to Policy: ", 1);
+    Some(fixed.into_bytes())
 }
 
 fn status_is_error(s: StatusCode) -> bool {

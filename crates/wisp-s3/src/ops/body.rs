@@ -65,6 +65,13 @@ impl Claims {
         }
     }
 
+    /// Also computes `name`'s checksum (an upload's algorithm, for its
+    /// parts).
+    pub(super) fn also(mut self, name: Option<&str>) -> Self {
+        self.algorithms.extend(name.map(String::from));
+        self
+    }
+
     fn wants(&self, name: &str) -> bool {
         self.algorithms.iter().any(|a| a == name)
     }

@@ -350,14 +350,14 @@ pub(super) async fn parts(
         i.key.clone(),
         i.upload_id.clone(),
     );
-    let all = blocking(move || {
+    let (all, up_meta) = blocking(move || {
         let up = store.upload(&ns, &b, &k, &id)?;
-        store.list_parts(&up)
+        Ok((store.list_parts(&up)?, up.metadata))
     })
     .await?;
     let after: Vec<_> = all
         .into_iter()
-        .filter(|(n, _, _)| u64::from(*n) > marker)
+        .filter(|p| u64::from(p.number) > marker)
         .collect();
     let truncated = after.len() > max;
     let page = &after[..after.len().min(max)];
@@ -366,10 +366,19 @@ pub(super) async fn parts(
         key: Some(i.key),
         upload_id: Some(i.upload_id),
         storage_class: Some(StorageClass::from("STANDARD".to_string())),
+        checksum_algorithm: super::sums::of(&up_meta)
+            .map(|(a, _)| ChecksumAlgorithm::from(a.name().to_ascii_uppercase())),
+        checksum_type: up_meta
+            .get(&format!(
+                "{}{}",
+                wisp_objects::HEADER_PREFIX,
+                super::sums::TYPE
+            ))
+            .map(|t| ChecksumType::from(t.clone())),
         part_number_marker: Some(marker as i32),
         max_parts: Some(max as i32),
         is_truncated: Some(truncated),
-        next_part_number_marker: page.last().map(|(n, _, _)| *n as i32),
+        next_part_number_marker: page.last().map(|p| p.number as i32),
         owner: Some(owner(&c)),
         initiator: Some(Initiator {
             id: Some(c.ns.to_string()),
@@ -377,11 +386,22 @@ pub(super) async fn parts(
         }),
         parts: Some(
             page.iter()
-                .map(|(n, size, tag)| Part {
-                    part_number: Some(*n as i32),
-                    e_tag: Some(etag(tag)),
-                    size: Some(*size as i64),
-                    ..Default::default()
+                .map(|p| {
+                    let mut s = Checksum::default();
+                    if let Some((a, _)) = super::sums::of(&up_meta) {
+                        a.set(&mut s, p.checksum.clone());
+                    }
+                    Part {
+                        part_number: Some(p.number as i32),
+                        e_tag: Some(etag(&p.etag)),
+                        size: Some(p.size as i64),
+                        checksum_crc32: s.checksum_crc32,
+                        checksum_crc32c: s.checksum_crc32c,
+                        checksum_sha1: s.checksum_sha1,
+                        checksum_sha256: s.checksum_sha256,
+                        checksum_crc64nvme: s.checksum_crc64nvme,
+                        ..Default::default()
+                    }
                 })
                 .collect(),
         ),

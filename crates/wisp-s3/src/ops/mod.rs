@@ -42,11 +42,13 @@ macro_rules! attrs_of {
     };
 }
 
+mod attributes;
 mod body;
 mod buckets;
 mod lists;
 mod multipart;
 mod objects;
+mod sums;
 
 /// The S3 implementation: the store and where object events go.
 pub(crate) struct Wisp {
@@ -198,6 +200,13 @@ impl s3s::S3 for Wisp {
         req: S3Request<s3s::dto::GetObjectInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
         objects::get(self, req).await
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<s3s::dto::GetObjectAttributesInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectAttributesOutput>> {
+        attributes::get(self, req).await
     }
 
     async fn head_object(

@@ -3,6 +3,7 @@
 
 use super::body::{self, Claims, Received};
 use super::objects::{check_source, check_write, copy_source};
+use super::sums::{self, Completion};
 use super::{Wisp, caller, etag, timestamp};
 use crate::cond::{Conditions, seconds};
 use crate::error::{blocking, from_store, invalid_argument, s3err};
@@ -28,13 +29,33 @@ pub(super) async fn create(
     let c = caller(&req)?;
     let i = req.input;
     wisp_objects::check_key(&i.key).map_err(from_store)?;
-    let (ct, md) = attrs_of!(i).into_stored();
+    let checksum = sums::for_upload(i.checksum_algorithm.as_ref(), i.checksum_type.as_ref())?;
+    let (algorithm, kind) = (i.checksum_algorithm.clone(), i.checksum_type.clone());
+    let (ct, mut md) = attrs_of!(i).into_stored();
+    let typed = !checksum.is_empty();
+    md.extend(checksum);
     let (store, ns, b, k) = (w.objects.clone(), c.ns, i.bucket.clone(), i.key.clone());
     let id = blocking(move || store.create_upload(&ns, &b, &k, &ct, &md)).await?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket),
         key: Some(i.key),
         upload_id: Some(id),
+        checksum_type: kind.or_else(|| {
+            typed.then(|| {
+                let full = algorithm
+                    .as_ref()
+                    .is_some_and(|a| a.as_str() == "CRC64NVME");
+                ChecksumType::from(
+                    if full {
+                        ChecksumType::FULL_OBJECT
+                    } else {
+                        ChecksumType::COMPOSITE
+                    }
+                    .to_string(),
+                )
+            })
+        }),
+        checksum_algorithm: algorithm,
         ..Default::default()
     }))
 }
@@ -54,22 +75,32 @@ pub(super) async fn upload_part(
         i.upload_id.clone(),
     );
     let upload = blocking(move || store.upload(&ns, &b, &k, &id)).await?;
+    // The upload's checksum algorithm is computed for every part.
+    let algo = sums::of(&upload.metadata).map(|(a, _)| a);
     let claims = Claims::new(
         &req.headers,
         i.content_md5,
         claimed_sums!(i),
         i.checksum_algorithm.as_ref(),
         req.trailing_headers,
-    );
+    )
+    .also(algo.map(|a| a.name()));
     // Parts always go to a blob of their own.
-    let (received, _) = body::receive(&w.objects, i.body, None, claims).await?;
+    let (received, computed) = body::receive(&w.objects, i.body, None, claims).await?;
     let Received::Blob(blob) = received else {
         unreachable!("a part with no known length is received as a blob")
     };
+    let part_sum = algo.and_then(|a| computed.get(&a.key()).cloned());
     let store = w.objects.clone();
-    let tag = blocking(move || store.put_part(&upload, n, blob)).await?;
+    let tag = blocking(move || store.put_part(&upload, n, blob, part_sum)).await?;
+    let s = body::sums_in(&computed);
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(etag(&tag)),
+        checksum_crc32: s.checksum_crc32,
+        checksum_crc32c: s.checksum_crc32c,
+        checksum_sha1: s.checksum_sha1,
+        checksum_sha256: s.checksum_sha256,
+        checksum_crc64nvme: s.checksum_crc64nvme,
         ..Default::default()
     }))
 }
@@ -136,12 +167,32 @@ pub(super) async fn upload_part_copy(
         }
     };
     let store = w.objects.clone();
-    let tag = blocking(move || store.put_part_copy(&upload, n, (&sb, &sk), range)).await?;
+    let algo = sums::of(&upload.metadata).map(|(a, _)| a);
+    let (tag, part_sum) = blocking(move || {
+        let mut h = algo.map(|a| a.hasher());
+        let blob = store.copy_part_blob(&upload, (&sb, &sk), range, &mut |bytes| {
+            if let Some(h) = h.as_mut() {
+                h.update(bytes)
+            }
+        })?;
+        let part_sum = algo.zip(h).and_then(|(a, h)| a.get(&h.finalize()));
+        let tag = store.put_part(&upload, n, blob, part_sum.clone())?;
+        Ok((tag, part_sum.map(|v| (algo, v))))
+    })
+    .await?;
+    let mut s = Checksum::default();
+    if let Some((Some(a), v)) = part_sum {
+        a.set(&mut s, Some(v));
+    }
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag(&tag)),
+            checksum_crc32: s.checksum_crc32,
+            checksum_crc32c: s.checksum_crc32c,
+            checksum_sha1: s.checksum_sha1,
+            checksum_sha256: s.checksum_sha256,
+            checksum_crc64nvme: s.checksum_crc64nvme,
             last_modified: Some(timestamp(wisp_core::time::now_ms())),
-            ..Default::default()
         }),
         ..Default::default()
     }))
@@ -169,8 +220,8 @@ pub(super) async fn complete(
         ));
     }
     let mut parts = Vec::with_capacity(listed.len());
-    for p in listed {
-        let (Some(n), Some(e)) = (p.part_number, p.e_tag) else {
+    for p in &listed {
+        let (Some(n), Some(e)) = (p.part_number, p.e_tag.as_ref()) else {
             return Err(s3err(
                 S3ErrorCode::MalformedXML,
                 "every Part needs a PartNumber and an ETag",
@@ -189,6 +240,7 @@ pub(super) async fn complete(
         }
         format!("\"{}-{}\"", hex::encode(h.finalize()), parts.len())
     };
+    let claimed = claimed_sums!(i);
     let (store, ns, b, k, id) = (
         w.objects.clone(),
         c.ns.clone(),
@@ -197,7 +249,31 @@ pub(super) async fn complete(
         i.upload_id,
     );
     let (meta, fresh) = blocking(move || match store.upload(&ns, &b, &k, &id) {
-        Ok(up) => Ok((store.complete_upload(&up, &parts)?, true)),
+        Ok(up) => {
+            let completion = Completion::new(&up.metadata, &listed, &claimed);
+            // A FULL_OBJECT checksum is computed over the bytes as the
+            // parts are joined.
+            let whole = std::cell::RefCell::new(
+                completion
+                    .as_ref()
+                    .filter(|c| c.full)
+                    .map(|c| c.algo.hasher()),
+            );
+            let meta = store.complete_upload(
+                &up,
+                &parts,
+                &mut |bytes| {
+                    if let Some(h) = whole.borrow_mut().as_mut() {
+                        h.update(bytes)
+                    }
+                },
+                |joined, md| match completion {
+                    Some(c) => c.finish(joined, whole.take().map(|h| h.finalize()), md),
+                    None => Ok(()),
+                },
+            )?;
+            Ok((meta, true))
+        }
         Err(ObjectError::NoSuchUpload(id)) => match store.head(&ns, &b, &k) {
             Ok(m) if m.etag == expected => Ok((m, false)),
             _ => Err(ObjectError::NoSuchUpload(id)),
@@ -208,7 +284,14 @@ pub(super) async fn complete(
     if fresh {
         w.notify(&c, &i.bucket, &meta, true).await?;
     }
+    let s = sums::answered(&meta, None);
     Ok(S3Response::new(CompleteMultipartUploadOutput {
+        checksum_crc32: s.checksum_crc32,
+        checksum_crc32c: s.checksum_crc32c,
+        checksum_sha1: s.checksum_sha1,
+        checksum_sha256: s.checksum_sha256,
+        checksum_crc64nvme: s.checksum_crc64nvme,
+        checksum_type: s.checksum_type,
         location: Some(format!("/{}/{}", i.bucket, i.key)),
         bucket: Some(i.bucket),
         key: Some(i.key),

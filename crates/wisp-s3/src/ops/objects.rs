@@ -217,6 +217,8 @@ struct Slice {
     status: StatusCode,
     content_range: Option<String>,
     parts_count: Option<i32>,
+    /// The part read (its index), for `?partNumber`.
+    part: Option<usize>,
 }
 
 fn slice(meta: &ObjectMeta, range: Option<&Range>, part: Option<i32>) -> S3Result<Slice> {
@@ -226,6 +228,7 @@ fn slice(meta: &ObjectMeta, range: Option<&Range>, part: Option<i32>) -> S3Resul
         status: StatusCode::OK,
         content_range: None,
         parts_count: None,
+        part: None,
     };
     if let Some(n) = part {
         if range.is_some() {
@@ -264,6 +267,7 @@ fn slice(meta: &ObjectMeta, range: Option<&Range>, part: Option<i32>) -> S3Resul
                 )
             }),
             parts_count: count,
+            part: Some(n as usize - 1),
         });
     }
     let Some(r) = range else { return Ok(whole) };
@@ -287,17 +291,17 @@ fn slice(meta: &ObjectMeta, range: Option<&Range>, part: Option<i32>) -> S3Resul
             meta.size
         )),
         parts_count: None,
+        part: None,
     })
 }
 
 /// The stored checksums, when asked for (`x-amz-checksum-mode`) and the
-/// whole object is read (they are the whole object's).
+/// whole object, or one of its parts, is read.
 fn answered_sums(s: &Slice, asked: bool, meta: &ObjectMeta) -> Checksum {
-    if asked && s.status == StatusCode::OK {
-        body::stored_sums(meta)
-    } else {
-        Checksum::default()
+    if !asked || (s.part.is_none() && s.status != StatusCode::OK) {
+        return Checksum::default();
     }
+    super::sums::answered(meta, s.part)
 }
 
 /// `304 Not Modified`, with the object's ETag and Last-Modified (s3s
@@ -354,6 +358,7 @@ macro_rules! described {
             checksum_sha1: $sums.checksum_sha1,
             checksum_sha256: $sums.checksum_sha256,
             checksum_crc64nvme: $sums.checksum_crc64nvme,
+            checksum_type: $sums.checksum_type,
             ..Default::default()
         }
     };
