@@ -12,6 +12,7 @@ pub mod ids;
 pub mod kv;
 pub mod reserve;
 pub mod route;
+pub mod source;
 pub mod spec;
 pub mod store;
 pub mod tenancy;
@@ -29,6 +30,7 @@ pub use route::{
     Cors, JwtAuth, JwtKey, MAX_PARAMS, MAX_PATH_LEN, RouteAuth, RouteRecord, RouteSpec,
     normalize_host, templates_overlap,
 };
+pub use source::Source;
 pub use spec::{Destination, FunctionRecord, FunctionSpec, Runtime, SpecError};
 pub use store::{
     AccessLogStore, ActivationFilter, ActivationStore, ArtifactStore, EventStore, IdempotencyKey,

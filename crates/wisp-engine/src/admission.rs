@@ -26,7 +26,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use wisp_core::capacity::Lease;
-use wisp_core::{Namespace, NamespaceLimits};
+use wisp_core::{Namespace, NamespaceLimits, Source};
 
 /// The node's capacity and the defaults of namespaces.
 #[derive(Debug, Clone)]
@@ -226,10 +226,10 @@ async fn take(
 impl Engine {
     /// Every slot a run of `entry` needs: at once, or after waiting up to
     /// `queue_wait`; else the invocation is recorded as throttled.
-    pub(crate) async fn admit(
+    pub(crate) async fn admit_bounded(
         &self,
         entry: &Arc<Entry>,
-        trigger: &'static str,
+        source: &Source,
         start_ms: i64,
     ) -> Result<Admission, EngineError> {
         let deadline = Instant::now() + self.inner.settings.queue_wait;
@@ -237,16 +237,14 @@ impl Engine {
             Some(f) => self.admit_rest(entry, f, Some(deadline)).await,
             None => Err(Refusal::Function),
         };
-        result.map_err(|why| self.refuse(entry, why, trigger, start_ms))
+        result.map_err(|why| self.refuse(entry, why, source, start_ms))
     }
 
-    /// The namespace's and the node's slots for a queued delivery that
-    /// holds its function's slot: it waits for them as long as it takes.
-    pub(crate) async fn admit_queued(
-        &self,
-        entry: &Arc<Entry>,
-        function: OwnedSemaphorePermit,
-    ) -> Option<Admission> {
+    /// Every slot a run of `entry` needs, waiting for them as long as it
+    /// takes (a queued delivery); none once the function's slots are
+    /// closed.
+    pub(crate) async fn admit_unbounded(&self, entry: &Arc<Entry>) -> Option<Admission> {
+        let function = entry.slots.clone().acquire_owned().await.ok()?;
         self.admit_rest(entry, function, None).await.ok()
     }
 
@@ -383,13 +381,7 @@ impl Engine {
         ));
     }
 
-    fn refuse(
-        &self,
-        entry: &Entry,
-        why: Refusal,
-        trigger: &'static str,
-        start_ms: i64,
-    ) -> EngineError {
+    fn refuse(&self, entry: &Entry, why: Refusal, source: &Source, start_ms: i64) -> EngineError {
         let r = &entry.record;
         let err = match why {
             Refusal::Function => EngineError::Throttled {
@@ -419,7 +411,7 @@ impl Engine {
             EngineError::NodeBusy { .. } => 503,
             _ => 429,
         };
-        self.record_throttle(entry, trigger, start_ms, status, err.to_string());
+        self.record_throttle(entry, source, start_ms, status, err.to_string());
         err
     }
 

@@ -1,25 +1,23 @@
 //! The engine: function table, dispatch, deploy, and queries.
 
-use crate::admission::{Admission, Capacity, Claim, NodeLimits};
+use crate::admission::{Capacity, NodeLimits};
 use crate::events::{Events, QueueSettings};
-use crate::metering::Finished;
 use crate::metrics::{FunctionMetrics, Metrics};
 use crate::recorder::{Recorder, RecorderHandle, RetentionSettings};
-use crate::runner::{Placed, Runner};
+use crate::runner::Runner;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
-use wisp_core::activation::EventRef;
 use wisp_core::time::now_ms;
 use wisp_core::{
     ActivationId, ActivationStore, ArtifactStore, Digest, EventStore, FunctionName, FunctionRecord,
     FunctionSpec, Namespace, Outcome, Registry, SpecError, StoreError, TenantStore, TopicName,
     TriggerName,
 };
-use wisp_exec_wasm::{DeployError, ResponseBody, RunReport, WasmEngine};
+use wisp_exec_wasm::{DeployError, ResponseBody, WasmEngine};
 
 /// A response from a function, with the `x-wisp-activation-id` header set.
 pub type InvokeResponse = http::Response<ResponseBody>;
@@ -162,7 +160,7 @@ pub(crate) struct RunSummary {
 }
 
 /// A synchronous invocation whose response was read whole
-/// ([`Engine::invoke_collect`]).
+/// ([`Answer::Collect`](crate::Answer::Collect)).
 #[derive(Debug, Clone)]
 pub struct Collected {
     pub activation_id: ActivationId,
@@ -462,179 +460,6 @@ impl Engine {
             }
         }
         out
-    }
-
-    /// Invokes a function with an HTTP request. Every trigger comes here.
-    pub async fn invoke<B>(
-        &self,
-        ns: &Namespace,
-        name: &FunctionName,
-        req: http::Request<B>,
-        trigger: &'static str,
-    ) -> Result<InvokeResponse, EngineError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
-        let entry = self.entry(ns, name)?;
-        let start_ms = now_ms();
-        entry.last_used_ms.store(start_ms, Ordering::Relaxed);
-        let permit = self.admit(&entry, trigger, start_ms).await?;
-        self.run(entry, permit, req, trigger, start_ms).await
-    }
-
-    /// Places the run (loading the function when cold) and counts it as
-    /// started.
-    async fn begin(
-        &self,
-        entry: &Entry,
-        permit: &mut Admission,
-    ) -> Result<(Placed, bool, Duration), EngineError> {
-        let load_started = Instant::now();
-        let (placed, cold) = match permit.claim.take() {
-            Some(Claim::Warm(w)) => (Placed::Warm(w), false),
-            Some(Claim::Fresh(lease)) => {
-                let (runner, cold) = self.prepared(entry).await?;
-                (Placed::Fresh(runner, lease), cold)
-            }
-            None => {
-                return Err(EngineError::Internal("an admission was used twice".into()));
-            }
-        };
-        let load_time = if cold {
-            load_started.elapsed()
-        } else {
-            Duration::ZERO
-        };
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        entry.running.fetch_add(1, Ordering::AcqRel);
-        entry.metrics.started();
-        Ok((placed, cold, load_time))
-    }
-
-    async fn run<B>(
-        &self,
-        entry: Arc<Entry>,
-        permit: Admission,
-        req: http::Request<B>,
-        trigger: &'static str,
-        start_ms: i64,
-    ) -> Result<InvokeResponse, EngineError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
-        let mut permit = permit;
-        let (prepared, cold, load_time) = self.begin(&entry, &mut permit).await?;
-        let id = ActivationId::generate();
-        let header = http::HeaderValue::from_str(id.as_str())
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let this = self.clone();
-        let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
-        let mut done = Finished {
-            id,
-            trigger,
-            start_ms,
-            cold,
-            load_time,
-            event: None,
-            keep_logs: false,
-        };
-        let mut resp = prepared
-            .start(req, timeout, trigger, move |report: RunReport, spawned| {
-                drop(permit);
-                done.cold |= spawned;
-                this.finish(&entry, done, report);
-            })
-            .await;
-        resp.headers_mut().insert("x-wisp-activation-id", header);
-        Ok(resp)
-    }
-
-    /// Runs a queued delivery on the calling task (no hand-off to another
-    /// task) and keeps up to `keep` bytes of its response body.
-    pub(crate) async fn run_event<B>(
-        &self,
-        entry: Arc<Entry>,
-        permit: Admission,
-        req: http::Request<B>,
-        trigger: &'static str,
-        event: EventRef,
-        keep: usize,
-    ) -> Result<(RunSummary, Vec<u8>), EngineError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
-        let run = (trigger, now_ms(), Some(event), false);
-        let (_, summary, body) = self.collect(&entry, permit, req, run, keep).await?;
-        Ok((summary, body))
-    }
-
-    /// Runs a request on the calling task, keeps up to `keep` bytes of the
-    /// response body, and records the run. `run`: trigger, start time, the
-    /// queued event it serves, whether to hand back the logs.
-    async fn collect<B>(
-        &self,
-        entry: &Arc<Entry>,
-        permit: Admission,
-        req: http::Request<B>,
-        (trigger, start_ms, event, keep_logs): (&'static str, i64, Option<EventRef>, bool),
-        keep: usize,
-    ) -> Result<(ActivationId, RunSummary, Vec<u8>), EngineError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
-        let mut permit = permit;
-        let (prepared, cold, load_time) = self.begin(entry, &mut permit).await?;
-        let timeout = Duration::from_millis(entry.record.spec.timeout_ms);
-        let (report, body, spawned) = prepared.run_collect(req, timeout, trigger, keep).await;
-        drop(permit);
-        let id = ActivationId::generate();
-        let done = Finished {
-            id: id.clone(),
-            trigger,
-            start_ms,
-            cold: cold || spawned,
-            load_time,
-            event,
-            keep_logs,
-        };
-        Ok((id, self.finish(entry, done, report), body))
-    }
-
-    /// Invokes a function like [`Engine::invoke`], reads up to `keep` bytes
-    /// of its response and returns them with how the run ended and its
-    /// logs (for the Lambda Invoke API, which answers with both).
-    pub async fn invoke_collect<B>(
-        &self,
-        ns: &Namespace,
-        name: &FunctionName,
-        req: http::Request<B>,
-        trigger: &'static str,
-        keep: usize,
-    ) -> Result<Collected, EngineError>
-    where
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
-        let entry = self.entry(ns, name)?;
-        let start_ms = now_ms();
-        entry.last_used_ms.store(start_ms, Ordering::Relaxed);
-        let permit = self.admit(&entry, trigger, start_ms).await?;
-        let run = (trigger, start_ms, None, true);
-        let (id, s, body) = self.collect(&entry, permit, req, run, keep).await?;
-        let version = entry.record.version;
-        Ok(Collected {
-            activation_id: id,
-            outcome: s.outcome,
-            status: s.status,
-            error: s.error,
-            logs: s.logs.unwrap_or_default(),
-            body,
-            version,
-        })
     }
 
     /// Stores an artifact (content-addressed, idempotent).

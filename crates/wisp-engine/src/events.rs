@@ -11,7 +11,8 @@
 //! finished; after a crash the node loads what is left and runs it again
 //! (at-least-once).
 
-use crate::engine::{Engine, EngineError, Entry, Key, RunSummary, blocking};
+use crate::dispatch::{Answer, Dispatched, Ticket, Wait};
+use crate::engine::{Engine, EngineError, Key, RunSummary, blocking};
 use crate::event_api::{Accepted, DeliveryRef};
 use crate::queue::Writer;
 use http_body_util::BodyExt;
@@ -26,7 +27,7 @@ use wisp_core::event::{CloudEvent, Delivery, Origin, Trigger, types};
 use wisp_core::time::now_ms;
 use wisp_core::{
     DeliveryId, Destination, EventStore, FunctionName, IdempotencyKey, Namespace, Outcome, QueueOp,
-    QueueOpResult, TopicName, TriggerName,
+    QueueOpResult, Source, TopicName, TriggerName,
 };
 
 /// Limits of the durable queue.
@@ -326,44 +327,35 @@ impl Engine {
                 }
             };
             let Some(d) = next else { return };
-            match self.entry(&key.0, &key.1) {
-                Ok(entry) => {
-                    let Ok(slot) = entry.slots.clone().acquire_owned().await else {
-                        return;
-                    };
-                    // The namespace's and the node's slots too: a delivery
-                    // waits in the queue for them, it is not refused.
-                    let Some(permit) = self.admit_queued(&entry, slot).await else {
-                        return;
-                    };
-                    if self.events().stopping.load(Ordering::Acquire) {
-                        // Shutting down: leave it stored; it runs after
-                        // the restart.
-                        return;
-                    }
-                    let engine = self.clone();
-                    tokio::spawn(async move { engine.run_delivery(entry, permit, d).await });
-                }
-                Err(e) => {
+            // The function's, the namespace's and the node's slots: a
+            // delivery waits in the queue for them, it is not refused.
+            let source = Source::from(d.origin);
+            let ticket = match self.admit(&key.0, &key.1, source, Wait::Unbounded).await {
+                Ok(t) => t,
+                Err(e @ EngineError::FunctionNotFound { .. }) => {
                     let attempts = d.attempts;
                     self.dead_letter(d, attempts, e.to_string());
+                    continue;
                 }
+                Err(_) => return,
+            };
+            if self.events().stopping.load(Ordering::Acquire) {
+                // Shutting down: leave it stored; it runs after the
+                // restart.
+                return;
             }
+            let engine = self.clone();
+            tokio::spawn(async move { engine.run_delivery(ticket, d).await });
         }
     }
 
     /// One attempt of a delivery, then ack, retry or dead-letter.
-    async fn run_delivery(
-        self,
-        entry: Arc<Entry>,
-        permit: crate::admission::Admission,
-        mut d: Delivery,
-    ) {
-        let max_age = entry.record.spec.max_event_age_ms;
+    async fn run_delivery(self, ticket: Ticket, mut d: Delivery) {
+        let max_age = ticket.record().spec.max_event_age_ms;
         if now_ms() - d.created_ms > max_age as i64 {
             // Waited in the queue past its age (a long backlog): not run,
             // as Lambda discards events older than the maximum age.
-            drop(permit);
+            drop(ticket);
             let attempts = d.attempts;
             let why = format!(
                 "not run: the event waited longer than max_event_age ({} s) in the queue",
@@ -406,12 +398,26 @@ impl Engine {
             event_id: d.event.id.clone(),
             attempt,
         };
-        let spec = entry.record.spec.clone();
+        let spec = ticket.record().spec.clone();
+        let answer = Answer::Collect {
+            keep: RESULT_KEEP,
+            logs: false,
+            event: Some(event),
+        };
         let ran = self
-            .run_event(entry, permit, req, d.origin.as_str(), event, RESULT_KEEP)
-            .await;
+            .dispatch(ticket, req, answer)
+            .await
+            .and_then(Dispatched::into_collected);
         let (summary, body) = match ran {
-            Ok(r) => r,
+            Ok(c) => (
+                RunSummary {
+                    outcome: c.outcome,
+                    status: c.status,
+                    error: c.error,
+                    logs: None,
+                },
+                c.body,
+            ),
             Err(e) => (
                 RunSummary {
                     outcome: Outcome::Error,

@@ -3,9 +3,12 @@
 //! limit, cold loading and idle eviction (scale to zero), metering, metrics,
 //! and batched activation recording off the request path.
 //!
-//! Every invocation, whatever its trigger, goes through [`Engine::invoke`].
+//! Every invocation, whatever its source, is admitted ([`Engine::admit`])
+//! and run by [`Engine::dispatch`] (`dispatch.rs`); [`Engine::invoke`]
+//! does both.
 
 mod admission;
+mod dispatch;
 mod engine;
 mod event_api;
 mod events;
@@ -21,6 +24,7 @@ mod runner;
 mod triggers;
 
 pub use admission::{EffectiveLimits, NodeLimits};
+pub use dispatch::{Answer, Dispatched, Ticket, Wait};
 pub use engine::{Collected, Engine, EngineError, EngineSettings, InvokeResponse, Stores};
 pub use event_api::{Accepted, DeliveryRef, DeliveryStatus, EventStatus};
 pub use events::{QueueSettings, TopicView, TriggerView};

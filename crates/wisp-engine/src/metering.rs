@@ -8,7 +8,7 @@ use std::time::Duration;
 use wisp_core::activation::EventRef;
 use wisp_core::activation::{billed_ms, gb_seconds};
 use wisp_core::time::now_ms;
-use wisp_core::{Activation, ActivationId, Outcome};
+use wisp_core::{Activation, ActivationId, Outcome, Source};
 use wisp_exec_wasm::RunReport;
 
 /// Logs cut at the capture limit may end in the first characters of a
@@ -36,7 +36,7 @@ fn mask_cut_secret(logs: &mut String, secrets: &[String]) {
 /// What `finish` needs to know about a run besides its report.
 pub(crate) struct Finished {
     pub(crate) id: ActivationId,
-    pub(crate) trigger: &'static str,
+    pub(crate) source: Source,
     pub(crate) start_ms: i64,
     pub(crate) cold: bool,
     pub(crate) load_time: Duration,
@@ -89,7 +89,7 @@ impl Engine {
             function: entry.record.name.clone(),
             version: entry.record.version,
             artifact: entry.record.artifact.clone(),
-            trigger: done.trigger.to_string(),
+            trigger: done.source.as_str().to_string(),
             start_ms: done.start_ms,
             duration_us,
             billed_ms: billed,
@@ -118,7 +118,7 @@ impl Engine {
     pub(crate) fn record_throttle(
         &self,
         entry: &Entry,
-        trigger: &'static str,
+        source: &Source,
         start_ms: i64,
         status: u16,
         why: String,
@@ -133,7 +133,7 @@ impl Engine {
             function: r.name.clone(),
             version: r.version,
             artifact: r.artifact.clone(),
-            trigger: trigger.to_string(),
+            trigger: source.as_str().to_string(),
             start_ms,
             duration_us: 0,
             billed_ms: 0,

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::Duration;
+use wisp_core::Source;
 use wisp_core::activation::RunReport;
 use wisp_core::capacity::{Lease, Seat};
 use wisp_exec_process::ProcessPool;
@@ -116,7 +117,7 @@ impl Placed {
         self,
         req: http::Request<B>,
         timeout: Duration,
-        trigger: &'static str,
+        source: &Source,
         on_done: impl FnOnce(RunReport, bool) + Send + 'static,
     ) -> http::Response<ResponseBody>
     where
@@ -131,7 +132,7 @@ impl Placed {
             Err(ProcessSeat::Pool(pool, seat)) => {
                 let (report, resp, cold) = match whole(req).await {
                     Ok(req) => {
-                        let i = pool.invoke(req, trigger, timeout, seat).await;
+                        let i = pool.invoke(req, source, timeout, seat).await;
                         (i.report, i.response, i.cold)
                     }
                     Err(why) => {
@@ -150,7 +151,7 @@ impl Placed {
         self,
         req: http::Request<B>,
         timeout: Duration,
-        trigger: &'static str,
+        source: &Source,
         keep: usize,
     ) -> (RunReport, Vec<u8>, bool)
     where
@@ -164,7 +165,7 @@ impl Placed {
             }
             Err(ProcessSeat::Pool(pool, seat)) => match whole(req).await {
                 Ok(req) => {
-                    let i = pool.invoke(req, trigger, timeout, seat).await;
+                    let i = pool.invoke(req, source, timeout, seat).await;
                     let b = i.response.into_body();
                     (i.report, b[..b.len().min(keep)].to_vec(), i.cold)
                 }

@@ -526,7 +526,7 @@ impl ProcessPool {
     pub async fn invoke(
         &self,
         req: http::Request<Bytes>,
-        trigger: &str,
+        source: &wisp_core::Source,
         timeout: Duration,
         seat: Seat<Warm>,
     ) -> Invoked {
@@ -534,7 +534,7 @@ impl ProcessPool {
         let (parts, body) = req.into_parts();
         // A fresh unique id (32 hex characters), from the id Wisp uses for activations.
         let request_id = wisp_core::ActivationId::generate().to_string();
-        let shape = Shape::for_request(trigger, &parts.headers);
+        let shape = Shape::for_request(source, &parts.headers);
         let payload = match shape {
             Shape::Raw => body,
             Shape::CloudEvent => shape::cloud_event(&parts, &body),

@@ -28,9 +28,9 @@ pub enum Shape {
 }
 
 impl Shape {
-    pub fn for_request(trigger: &str, headers: &http::HeaderMap) -> Self {
+    pub fn for_request(source: &wisp_core::Source, headers: &http::HeaderMap) -> Self {
         let ce_type = headers.get("ce-type").map(|v| v.as_bytes());
-        if trigger == "lambda" || ce_type == Some(b"dev.wisp.invoke") {
+        if *source == wisp_core::Source::Lambda || ce_type == Some(b"dev.wisp.invoke") {
             // Lambda Invoke API payloads and async invocations: as they are.
             Shape::Raw
         } else if headers.contains_key("ce-id") && headers.contains_key("ce-specversion") {

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use wisp_core::Source;
 use wisp_core::time::now_ms;
 use wisp_core::{
     ActivationFilter, ActivationId, Digest, FunctionName, FunctionRecord, FunctionSpec, Namespace,
@@ -189,7 +190,15 @@ async fn invoke(
         .await?;
         return crate::events_api::invoke_async(&st, &scope.ns, &name, &parts.headers, body).await;
     }
-    invoke_with_path(&st, &scope.ns, &name, "", strip_credentials(req), "api").await
+    invoke_with_path(
+        &st,
+        &scope.ns,
+        &name,
+        "",
+        strip_credentials(req),
+        Source::Api,
+    )
+    .await
 }
 
 /// The caller's management token is for Wisp, never for the function.
@@ -207,7 +216,15 @@ async fn invoke_path(
     req: Request,
 ) -> Result<Response, ApiError> {
     let name: FunctionName = function_name(&name)?;
-    invoke_with_path(&st, &scope.ns, &name, &rest, strip_credentials(req), "api").await
+    invoke_with_path(
+        &st,
+        &scope.ns,
+        &name,
+        &rest,
+        strip_credentials(req),
+        Source::Api,
+    )
+    .await
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` (or anything humantime accepts).

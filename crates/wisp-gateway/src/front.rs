@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use wisp_core::headers as wisp_headers;
 use wisp_core::time::now_ms;
-use wisp_core::{AccessEntry, Cors, RouteAuth};
+use wisp_core::{AccessEntry, Cors, RouteAuth, Source};
 
 /// The header holding a route's API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -469,7 +469,10 @@ pub async fn serve_route(State(st): State<AppState>, req: Request) -> Response {
     let req = Request::from_parts(parts, Body::new(counted));
     let ns = route.record.namespace.clone();
     let function = route.record.spec.function.clone();
-    let resp = match crate::invoke::call(&st, &ns, &function, req, "http").await {
+    let source = Source::Http {
+        route: Some(route.record.spec.path.as_str().into()),
+    };
+    let resp = match crate::invoke::call(&st, &ns, &function, req, source).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };

@@ -7,7 +7,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
-use wisp_core::{FunctionName, Namespace};
+use wisp_core::{FunctionName, Namespace, Source};
+use wisp_engine::Answer;
 
 /// `GET /metrics`: any valid bearer token. The node's admin token sees
 /// every series; a namespace's token only the series labelled with its
@@ -180,7 +181,7 @@ pub(crate) async fn invoke_with_path(
     name: &FunctionName,
     rest: &str,
     req: Request,
-    trigger: &'static str,
+    source: Source,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     // Direct URLs set no `x-wisp-*` headers: none a client sends get through.
@@ -193,7 +194,7 @@ pub(crate) async fn invoke_with_path(
     parts.uri = pq.parse().map_err(|e| {
         ApiError::bad_request("invalid_path", format!("invalid request path {pq:?}: {e}"))
     })?;
-    call(st, ns, name, Request::from_parts(parts, body), trigger).await
+    call(st, ns, name, Request::from_parts(parts, body), source).await
 }
 
 /// Invokes the function with the request as it is (size-limited body).
@@ -202,7 +203,7 @@ pub(crate) async fn call(
     ns: &Namespace,
     name: &FunctionName,
     req: Request,
-    trigger: &'static str,
+    source: Source,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let body = read_body(
@@ -220,13 +221,16 @@ pub(crate) async fn call(
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
     let req = http::Request::from_parts(parts, body);
-    let resp = st.engine.invoke(ns, name, req, trigger).await?;
+    let public = source.is_public();
+    let resp = st
+        .engine
+        .invoke(ns, name, source, req, Answer::Stream)
+        .await?
+        .into_response()?;
     // Callers of user routes and direct URLs may be anyone: they learn that
     // the function failed, not how (management callers of `/v1/…/invoke`
     // see the executor's answer, as the namespace's own).
-    if trigger != "api"
-        && let Some(wisp_core::HostAnswered(outcome)) = resp.extensions().get().copied()
-    {
+    if public && let Some(wisp_core::HostAnswered(outcome)) = resp.extensions().get().copied() {
         return Ok(failure_page(resp.status(), resp.headers(), outcome));
     }
     let mut resp = resp.map(Body::new);
@@ -285,7 +289,7 @@ async fn direct(
             ),
         ));
     }
-    invoke_with_path(st, ns, name, rest, req, "http").await
+    invoke_with_path(st, ns, name, rest, req, Source::direct_url()).await
 }
 
 fn namespace(ns: &str) -> Result<Namespace, ApiError> {

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use wisp_core::time::now_ms;
-use wisp_core::{FunctionName, Namespace, Outcome, Permission};
-use wisp_engine::EngineError;
+use wisp_core::{FunctionName, Namespace, Outcome, Permission, Source};
+use wisp_engine::{Answer, Dispatched, EngineError};
 
 /// The bytes of logs returned with `X-Amz-Log-Type: Tail`, as Lambda does.
 const LOG_TAIL: usize = 4096;
@@ -311,10 +311,16 @@ async fn request_response(
     // anyway, as on every path into a function.
     wisp_core::headers::strip_wisp_headers(req.headers_mut());
     let limit = st.config.max_payload_bytes;
+    let answer = Answer::Collect {
+        keep: limit,
+        logs: true,
+        event: None,
+    };
     let c = match st
         .engine
-        .invoke_collect(ns, name, req, "lambda", limit)
+        .invoke(ns, name, Source::Lambda, req, answer)
         .await
+        .and_then(Dispatched::into_collected)
     {
         Ok(c) => c,
         Err(e) => return engine_error(e),
