@@ -359,8 +359,7 @@ pub struct LogsArgs {
 }
 
 pub(crate) fn ts(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    wisp_core::time::rfc3339_ms(ms)
 }
 
 pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {

@@ -93,7 +93,7 @@ pub async fn topic(a: TopicArgs) -> anyhow::Result<()> {
                 .header("ce-type", ty)
                 .header(
                     "ce-time",
-                    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    wisp_core::time::rfc3339_ms(wisp_core::time::now_ms()),
                 )
                 .header("content-type", ct)
                 .body(body);

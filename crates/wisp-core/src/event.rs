@@ -321,10 +321,7 @@ impl CloudEvent {
 }
 
 /// RFC 3339 UTC timestamp with milliseconds for `ms` since the epoch.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
-}
+pub use crate::time::rfc3339_ms;
 
 /// Where a queued delivery came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

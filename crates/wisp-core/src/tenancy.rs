@@ -2,7 +2,6 @@
 //! keys for routes, rate limits and quotas, and the audit log.
 
 use crate::ids::Namespace;
-use crate::time::{civil_from_days, days_from_civil};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -253,14 +252,7 @@ impl Quota {
                 let s = now_ms - now_ms.rem_euclid(DAY);
                 (s, s + DAY)
             }
-            QuotaPeriod::Month => {
-                let (y, m, _) = civil_from_days(now_ms.div_euclid(DAY));
-                let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-                (
-                    days_from_civil(y, m, 1) * DAY,
-                    days_from_civil(ny, nm, 1) * DAY,
-                )
-            }
+            QuotaPeriod::Month => crate::time::month_of(now_ms),
         }
     }
 }

@@ -1,4 +1,10 @@
-//! Wall-clock helpers: Wisp stores times as milliseconds since the Unix epoch.
+//! Wall-clock helpers: Wisp stores times as milliseconds since the Unix
+//! epoch. Every calendar computation and date format in the workspace
+//! goes through `chrono` (here, and the cron schedules of
+//! `wisp-triggers`); `humantime` is used only for durations (`30s`,
+//! `7d`).
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -7,29 +13,51 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+fn utc(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// The date of a day number since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// RFC 3339 in UTC with milliseconds (`2026-11-18T11:06:40.123Z`), as
+/// CloudEvents' `time` and the CLI show times.
+pub fn rfc3339_ms(ms: i64) -> String {
+    utc(ms.max(0)).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The UTC calendar month holding `ms`: its first and the next month's
+/// first millisecond.
+pub fn month_of(ms: i64) -> (i64, i64) {
+    let d = utc(ms).date_naive();
+    let first = NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap_or_default();
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(first);
+    let at = |d: NaiveDate| {
+        d.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis()
+    };
+    (at(first), at(next))
+}
+
+/// A UTC date and time (`year`, `month`, `day`, `hour`, `minute`,
+/// `second`) as seconds since the epoch; none when it is no such time.
+pub fn utc_seconds(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
+    NaiveDate::from_ymd_opt(y, mo, d)?
+        .and_hms_opt(h, mi, s)
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// Parses `s` in `format` (chrono's `strftime` syntax) as a UTC time;
+/// seconds since the epoch.
+pub fn parse_utc(s: &str, format: &str) -> Option<i64> {
+    NaiveDateTime::parse_from_str(s, format)
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
+/// `ms` in `format` (chrono's `strftime` syntax), in UTC.
+pub fn format_utc(ms: i64, format: &str) -> String {
+    utc(ms).format(format).to_string()
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -75,5 +103,28 @@ mod percent_tests {
         // A multi-byte character right after '%' (the fuzzer's input).
         assert_eq!(percent_decode("===%%%eÂ", false), "===%%%eÂ");
         assert_eq!(percent_decode("%Â", false), "%Â");
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn dates_in_utc() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        // December rolls over into the next year.
+        let dec = parse_utc("20261215T120000Z", "%Y%m%dT%H%M%SZ").unwrap() * 1000;
+        assert_eq!(
+            month_of(dec),
+            (
+                utc_seconds(2026, 12, 1, 0, 0, 0).unwrap() * 1000,
+                utc_seconds(2027, 1, 1, 0, 0, 0).unwrap() * 1000
+            )
+        );
+        assert_eq!(parse_utc("20261315T120000Z", "%Y%m%dT%H%M%SZ"), None);
+        assert_eq!(utc_seconds(2026, 2, 30, 0, 0, 0), None);
+        assert_eq!(format_utc(dec, "%Y%m%d"), "20261215");
     }
 }

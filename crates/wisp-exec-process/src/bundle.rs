@@ -64,10 +64,15 @@ fn unpack_zip(bytes: &[u8], dir: &Path) -> Result<(), ProcessError> {
             )));
         }
         let mode = f.unix_mode().unwrap_or(0o644);
-        let mtime = f.last_modified().map(|t| {
-            let days =
-                wisp_core::time::days_from_civil(t.year() as i64, t.month() as u32, t.day() as u32);
-            days * 86_400 + t.hour() as i64 * 3600 + t.minute() as i64 * 60 + t.second() as i64
+        let mtime = f.last_modified().and_then(|t| {
+            wisp_core::time::utc_seconds(
+                t.year().into(),
+                t.month().into(),
+                t.day().into(),
+                t.hour().into(),
+                t.minute().into(),
+                t.second().into(),
+            )
         });
         write_file(&path, &mut f, (mode, mtime), &mut total)?;
     }

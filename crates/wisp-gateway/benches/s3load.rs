@@ -41,16 +41,10 @@ fn hmac_sign(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 fn amz_date() -> (String, String) {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (y, m, d) = wisp_core::time::civil_from_days(s.div_euclid(86_400));
-    let t = s.rem_euclid(86_400);
-    let date = format!("{y:04}{m:02}{d:02}");
+    let now = wisp_core::time::now_ms();
     (
-        format!("{date}T{:02}{:02}{:02}Z", t / 3600, t % 3600 / 60, t % 60),
-        date,
+        wisp_core::time::format_utc(now, "%Y%m%dT%H%M%SZ"),
+        wisp_core::time::format_utc(now, "%Y%m%d"),
     )
 }
 

@@ -9,7 +9,7 @@
 //! off the node's clock are refused (replay window).
 
 use ring::{digest, hmac};
-use wisp_core::time::{days_from_civil, percent_decode};
+use wisp_core::time::percent_decode;
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const MAX_SKEW_S: i64 = 15 * 60;
@@ -191,21 +191,10 @@ fn hmac_sign(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// `X-Amz-Date` (`20261123T174500Z`) as seconds since the epoch.
 fn amz_date_s(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    if s.len() != 16 {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        n(0..4)?,
-        n(4..6)?,
-        n(6..8)?,
-        n(9..11)?,
-        n(11..13)?,
-        n(13..15)?,
-    );
-    let days = days_from_civil(y, mo as u32, d as u32);
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+    wisp_core::time::parse_utc(s, "%Y%m%dT%H%M%SZ")
 }
 
 /// Verifies a request; `secret_of` finds a key's secret by id. Returns
