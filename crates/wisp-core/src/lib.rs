@@ -10,6 +10,7 @@ pub mod event;
 pub mod headers;
 pub mod ids;
 pub mod kv;
+pub mod metrics;
 pub mod reserve;
 pub mod route;
 pub mod source;

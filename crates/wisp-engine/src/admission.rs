@@ -359,7 +359,11 @@ impl Engine {
     }
 
     /// The node's capacity gauges, for `/metrics`.
-    pub(crate) fn render_capacity(&self, out: &mut String) {
+    pub(crate) fn encode_capacity(
+        &self,
+        e: &mut wisp_core::metrics::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use wisp_core::metrics::{counter, gauge};
         let cap = &self.inner.capacity;
         let budget = cap.node.max_memory_mb;
         let held_mb = budget.saturating_sub(cap.memory.available_permits() as u64);
@@ -367,18 +371,36 @@ impl Engine {
         let held = u64::from(cap.node.max_instances)
             .saturating_sub(cap.instances.available_permits() as u64);
         let running = cap.running.instances.load(Ordering::Relaxed).min(held);
-        out.push_str(&format!(
-            "# HELP wisp_node_memory_budget_mib The node's memory budget (wisp serve --max-memory).\n# TYPE wisp_node_memory_budget_mib gauge\nwisp_node_memory_budget_mib {budget}\n\
-             # HELP wisp_node_memory_held_mib Memory limits of live instances, running or idle and kept warm.\n# TYPE wisp_node_memory_held_mib gauge\n\
-             wisp_node_memory_held_mib{{state=\"running\"}} {running_mb}\nwisp_node_memory_held_mib{{state=\"idle\"}} {}\n\
-             # HELP wisp_node_instances Live instances (Wasm instances and processes), running or idle and kept warm.\n# TYPE wisp_node_instances gauge\n\
-             wisp_node_instances{{state=\"running\"}} {running}\nwisp_node_instances{{state=\"idle\"}} {}\n\
-             # HELP wisp_node_idle_evictions_total Idle instances evicted to make room for another run.\n# TYPE wisp_node_idle_evictions_total counter\n\
-             wisp_node_idle_evictions_total {}\n",
-            held_mb - running_mb,
-            held - running,
-            cap.evictions.load(Ordering::Relaxed),
-        ));
+        let states = |running: u64, idle: u64| {
+            [
+                (vec![("state", "running")], running as i64),
+                (vec![("state", "idle")], idle as i64),
+            ]
+        };
+        gauge(
+            e,
+            "wisp_node_memory_budget_mib",
+            "The node's memory budget (wisp serve --max-memory).",
+            [(Vec::new(), budget as i64)],
+        )?;
+        gauge(
+            e,
+            "wisp_node_memory_held_mib",
+            "Memory limits of live instances, running or idle and kept warm.",
+            states(running_mb, held_mb - running_mb),
+        )?;
+        gauge(
+            e,
+            "wisp_node_instances",
+            "Live instances (Wasm instances and processes), running or idle and kept warm.",
+            states(running, held - running),
+        )?;
+        counter(
+            e,
+            "wisp_node_idle_evictions",
+            "Idle instances evicted to make room for another run.",
+            [(Vec::new(), cap.evictions.load(Ordering::Relaxed))],
+        )
     }
 
     fn refuse(&self, entry: &Entry, why: Refusal, source: &Source, start_ms: i64) -> EngineError {

@@ -433,33 +433,59 @@ impl Engine {
         }
     }
 
-    pub fn metrics_text(&self) -> String {
-        let table = self
-            .inner
-            .functions
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let loaded = table
-            .values()
-            .filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false))
-            .count();
-        let mut out = self.inner.metrics.render(table.len(), loaded);
-        self.render_capacity(&mut out);
+    /// The engine's collector for the node's metrics registry: every
+    /// function's series, the node's capacity, the durable queue, process
+    /// pools.
+    pub fn collector(&self) -> impl wisp_core::metrics::Collector {
+        let engine = self.clone();
+        wisp_core::metrics::FnCollector(
+            "engine",
+            move |e: &mut wisp_core::metrics::DescriptorEncoder| engine.encode_metrics(e),
+        )
+    }
+
+    fn encode_metrics(&self, e: &mut wisp_core::metrics::DescriptorEncoder) -> std::fmt::Result {
+        let (deployed, loaded, processes) = {
+            let table = self
+                .inner
+                .functions
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let loaded = table
+                .values()
+                .filter(|e| e.prepared.read().map(|p| p.is_some()).unwrap_or(false))
+                .count();
+            let processes: Vec<(String, String, i64)> = table
+                .values()
+                .filter_map(|e| {
+                    let p = e.prepared.read().unwrap_or_else(|p| p.into_inner());
+                    match p.as_ref() {
+                        Some(Runner::Process(pool)) => Some((
+                            e.record.namespace.to_string(),
+                            e.record.name.to_string(),
+                            pool.processes() as i64,
+                        )),
+                        _ => None,
+                    }
+                })
+                .collect();
+            (table.len(), loaded, processes)
+        };
+        self.inner.metrics.encode(e, deployed, loaded)?;
+        self.encode_capacity(e)?;
         let (depth, c) = self.queue_metrics();
-        crate::metrics::render_queue(&mut out, depth, c, &self.events().writer.dropped);
-        out.push_str("# HELP wisp_function_processes Processes running for a process function (busy or warm).\n# TYPE wisp_function_processes gauge\n");
-        for e in table.values() {
-            let p = e.prepared.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(Runner::Process(pool)) = p.as_ref() {
-                out.push_str(&format!(
-                    "wisp_function_processes{{namespace=\"{}\",function=\"{}\"}} {}\n",
-                    e.record.namespace,
-                    e.record.name,
-                    pool.processes()
-                ));
-            }
-        }
-        out
+        crate::metrics::encode_queue(e, depth, c, &self.events().writer.dropped)?;
+        wisp_core::metrics::gauge(
+            e,
+            "wisp_function_processes",
+            "Processes running for a process function (busy or warm).",
+            processes.iter().map(|(ns, f, n)| {
+                (
+                    vec![("namespace", ns.as_str()), ("function", f.as_str())],
+                    *n,
+                )
+            }),
+        )
     }
 
     /// Stores an artifact (content-addressed, idempotent).

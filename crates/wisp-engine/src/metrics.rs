@@ -1,12 +1,15 @@
-//! Prometheus metrics, rendered by hand in the text exposition format.
-//! Per-function counters are plain atomics reached through an `Arc` held by
-//! the function's table entry, so the request path takes no lock.
+//! The engine's Prometheus metrics. Per-function counters are plain
+//! atomics reached through an `Arc` held by the function's table entry, so
+//! the request path takes no lock; the engine's collector
+//! ([`Engine::collector`](crate::Engine::collector)) describes them to the
+//! node's registry (`wisp_core::metrics`) at scrape time.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wisp_core::metrics::{self, DescriptorEncoder, HistogramSample};
 use wisp_core::{Outcome, StoreError};
 
 const BUCKETS: [f64; 14] = [
@@ -73,16 +76,19 @@ impl Dropped {
         c.fetch_add(n as u64, Relaxed);
     }
 
-    /// Renders `name{reason="..."}` for every reason.
-    pub fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (reason, c) in [
-            ("queue_full", &self.queue_full),
-            ("no_space", &self.no_space),
-            ("write_failed", &self.write_failed),
-        ] {
-            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", c.load(Relaxed));
-        }
+    /// `name{reason="..."}` for every reason (`name` without `_total`).
+    pub fn encode(&self, e: &mut DescriptorEncoder, name: &str, help: &str) -> fmt::Result {
+        metrics::counter(
+            e,
+            name,
+            help,
+            [
+                ("queue_full", &self.queue_full),
+                ("no_space", &self.no_space),
+                ("write_failed", &self.write_failed),
+            ]
+            .map(|(reason, c)| (vec![("reason", reason)], c.load(Relaxed))),
+        )
     }
 }
 
@@ -102,123 +108,128 @@ impl Metrics {
             .clone()
     }
 
-    pub fn render(&self, deployed: usize, loaded: usize) -> String {
+    /// The functions' series, and the node's function gauges.
+    pub fn encode(&self, e: &mut DescriptorEncoder, deployed: usize, loaded: usize) -> fmt::Result {
         let m = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::with_capacity(4096);
-        let lbl = |ns: &str, f: &str| format!("namespace=\"{ns}\",function=\"{f}\"");
-        out.push_str("# HELP wisp_invocations_total Invocations by function and outcome.\n# TYPE wisp_invocations_total counter\n");
-        for ((ns, f), fm) in m.iter() {
-            for (i, o) in Outcome::ALL.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "wisp_invocations_total{{{},outcome=\"{}\"}} {}",
-                    lbl(ns, f),
-                    o,
-                    fm.by_outcome[i].load(Relaxed)
-                );
-            }
+        let lbl = |ns: &'_ str, f: &'_ str| -> Vec<(&'static str, String)> {
+            vec![("namespace", ns.to_string()), ("function", f.to_string())]
+        };
+        let owned: Vec<_> = m
+            .iter()
+            .map(|((ns, f), fm)| (lbl(ns, f), fm.clone()))
+            .collect();
+        drop(m);
+        fn borrow<'a>(l: &'a [(&'static str, String)]) -> metrics::Labels<'a> {
+            l.iter().map(|(k, v)| (*k, v.as_str())).collect()
         }
-        out.push_str("# HELP wisp_invocation_duration_seconds Run time of invocations.\n# TYPE wisp_invocation_duration_seconds histogram\n");
-        for ((ns, f), fm) in m.iter() {
-            let l = lbl(ns, f);
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "wisp_invocation_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
-                    fm.buckets[i].load(Relaxed)
-                );
-            }
-            let count = fm.duration_count.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "wisp_invocation_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "wisp_invocation_duration_seconds_sum{{{l}}} {}",
-                fm.duration_sum_us.load(Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(out, "wisp_invocation_duration_seconds_count{{{l}}} {count}");
-        }
-        out.push_str("# HELP wisp_cold_starts_total Invocations that had to load their function first.\n# TYPE wisp_cold_starts_total counter\n");
-        for ((ns, f), fm) in m.iter() {
-            let _ = writeln!(
-                out,
-                "wisp_cold_starts_total{{{}}} {}",
-                lbl(ns, f),
-                fm.cold_starts.load(Relaxed)
-            );
-        }
-        out.push_str(
-            "# HELP wisp_in_flight Invocations running now.\n# TYPE wisp_in_flight gauge\n",
-        );
-        for ((ns, f), fm) in m.iter() {
-            let _ = writeln!(
-                out,
-                "wisp_in_flight{{{}}} {}",
-                lbl(ns, f),
-                fm.in_flight.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP wisp_functions_deployed Deployed functions.\n# TYPE wisp_functions_deployed gauge\nwisp_functions_deployed {deployed}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP wisp_functions_loaded Functions held in memory, ready to run.\n# TYPE wisp_functions_loaded gauge\nwisp_functions_loaded {loaded}"
-        );
-        self.records_dropped.render(
-            &mut out,
-            "wisp_activation_records_dropped_total",
+        metrics::counter(
+            e,
+            "wisp_invocations",
+            "Invocations by function and outcome.",
+            owned.iter().flat_map(|(l, fm)| {
+                Outcome::ALL.iter().enumerate().map(move |(i, o)| {
+                    let mut labels = borrow(l);
+                    labels.push(("outcome", o.as_str()));
+                    (labels, fm.by_outcome[i].load(Relaxed))
+                })
+            }),
+        )?;
+        metrics::histogram(
+            e,
+            "wisp_invocation_duration_seconds",
+            "Run time of invocations.",
+            owned.iter().map(|(l, fm)| {
+                (
+                    borrow(l),
+                    HistogramSample {
+                        sum: fm.duration_sum_us.load(Relaxed) as f64 / 1e6,
+                        count: fm.duration_count.load(Relaxed),
+                        cumulative: BUCKETS
+                            .iter()
+                            .enumerate()
+                            .map(|(i, b)| (*b, fm.buckets[i].load(Relaxed)))
+                            .collect(),
+                    },
+                )
+            }),
+        )?;
+        metrics::counter(
+            e,
+            "wisp_cold_starts",
+            "Invocations that had to load their function first.",
+            owned
+                .iter()
+                .map(|(l, fm)| (borrow(l), fm.cold_starts.load(Relaxed))),
+        )?;
+        metrics::gauge(
+            e,
+            "wisp_in_flight",
+            "Invocations running now.",
+            owned
+                .iter()
+                .map(|(l, fm)| (borrow(l), fm.in_flight.load(Relaxed))),
+        )?;
+        metrics::gauge(
+            e,
+            "wisp_functions_deployed",
+            "Deployed functions.",
+            [(Vec::new(), deployed as i64)],
+        )?;
+        metrics::gauge(
+            e,
+            "wisp_functions_loaded",
+            "Functions held in memory, ready to run.",
+            [(Vec::new(), loaded as i64)],
+        )?;
+        self.records_dropped.encode(
+            e,
+            "wisp_activation_records_dropped",
             "Activation records lost, by reason: the recorder fell behind (queue_full), the disk was full (no_space), another storage failure (write_failed).",
-        );
-        out
+        )
     }
 }
 
 /// The durable queue's gauges and counters.
-pub(crate) fn render_queue(
-    out: &mut String,
+pub(crate) fn encode_queue(
+    e: &mut DescriptorEncoder,
     depth: usize,
     c: &crate::events::QueueCounters,
     dropped: &Dropped,
-) {
-    dropped.render(
-        out,
-        "wisp_queue_updates_dropped_total",
+) -> fmt::Result {
+    dropped.encode(
+        e,
+        "wisp_queue_updates_dropped",
         "Queue acknowledgements, retries and dead letters that could not be stored (the delivery may run again), by reason.",
-    );
-    let _ = writeln!(
-        out,
-        "# HELP wisp_queue_depth Deliveries waiting, delayed for a retry, or running.\n# TYPE wisp_queue_depth gauge\nwisp_queue_depth {depth}"
-    );
+    )?;
+    metrics::gauge(
+        e,
+        "wisp_queue_depth",
+        "Deliveries waiting, delayed for a retry, or running.",
+        [(Vec::new(), depth as i64)],
+    )?;
     for (name, help, v) in [
         (
-            "wisp_queue_accepted_total",
+            "wisp_queue_accepted",
             "Deliveries stored in the durable queue.",
             &c.accepted,
         ),
         (
-            "wisp_queue_succeeded_total",
+            "wisp_queue_succeeded",
             "Deliveries whose run succeeded.",
             &c.succeeded,
         ),
         (
-            "wisp_queue_retries_total",
+            "wisp_queue_retries",
             "Failed attempts scheduled for another try.",
             &c.retried,
         ),
         (
-            "wisp_queue_dead_letters_total",
+            "wisp_queue_dead_letters",
             "Deliveries moved to the dead-letter queue.",
             &c.dead_lettered,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
+        metrics::counter(e, name, help, [(Vec::new(), v.load(Relaxed))])?;
     }
+    Ok(())
 }

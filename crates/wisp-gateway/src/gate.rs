@@ -539,38 +539,47 @@ impl Gate {
             .cloned()
     }
 
-    /// The gateway's Prometheus metrics.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// The gateway's metrics: requests by route and status class, the
+    /// route count, access-log entries lost.
+    pub fn encode_metrics(
+        &self,
+        e: &mut wisp_core::metrics::DescriptorEncoder,
+    ) -> std::fmt::Result {
         use std::sync::atomic::Ordering;
-        let _ = writeln!(
-            out,
-            "# HELP wisp_gateway_requests_total Requests on routes, by namespace, route and status class.\n# TYPE wisp_gateway_requests_total counter"
-        );
-        for r in &self.routes().routes {
-            for (i, n) in r.answers.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
-                if n > 0 {
-                    let route = r.label.replace('\\', "\\\\").replace('"', "\\\"");
-                    let _ = writeln!(
-                        out,
-                        "wisp_gateway_requests_total{{namespace=\"{}\",route=\"{route}\",class=\"{}xx\"}} {n}",
-                        r.record.namespace,
-                        i + 1
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP wisp_gateway_routes Routes configured.\n# TYPE wisp_gateway_routes gauge\nwisp_gateway_routes {}",
-            self.routes().routes.len()
-        );
-        self.access.dropped.render(
-            out,
-            "wisp_access_log_dropped_total",
+        use wisp_core::metrics::{counter, gauge};
+        let routes = self.routes();
+        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        counter(
+            e,
+            "wisp_gateway_requests",
+            "Requests on routes, by namespace, route and status class.",
+            routes.routes.iter().flat_map(|r| {
+                r.answers.iter().enumerate().filter_map(move |(i, n)| {
+                    let n = n.load(Ordering::Relaxed);
+                    (n > 0).then(|| {
+                        (
+                            vec![
+                                ("namespace", r.record.namespace.as_str()),
+                                ("route", r.label.as_str()),
+                                ("class", classes.get(i).copied().unwrap_or("5xx")),
+                            ],
+                            n,
+                        )
+                    })
+                })
+            }),
+        )?;
+        gauge(
+            e,
+            "wisp_gateway_routes",
+            "Routes configured.",
+            [(Vec::new(), routes.routes.len() as i64)],
+        )?;
+        self.access.dropped.encode(
+            e,
+            "wisp_access_log_dropped",
             "Access and audit log entries lost, by reason: the writer fell behind (queue_full), the disk was full (no_space), another storage failure (write_failed).",
-        );
+        )
     }
 
     /// Writes pending access-log entries and quota counts; stops the writer.

@@ -31,22 +31,7 @@ pub async fn metrics(State(st): State<AppState>, headers: axum::http::HeaderMap)
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
-    let mut text = st.engine.metrics_text();
-    st.gate.render_metrics(&mut text);
-    wisp_s3::render_metrics(&mut text);
-    text.push_str("# HELP wisp_kv_keys Keys in the key-value store, by namespace.\n# TYPE wisp_kv_keys gauge\n");
-    let mut bytes = String::from(
-        "# HELP wisp_kv_bytes Bytes of keys and values in the key-value store, by namespace.\n# TYPE wisp_kv_bytes gauge\n",
-    );
-    for (ns, keys, b) in st.engine.kv().totals() {
-        text.push_str(&format!("wisp_kv_keys{{namespace=\"{ns}\"}} {keys}\n"));
-        bytes.push_str(&format!("wisp_kv_bytes{{namespace=\"{ns}\"}} {b}\n"));
-    }
-    text.push_str(&bytes);
-    text.push_str(&format!(
-        "# HELP wisp_kv_events_pending Events of key changes stored with their change in kv.db and not yet in the event queue (it had no room).\n# TYPE wisp_kv_events_pending gauge\nwisp_kv_events_pending {}\n",
-        st.engine.kv().pending_events()
-    ));
+    let mut text = wisp_core::metrics::encode(&st.metrics);
     if let Some(ns) = bound {
         text = only_namespace(&text, &ns);
     }

@@ -57,14 +57,39 @@ pub(crate) struct AppState {
     pub engine: Engine,
     pub gate: Arc<Gate>,
     pub config: Arc<GatewayConfig>,
+    /// The node's metrics registry: every component's collector.
+    pub metrics: Arc<wisp_core::metrics::Registry>,
+}
+
+/// The node's metrics registry: the engine (functions, capacity, queue,
+/// processes), the gateway (routes, access log), the S3 API and the KV
+/// store each register their collector.
+fn registry(engine: &Engine, gate: &Arc<Gate>) -> wisp_core::metrics::Registry {
+    use wisp_core::metrics::{DescriptorEncoder, FnCollector};
+    let mut r = wisp_core::metrics::Registry::default();
+    r.register_collector(Box::new(engine.collector()));
+    let g = gate.clone();
+    r.register_collector(Box::new(FnCollector(
+        "gateway",
+        move |e: &mut DescriptorEncoder| g.encode_metrics(e),
+    )));
+    r.register_collector(Box::new(wisp_s3::collector()));
+    let kv = engine.clone();
+    r.register_collector(Box::new(FnCollector(
+        "kv",
+        move |e: &mut DescriptorEncoder| kv.kv().encode_metrics(e),
+    )));
+    r
 }
 
 /// Builds the node's HTTP router.
 pub fn router(engine: Engine, gate: Arc<Gate>, config: GatewayConfig) -> Router {
+    let metrics = Arc::new(registry(&engine, &gate));
     let state = AppState {
         engine,
         gate,
         config: Arc::new(config),
+        metrics,
     };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -291,6 +291,42 @@ impl Kv {
         by.into_values().collect()
     }
 
+    /// The store's metrics: keys and bytes per namespace, events waiting
+    /// in the outbox.
+    pub fn encode_metrics(
+        &self,
+        e: &mut wisp_core::metrics::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use wisp_core::metrics::gauge;
+        let totals: Vec<(String, u64, u64)> = self
+            .totals()
+            .into_iter()
+            .map(|(ns, k, b)| (ns.to_string(), k, b))
+            .collect();
+        gauge(
+            e,
+            "wisp_kv_keys",
+            "Keys in the key-value store, by namespace.",
+            totals
+                .iter()
+                .map(|(ns, k, _)| (vec![("namespace", ns.as_str())], *k as i64)),
+        )?;
+        gauge(
+            e,
+            "wisp_kv_bytes",
+            "Bytes of keys and values in the key-value store, by namespace.",
+            totals
+                .iter()
+                .map(|(ns, _, b)| (vec![("namespace", ns.as_str())], *b as i64)),
+        )?;
+        gauge(
+            e,
+            "wisp_kv_events_pending",
+            "Events of key changes stored with their change in kv.db and not yet in the event queue (it had no room).",
+            [(Vec::new(), self.pending_events() as i64)],
+        )
+    }
+
     /// The namespace's buckets, by name.
     pub fn buckets(&self, ns: &Namespace) -> Vec<BucketInfo> {
         let mut v: Vec<BucketInfo> = self

@@ -221,12 +221,22 @@ fn count(method: &http::Method, status: StatusCode) {
         .or_default() += 1;
 }
 
-/// Appends the S3 API's metrics (Prometheus text).
-pub fn render_metrics(out: &mut String) {
-    out.push_str("# HELP wisp_s3_requests_total Requests to the S3 API (functions' included), by method and status.\n# TYPE wisp_s3_requests_total counter\n");
-    for ((m, code), n) in REQUESTS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        out.push_str(&format!(
-            "wisp_s3_requests_total{{method=\"{m}\",code=\"{code}\"}} {n}\n"
-        ));
-    }
+/// The S3 API's metrics, for the node's registry.
+pub fn collector() -> impl wisp_core::metrics::Collector {
+    wisp_core::metrics::FnCollector("s3", |e: &mut wisp_core::metrics::DescriptorEncoder| {
+        let requests: Vec<((String, String), u64)> = REQUESTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((m, code), n)| ((m.clone(), code.to_string()), *n))
+            .collect();
+        wisp_core::metrics::counter(
+            e,
+            "wisp_s3_requests",
+            "Requests to the S3 API (functions' included), by method and status.",
+            requests
+                .iter()
+                .map(|((m, code), n)| (vec![("method", m.as_str()), ("code", code.as_str())], *n)),
+        )
+    })
 }
