@@ -9,6 +9,16 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
+use wisp_core::Role;
+
+/// `--role`: one of the roles, listed in `--help` and checked by clap.
+fn role_parser() -> impl clap::builder::TypedValueParser<Value = Role> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Role::NAMES).map(|s| {
+        // Only the names of Role::NAMES reach here.
+        Role::parse(&s).unwrap_or(Role::Reader)
+    })
+}
 
 pub(crate) async fn post(client: &Client, path: &str, body: Value) -> anyhow::Result<Value> {
     let resp = client
@@ -292,8 +302,8 @@ enum TokenCommand {
     Create {
         /// admin (everything in the namespace), deployer (functions, routes,
         /// triggers, topics), invoker (invoke and publish only), reader (read-only)
-        #[arg(long, value_parser = ["admin", "deployer", "invoker", "reader"])]
-        role: String,
+        #[arg(long, value_parser = role_parser())]
+        role: Role,
         /// A name to recognise it by in `wisp token ls` and the audit log
         #[arg(long)]
         name: Option<String>,
@@ -530,8 +540,8 @@ enum AccessKeyCommand {
     /// AWS CLI); the secret is printed once
     Create {
         /// What the key may do [default: invoker]
-        #[arg(long, default_value = "invoker", value_parser = ["admin", "deployer", "invoker", "reader"])]
-        role: String,
+        #[arg(long, default_value = "invoker", value_parser = role_parser())]
+        role: Role,
         /// A name to recognise it by
         #[arg(long)]
         name: Option<String>,

@@ -22,6 +22,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, most powerful first (as the CLI lists them).
+    pub const ALL: [Role; 4] = [Self::Admin, Self::Deployer, Self::Invoker, Self::Reader];
+
+    /// Their names, in the order of [`Role::ALL`].
+    pub const NAMES: [&'static str; 4] = ["admin", "deployer", "invoker", "reader"];
+
     pub fn parse(s: &str) -> Result<Self, TenancyError> {
         match s {
             "admin" => Ok(Self::Admin),

@@ -82,14 +82,22 @@ impl Engine {
         wait: Wait,
     ) -> Result<Ticket, EngineError> {
         let entry = self.entry(ns, name)?;
-        let start_ms = now_ms();
+        let mut start_ms = now_ms();
         entry.last_used_ms.store(start_ms, Ordering::Relaxed);
         let admission = match wait {
+            // A caller's wait is part of its invocation (and a refusal is
+            // recorded at the time it was asked).
             Wait::Bounded => self.admit_bounded(&entry, &source, start_ms).await?,
-            Wait::Unbounded => self
-                .admit_unbounded(&entry)
-                .await
-                .ok_or_else(|| EngineError::Internal("the node is shutting down".into()))?,
+            // A delivery's wait for slots is time in the queue: its run
+            // starts when it has them.
+            Wait::Unbounded => {
+                let a = self
+                    .admit_unbounded(&entry)
+                    .await
+                    .ok_or_else(|| EngineError::Internal("the node is shutting down".into()))?;
+                start_ms = now_ms();
+                a
+            }
         };
         Ok(Ticket {
             entry,
