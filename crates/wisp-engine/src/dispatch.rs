@@ -53,7 +53,8 @@ impl Ticket {
 /// What the caller wants back.
 pub enum Answer {
     /// The response as the function streams it (with the
-    /// `x-wisp-activation-id` header); recorded when the body ends.
+    /// `x-wisp-activation-id` header for clients, and the [`ActivationId`]
+    /// as a response extension); recorded when the body ends.
     Stream,
     /// Up to `keep` bytes of the body, read on the calling task, with how
     /// the run ended and its logs (the Lambda Invoke API, queued
@@ -131,6 +132,7 @@ impl Engine {
             Answer::Stream => {
                 let header = http::HeaderValue::from_str(id.as_str())
                     .map_err(|e| EngineError::Internal(e.to_string()))?;
+                let id_for_caller = id.clone();
                 let this = self.clone();
                 let run_source = source.clone();
                 let mut done = Finished {
@@ -150,6 +152,8 @@ impl Engine {
                     })
                     .await;
                 resp.headers_mut().insert("x-wisp-activation-id", header);
+                // Typed, for the gateway (the header is for clients).
+                resp.extensions_mut().insert(id_for_caller);
                 Ok(Dispatched::Streamed(resp))
             }
             Answer::Collect { keep, logs, event } => {

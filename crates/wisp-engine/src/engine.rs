@@ -19,7 +19,8 @@ use wisp_core::{
 };
 use wisp_exec_wasm::{DeployError, ResponseBody, WasmEngine};
 
-/// A response from a function, with the `x-wisp-activation-id` header set.
+/// A response from a function, with the `x-wisp-activation-id` header set
+/// and its [`ActivationId`] as an extension.
 pub type InvokeResponse = http::Response<ResponseBody>;
 
 #[derive(Debug, Clone)]

@@ -481,10 +481,9 @@ pub async fn serve_route(State(st): State<AppState>, req: Request) -> Response {
         rate_headers(&mut head.headers, v);
     }
     let activation = head
-        .headers
-        .get("x-wisp-activation-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .extensions
+        .get::<wisp_core::ActivationId>()
+        .map(|a| a.to_string());
     let status = head.status.as_u16();
     let metered = Metered {
         inner: body,

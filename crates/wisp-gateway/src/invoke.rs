@@ -216,7 +216,8 @@ pub(crate) async fn call(
     // the function failed, not how (management callers of `/v1/…/invoke`
     // see the executor's answer, as the namespace's own).
     if public && let Some(wisp_core::HostAnswered(outcome)) = resp.extensions().get().copied() {
-        return Ok(failure_page(resp.status(), resp.headers(), outcome));
+        let id = resp.extensions().get::<wisp_core::ActivationId>().cloned();
+        return Ok(failure_page(resp.status(), id, outcome));
     }
     let mut resp = resp.map(Body::new);
     resp.extensions_mut().insert(crate::error::FunctionAnswer);
@@ -228,13 +229,10 @@ pub(crate) async fn call(
 /// function's error text or backtrace (they are in the activation).
 fn failure_page(
     status: StatusCode,
-    headers: &http::HeaderMap,
+    activation: Option<wisp_core::ActivationId>,
     outcome: wisp_core::Outcome,
 ) -> Response {
-    let id = headers
-        .get(ACTIVATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown");
+    let id = activation.as_ref().map_or("unknown", |a| a.as_str());
     let mut r = ApiError::new(
         status,
         "function_failed",
@@ -244,8 +242,11 @@ fn failure_page(
         ),
     )
     .into_response();
-    if let Some(v) = headers.get(ACTIVATION_HEADER) {
-        r.headers_mut().insert(ACTIVATION_HEADER, v.clone());
+    if let Some(a) = activation {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            r.headers_mut().insert(ACTIVATION_HEADER, v);
+        }
+        r.extensions_mut().insert(a);
     }
     r
 }
